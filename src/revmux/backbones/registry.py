@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from revmux.backbones.base import BackboneView
+from revmux.backbones.zoo import resolve_model
 from revmux.errors import RevmuxError, UnsupportedModelError
 
 # model_type -> "module:Class"; a new family is one file plus one line here.
@@ -70,6 +71,7 @@ def load_backbone(
     import torch
     import transformers
 
+    path_or_id = resolve_model(path_or_id)
     try:
         config = transformers.AutoConfig.from_pretrained(str(path_or_id))
     except (OSError, ValueError) as exc:
@@ -106,7 +108,7 @@ def load_tokenizer(path_or_id: str | Path) -> Any:
     """The model's tokenizer, with a pad token set (decoders often ship without one)."""
     import transformers
 
-    tok = transformers.AutoTokenizer.from_pretrained(str(path_or_id))
+    tok = transformers.AutoTokenizer.from_pretrained(resolve_model(path_or_id))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     return tok

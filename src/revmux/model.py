@@ -1,0 +1,276 @@
+"""MuxModel: a frozen backbone plus a multiplexer.
+
+prefill [0, k) per request -> mux groups of N -> tail [k, L) on composites -> demux only at the
+positions the head reads -> frozen head. N = 1 is plain inference. The backbone is never a
+submodule: `state_dict()` holds the adapters only, and `.train()` never wakes the backbone's dropout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from revmux.backbones import BackboneView, LayerState, backbone_hash, load_backbone
+from revmux.config import WEIGHTS_NAME, MuxConfig
+from revmux.errors import CheckpointError, ConfigError
+from revmux.mux import Multiplexer, build_mux
+
+
+@dataclass
+class MuxOutput:
+    """logits (B, C) in input order; reps: what the head read (B, d) or (B, T, d); down: (G, N, T, d_sub) or None."""
+
+    logits: Tensor
+    reps: Tensor
+    down: Tensor | None = None
+
+
+def plan_groups(lengths: Tensor, n: int, *, length_aware: bool = False, order: Tensor | None = None) -> Tensor:
+    """A permutation of the batch whose consecutive runs of `n` are the groups (leftovers at the end).
+
+    `order` (a permutation) fixes the grouping, e.g. a random one per epoch; otherwise the input
+    order is used, or, with `length_aware`, requests sorted by length so partners pad little.
+    """
+    B = lengths.shape[0]
+    if order is not None:
+        if order.shape != (B,):
+            raise ConfigError(f"order must be a permutation of {B} requests, got shape {tuple(order.shape)}.")
+        return order.to(lengths.device)
+    if length_aware and n > 1:
+        return torch.argsort(lengths, descending=True, stable=True)
+    return torch.arange(B, device=lengths.device)
+
+
+class MuxModel(nn.Module):
+    """Serve a frozen classifier N requests per forward pass (RevMUX); trainable parameters are the adapters only."""
+
+    def __init__(self, view: BackboneView, config: MuxConfig, mux: Multiplexer | None = None) -> None:
+        super().__init__()
+        check_compatible(config, view, check_hash=False)
+        self.__dict__["view"] = view  # not a submodule: frozen, never saved, never put in train mode
+        self.config = config
+        self.mux = mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **_mux_options(config))
+        self.length_aware = False
+
+    @classmethod
+    def from_backbone(
+        cls,
+        view: BackboneView,
+        *,
+        kind: str = "revmux",
+        n: int = 2,
+        k: int = 1,
+        backbone_path: str | Path = "",
+        task: str | None = None,
+        max_length: int = 128,
+        f_hidden: int | None = None,
+        up_hidden: int | None = None,
+    ) -> MuxModel:
+        """Fresh adapters of `kind` for `view` at width N and split point k."""
+        config = MuxConfig(
+            kind=kind,
+            n=n,
+            k=k,
+            hidden_size=view.hidden_size,
+            num_layers=view.num_layers,
+            backbone_model_type=view.model_type,
+            backbone_path=str(backbone_path),
+            backbone_hash=backbone_hash(view.model),
+            label_names=view.label_names,
+            verbalizer_ids=view.verbalizer_ids,
+            f_hidden=f_hidden,
+            up_hidden=up_hidden,
+            max_length=max_length,
+            task=task,
+        )
+        return cls(view, config)
+
+    @property
+    def n(self) -> int:
+        return self.config.n
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ---- inference ----------------------------------------------------------------------------
+    def prefill(self, inputs: Mapping[str, Tensor]) -> LayerState:
+        """Embeddings and layers [0, k) on every request separately, exactly as the unsplit model."""
+        state = self.view.embed(inputs)
+        return self.view.run_layers(state, 0, self.k)
+
+    def forward(
+        self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool | None = None
+    ) -> Tensor:
+        """Logits (B, C) in input order for a tokenized batch of any size B."""
+        return self.forward_from_prefill(self.prefill(inputs), order=order, length_aware=length_aware).logits
+
+    def forward_from_prefill(
+        self,
+        state: LayerState,
+        *,
+        order: Tensor | None = None,
+        length_aware: bool | None = None,
+        return_down: bool = False,
+    ) -> MuxOutput:
+        """Mux groups of N from layer-k states, run the tail once per group, demux, read the head.
+
+        Groups are consecutive runs of N in `plan_groups`; the last B mod N requests run unmultiplexed
+        (N = 1) rather than being padded with fake requests.
+        """
+        mask = state.attention_mask
+        B, T = mask.shape
+        N = self.n
+        lengths = mask.sum(1)
+        la = self.length_aware if length_aware is None else length_aware
+        perm = plan_groups(lengths, N, length_aware=la, order=order)
+        G = B // N if N > 1 else 0
+        m = G * N
+        reads: list[Tensor] = []
+        logits: list[Tensor] = []
+        down = None
+        if G:
+            idx = perm[:m].view(G, N)
+            h = state.hidden[idx]  # (G, N, T, d)
+            masks = mask[idx]  # (G, N, T)
+            comp_mask = masks.amax(dim=1)  # OR of the group's masks
+            comp = self.view.composite_state(self.mux.mux(h), comp_mask)
+            out = self.view.run_layers(comp, self.k, self.view.num_layers).hidden  # (G, T, d)
+            if self.view.reads_all_positions:
+                rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
+            else:
+                ridx = self.view.read_index(masks.reshape(m, T)).view(G, N)
+                rows = out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
+            per_request = self.mux.demux(rows).flatten(0, 1)  # (m, [T,] d)
+            reads.append(per_request)
+            logits.append(self.view.head(per_request, masks.reshape(m, T)))
+            if return_down:
+                down = self.mux.down(h)
+        rest = perm[m:]
+        if rest.numel():
+            rep, lg = self.teacher_from_prefill(_select(state, rest))
+            reads.append(rep)
+            logits.append(lg)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(B, device=perm.device)
+        return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
+
+    def teacher_from_prefill(self, state: LayerState) -> tuple[Tensor, Tensor]:
+        """The unmultiplexed model from layer k: (what the head reads, logits). The teacher of training."""
+        out = self.view.run_layers(state, self.k, self.view.num_layers)
+        rep = self.view.gather(out)
+        return rep, self.view.head(rep, out.attention_mask)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write mux_config.json + mux_model.safetensors (adapters only, never the backbone)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.mux.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "revmux_kind": self.config.kind})
+        self.config.save(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        view: BackboneView | None = None,
+        *,
+        backbone: str | Path | None = None,
+        check_hash: bool = True,
+    ) -> MuxModel:
+        """Load adapters from `directory` onto `view` (or the backbone named in the config, or `backbone`).
+
+        Raises CheckpointError when the files are missing, truncated or corrupted, or when the
+        backbone differs from the one the adapters were trained on.
+        """
+        config = MuxConfig.load(directory)
+        if view is None:
+            path = backbone or config.backbone_path
+            if not path:
+                raise CheckpointError(f"{directory} names no backbone; pass --model/backbone explicitly.")
+            view = load_backbone(path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None)
+        check_compatible(config, view, check_hash=check_hash)
+        model = cls(view, config)
+        model.mux.load_state_dict(_load_weights(Path(directory) / WEIGHTS_NAME, model.mux))
+        return model
+
+
+def check_compatible(config: MuxConfig, view: BackboneView, *, check_hash: bool) -> None:
+    """CheckpointError naming both values when `config` was made for another backbone."""
+    fix = "Load the adapter with the backbone it was trained on, or re-train it on this one."
+    pairs = [
+        ("model_type", config.backbone_model_type, view.model_type),
+        ("hidden size", config.hidden_size, view.hidden_size),
+        ("layer count", config.num_layers, view.num_layers),
+    ]
+    for what, expected, got in pairs:
+        if expected != got:
+            raise CheckpointError(f"adapter was trained on a backbone with {what} {expected}, this backbone has {got}. {fix}")
+    if config.label_names and len(config.label_names) != view.num_labels:
+        raise CheckpointError(
+            f"adapter has {len(config.label_names)} labels {config.label_names}, the backbone's head has "
+            f"{view.num_labels}. {fix}"
+        )
+    if check_hash and config.backbone_hash:
+        got = backbone_hash(view.model)
+        if got != config.backbone_hash:
+            raise CheckpointError(
+                f"backbone content hash differs: adapter expects {config.backbone_hash[:16]}..., this backbone is "
+                f"{got[:16]}... (different weights or config). {fix}"
+            )
+
+
+def _load_weights(path: Path, mux: Multiplexer) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"adapter weights {path} are missing. Re-save the adapter with `revmux train`.")
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
+        raise CheckpointError(
+            f"adapter weights {path} are truncated or corrupted ({exc}). Restore the file or re-train."
+        ) from exc
+    expected = mux.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"adapter weights {path} do not match the config: missing {missing}, unexpected {unexpected}."
+        )
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise CheckpointError(
+                f"adapter tensor {name} in {path} has shape {tuple(t.shape)}, the config implies "
+                f"{tuple(expected[name].shape)}. The checkpoint is inconsistent; re-train it."
+            )
+    return tensors
+
+
+def _select(state: LayerState, rows: Tensor) -> LayerState:
+    pos = state.position_ids
+    if pos is not None and pos.shape[0] == state.hidden.shape[0]:
+        pos = pos[rows]
+    return LayerState(hidden=state.hidden[rows], attention_mask=state.attention_mask[rows], position_ids=pos)
+
+
+def _mux_options(config: MuxConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if config.f_hidden is not None:
+        opts["f_hidden"] = config.f_hidden
+    if config.up_hidden is not None:
+        opts["up_hidden"] = config.up_hidden
+    return opts
+

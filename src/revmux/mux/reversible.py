@@ -1,0 +1,128 @@
+"""RevMUX: shared Down, the reversible coupling chain, contiguous composite, inverse demux, shared Up.
+
+This is the method of METHOD.md section 3. The composite layout is one layout used both ways: slot n
+occupies channels [n * d_sub, (n + 1) * d_sub) and channels from N * d_sub to d are zero (no channel
+interleaving, section 8). Pure tensor code: no transformers, no backbone, no training loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from revmux.mux.base import Multiplexer
+from revmux.mux.coupling import ReversibleCoupling
+
+
+def check_shape(t: Tensor, n: int, d: int, what: str, min_dim: int) -> None:
+    """Raise ValueError unless t is (G, N, ..., d) with at least `min_dim` dims (N checked when n > 0)."""
+    if t.dim() < min_dim or t.shape[-1] != d or (n > 0 and t.shape[1] != n):
+        want = f"(G, N={n}, ..., d={d})" if n > 0 else f"(G, ..., d={d})"
+        raise ValueError(f"{what} expects {want} with >= {min_dim} dims, got shape {tuple(t.shape)}.")
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype adapters compute in: their own parameters' (fp32 unless cast)."""
+    return next(module.parameters()).dtype
+
+
+def pack(y: Tensor, d: int) -> Tensor:
+    """(..., N, d_sub) slots -> (..., d) composite: contiguous blocks, zero-padded from N * d_sub to d."""
+    flat = y.flatten(-2)
+    return F.pad(flat, (0, d - flat.shape[-1]))
+
+
+def unpack(c: Tensor, n: int, d_sub: int) -> Tensor:
+    """(..., d) composite -> (..., N, d_sub) slots: the first N * d_sub channels, as `pack` wrote them."""
+    return c[..., : n * d_sub].unflatten(-1, (n, d_sub))
+
+
+def coupling_mux(down_proj: nn.Linear, coupling: ReversibleCoupling, h: Tensor, d: int) -> Tensor:
+    """(G, N, T, d) (already in the adapter dtype) -> (G, T, d): Down, coupling over the slot axis, pack."""
+    x = down_proj(h).movedim(1, -2)  # (G, T, N, d_sub)
+    return pack(coupling(x), d)
+
+
+class RevMUX(Multiplexer):
+    """Reversible multiplexer (kind "revmux"): composite = pack(coupling(Down(h_n))); demux inverts it.
+
+    Options: f_hidden (width of each F, default d), up_hidden (Up's hidden width, default 2 * d),
+    up_norm (LayerNorm(d) after Up, default False).
+    """
+
+    kind = "revmux"
+
+    def __init__(
+        self, n: int, d: int, f_hidden: int | None = None, up_hidden: int | None = None, up_norm: bool = False
+    ) -> None:
+        super().__init__(n, d)
+        self.f_hidden = f_hidden if f_hidden is not None else d
+        self.up_hidden = up_hidden if up_hidden is not None else 2 * d
+        self.down_proj = nn.Linear(d, self.d_sub)
+        self.coupling = ReversibleCoupling(n, self.d_sub, self.f_hidden)
+        self.up_proj = nn.Sequential(
+            nn.Linear(self.d_sub, self.up_hidden), nn.GELU(), nn.Linear(self.up_hidden, d)
+        )
+        self.up_norm = nn.LayerNorm(d) if up_norm else None
+
+    def down(self, h: Tensor) -> Tensor:
+        """(G, N, T, d) -> (G, N, T, d_sub): the shared Down projection of every request."""
+        check_shape(h, self.n, self.d, "RevMUX.down", 3)
+        return self.down_proj(h.to(param_dtype(self))).to(h.dtype)
+
+    def up(self, x: Tensor) -> Tensor:
+        """(..., d_sub) -> (..., d): the shared Up MLP (and LayerNorm if up_norm)."""
+        out = self.up_proj(x.to(param_dtype(self)))
+        if self.up_norm is not None:
+            out = self.up_norm(out)
+        return out.to(x.dtype)
+
+    def mux(self, h: Tensor) -> Tensor:
+        """(G, N, T, d) -> (G, T, d) composites."""
+        check_shape(h, self.n, self.d, "RevMUX.mux", 3)
+        return coupling_mux(self.down_proj, self.coupling, h.to(param_dtype(self)), self.d).to(h.dtype)
+
+    def invert(self, o: Tensor) -> Tensor:
+        """(G, *, d) composite -> (G, N, *, d_sub): the exact coupling inverse (no Up), for verification."""
+        check_shape(o, 0, self.d, "RevMUX.invert", 2)
+        x = self.coupling.inverse(unpack(o.to(param_dtype(self)), self.n, self.d_sub))
+        return x.movedim(-2, 1).to(o.dtype)
+
+    def demux(self, o: Tensor) -> Tensor:
+        """(G, N, *, d) -> (G, N, *, d): row n is the composite at request n's read positions; only x^_n
+        is recovered from it (N + 1 evaluations of F in all, not N * N), then Up."""
+        check_shape(o, self.n, self.d, "RevMUX.demux", 3)
+        blocks = unpack(o.to(param_dtype(self)), self.n, self.d_sub)  # (G, N, *, N, d_sub)
+        x = torch.stack([self.coupling.inverse_one(blocks[:, i], i) for i in range(self.n)], dim=1)
+        return self.up(x).to(o.dtype)
+
+    @torch.no_grad()
+    def init_down_pca(self, states: Tensor) -> None:
+        """Set Down to the top-d_sub principal directions of sample layer-k states (M, d), M >= d_sub.
+
+        Down(h) = V (h - mean), V the (d_sub, d) principal directions. Up is set so that, with the
+        coupling at the identity, Up(Down(h)) = mean + V^T V (h - mean) is exactly the rank-d_sub PCA
+        reconstruction (before the optional LayerNorm): its first 2 * d_sub hidden units read +x and -x,
+        and GELU(z) - GELU(-z) = z, so the last layer maps them through +V^T and -V^T with bias = mean.
+        The other hidden units keep their random first layer and get zero output weights. Up is left
+        alone if up_hidden < 2 * d_sub.
+        """
+        states = states.reshape(-1, self.d)
+        if states.shape[0] < self.d_sub:
+            raise ValueError(f"init_down_pca needs >= d_sub={self.d_sub} rows, got {states.shape[0]}.")
+        dt, dev = param_dtype(self), self.down_proj.weight.device
+        s = states.to(device=dev, dtype=torch.float64)
+        mean = s.mean(dim=0)
+        v = torch.linalg.svd(s - mean, full_matrices=False).Vh[: self.d_sub]  # (d_sub, d)
+        self.down_proj.weight.copy_(v.to(dt))
+        self.down_proj.bias.copy_((-(v @ mean)).to(dt))
+        if self.up_hidden < 2 * self.d_sub:
+            return
+        first, last = self.up_proj[0], self.up_proj[2]
+        eye = torch.eye(self.d_sub, dtype=dt, device=dev)
+        first.weight[: 2 * self.d_sub].copy_(torch.cat([eye, -eye]))
+        first.bias[: 2 * self.d_sub].zero_()
+        last.weight.zero_()
+        last.weight[:, : 2 * self.d_sub].copy_(torch.cat([v.T, -v.T], dim=1).to(dt))
+        last.bias.copy_(mean.to(dt))

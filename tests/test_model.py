@@ -1,0 +1,172 @@
+"""MuxModel: grouping, input order, leftovers, trainability, and adapter checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from revmux.config import CONFIG_NAME, WEIGHTS_NAME
+from revmux.errors import CheckpointError
+from revmux.model import MuxModel, plan_groups
+from tests.tiny import tiny_batch, tiny_bert
+
+KINDS = ["revmux", "ora", "adapter", "datamux"]
+
+
+def _randomize(model: MuxModel, std: float = 0.3) -> MuxModel:
+    """Non-trivial adapter weights, so that partners really influence each other."""
+    with torch.no_grad():
+        for p in model.mux.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def view():
+    return tiny_bert()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("B", [1, 2, 5, 8])
+def test_any_batch_size_gives_one_row_per_request(view, kind, n, B):
+    model = MuxModel.from_backbone(view, kind=kind, n=n, k=1)
+    with torch.inference_mode():
+        logits = model(tiny_batch([3 + (i * 5) % 9 for i in range(B)]))
+    assert logits.shape == (B, view.num_labels)
+    assert torch.isfinite(logits).all()
+
+
+def test_n1_is_plain_inference(view):
+    batch = tiny_batch([4, 9, 6])
+    model = MuxModel.from_backbone(view, kind="revmux", n=1, k=2)
+    assert model.num_trainable() == 0
+    with torch.inference_mode():
+        torch.testing.assert_close(model(batch), view.forward_unsplit(batch), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_leftovers_run_unmultiplexed_not_padded(view, kind):
+    """B mod N requests run at N = 1: their logits equal the plain model's exactly."""
+    batch = tiny_batch([5, 7, 3, 9, 4])  # N = 2: two groups + one leftover (the last)
+    model = _randomize(MuxModel.from_backbone(view, kind=kind, n=2, k=1))
+    with torch.inference_mode():
+        out = model(batch)
+        plain = view.forward_unsplit(batch)
+    torch.testing.assert_close(out[4], plain[4], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[:4], plain[:4], atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_logits_follow_their_requests_and_groups_are_independent(view, kind):
+    batch = tiny_batch([5, 7, 3, 9, 4, 8], seed=1)
+    model = _randomize(MuxModel.from_backbone(view, kind=kind, n=2, k=1))
+    with torch.inference_mode():
+        out = model(batch)
+        # swap the first two groups ({0,1} and {2,3}) in the input: each request keeps its answer
+        perm = torch.tensor([2, 3, 0, 1, 4, 5])
+        swapped = model({k: v[perm] for k, v in batch.items()})
+        torch.testing.assert_close(swapped, out[perm], atol=1e-5, rtol=1e-5)
+        # replace request 5 (group {4,5}): requests 0..3 are unaffected, request 4 is affected
+        other = tiny_batch([5, 7, 3, 9, 4, 8], seed=2)
+        changed = {k: torch.cat([v[:5], other[k][5:]]) for k, v in batch.items()}
+        out2 = model(changed)
+    torch.testing.assert_close(out2[:4], out[:4], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out2[4], out[4], atol=1e-4)
+
+
+def test_forward_matches_the_method_step_by_step(view):
+    """prefill -> mux -> tail with OR-mask -> demux at read positions -> head, written out by hand."""
+    batch = tiny_batch([3, 10, 6, 6])
+    model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=2, k=1))
+    with torch.inference_mode():
+        state = view.run_layers(view.embed(batch), 0, 1)
+        h = state.hidden.view(2, 2, *state.hidden.shape[1:])
+        masks = state.attention_mask.view(2, 2, -1)
+        comp_mask = masks.max(dim=1).values
+        comp = view.composite_state(model.mux.mux(h), comp_mask)
+        out = view.run_layers(comp, 1, view.num_layers).hidden
+        rows = out[:, 0].unsqueeze(1).expand(2, 2, -1)  # BERT reads CLS
+        expected = view.head(model.mux.demux(rows).flatten(0, 1), state.attention_mask)
+        torch.testing.assert_close(model(batch), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_order_and_length_aware_grouping():
+    lengths = torch.tensor([3, 12, 4, 11, 5, 10])
+    assert plan_groups(lengths, 2).tolist() == [0, 1, 2, 3, 4, 5]
+    sorted_perm = plan_groups(lengths, 2, length_aware=True)
+    assert lengths[sorted_perm].tolist() == [12, 11, 10, 5, 4, 3]
+    order = torch.tensor([5, 4, 3, 2, 1, 0])
+    assert plan_groups(lengths, 2, order=order).tolist() == order.tolist()
+
+
+def test_length_aware_grouping_keeps_answers_in_input_order(view):
+    batch = tiny_batch([3, 12, 4, 11, 5, 10])
+    model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=2, k=1))
+    with torch.inference_mode():
+        out = model(batch, length_aware=True)
+        perm = plan_groups(batch["attention_mask"].sum(1), 2, length_aware=True)
+        direct = model({k: v[perm] for k, v in batch.items()})
+    torch.testing.assert_close(out[perm], direct, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_only_adapters_train(view, kind):
+    model = MuxModel.from_backbone(view, kind=kind, n=2, k=1)
+    assert all(not p.requires_grad for p in view.model.parameters())
+    assert model.num_trainable() == sum(p.numel() for p in model.mux.parameters() if p.requires_grad) > 0
+    model.train()
+    assert not view.model.training, "putting the MuxModel in train mode must not wake the backbone's dropout"
+    loss = model(tiny_batch([4, 6, 5, 7])).logsumexp(-1).sum()
+    loss.backward()
+    for name, p in model.mux.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+    assert set(model.state_dict()) == {f"mux.{k}" for k in model.mux.state_dict()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_load_identical_logits(view, kind, tmp_path):
+    batch = tiny_batch([5, 7, 3, 9, 4])
+    model = _randomize(MuxModel.from_backbone(view, kind=kind, n=2, k=1, task="toy"))
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    config = json.loads((tmp_path / CONFIG_NAME).read_text())
+    assert config["kind"] == kind and config["n"] == 2 and config["k"] == 1
+    assert config["backbone_model_type"] == "bert" and len(config["backbone_hash"]) == 64
+    loaded = MuxModel.from_pretrained(tmp_path, view)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
+
+
+def test_truncated_and_corrupted_checkpoints_raise_named_errors(view, tmp_path):
+    MuxModel.from_backbone(view, kind="revmux", n=2, k=1).save_pretrained(tmp_path)
+    weights = tmp_path / WEIGHTS_NAME
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        MuxModel.from_pretrained(tmp_path, view)
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        MuxModel.from_pretrained(tmp_path, view)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        MuxModel.from_pretrained(tmp_path, view)
+    (tmp_path / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        MuxModel.from_pretrained(tmp_path, view)
+    with pytest.raises(CheckpointError, match="no mux_config.json"):
+        MuxModel.from_pretrained(tmp_path / "nowhere", view)
+
+
+def test_mismatched_backbone_raises_naming_both_values(view, tmp_path):
+    MuxModel.from_backbone(view, kind="revmux", n=2, k=1).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="hidden size 32, this backbone has 48"):
+        MuxModel.from_pretrained(tmp_path, tiny_bert(hidden=48))
+    with pytest.raises(CheckpointError, match="layer count 3, this backbone has 4"):
+        MuxModel.from_pretrained(tmp_path, tiny_bert(layers=4))
+    with pytest.raises(CheckpointError, match="content hash differs"):
+        MuxModel.from_pretrained(tmp_path, tiny_bert(seed=1))
+    with pytest.raises(CheckpointError, match="3 labels|2 labels"):
+        MuxModel.from_pretrained(tmp_path, tiny_bert(num_labels=3))
