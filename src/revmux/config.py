@@ -34,6 +34,7 @@ class MuxConfig:
     verbalizer_ids: list[int] | None = None
     f_hidden: int | None = None
     up_hidden: int | None = None
+    up_norm: bool = False
     max_length: int = 128
     task: str | None = None
     format_version: int = FORMAT_VERSION
@@ -49,9 +50,7 @@ class MuxConfig:
                 f"got {self.k!r}. Choose --k between 0 and {self.num_layers - 1}."
             )
         if not isinstance(self.hidden_size, int) or self.hidden_size < self.n:
-            raise ConfigError(
-                f"hidden_size must be an integer >= n={self.n}, got {self.hidden_size!r}."
-            )
+            raise ConfigError(f"hidden_size must be an integer >= n={self.n}, got {self.hidden_size!r}.")
         if self.format_version != FORMAT_VERSION:
             raise CheckpointError(
                 f"mux config format_version is {self.format_version}, this revmux reads version "

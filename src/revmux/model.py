@@ -30,7 +30,9 @@ class MuxOutput:
     down: Tensor | None = None
 
 
-def plan_groups(lengths: Tensor, n: int, *, length_aware: bool = False, order: Tensor | None = None) -> Tensor:
+def plan_groups(
+    lengths: Tensor, n: int, *, length_aware: bool = False, order: Tensor | None = None
+) -> Tensor:
     """A permutation of the batch whose consecutive runs of `n` are the groups (leftovers at the end).
 
     `order` (a permutation) fixes the grouping, e.g. a random one per epoch; otherwise the input
@@ -54,7 +56,11 @@ class MuxModel(nn.Module):
         check_compatible(config, view, check_hash=False)
         self.__dict__["view"] = view  # not a submodule: frozen, never saved, never put in train mode
         self.config = config
-        self.mux = mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **_mux_options(config))
+        self.mux = (
+            mux
+            if mux is not None
+            else build_mux(config.kind, config.n, config.hidden_size, **_mux_options(config))
+        )
         self.length_aware = False
 
     @classmethod
@@ -70,6 +76,7 @@ class MuxModel(nn.Module):
         max_length: int = 128,
         f_hidden: int | None = None,
         up_hidden: int | None = None,
+        up_norm: bool = False,
     ) -> MuxModel:
         """Fresh adapters of `kind` for `view` at width N and split point k."""
         config = MuxConfig(
@@ -85,6 +92,7 @@ class MuxModel(nn.Module):
             verbalizer_ids=view.verbalizer_ids,
             f_hidden=f_hidden,
             up_hidden=up_hidden,
+            up_norm=up_norm,
             max_length=max_length,
             task=task,
         )
@@ -177,7 +185,9 @@ class MuxModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.mux.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "revmux_kind": self.config.kind})
+        save_file(
+            tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "revmux_kind": self.config.kind}
+        )
         self.config.save(directory)
         return directory
 
@@ -200,7 +210,9 @@ class MuxModel(nn.Module):
             path = backbone or config.backbone_path
             if not path:
                 raise CheckpointError(f"{directory} names no backbone; pass --model/backbone explicitly.")
-            view = load_backbone(path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None)
+            view = load_backbone(
+                path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None
+            )
         check_compatible(config, view, check_hash=check_hash)
         model = cls(view, config)
         model.mux.load_state_dict(_load_weights(Path(directory) / WEIGHTS_NAME, model.mux))
@@ -217,7 +229,9 @@ def check_compatible(config: MuxConfig, view: BackboneView, *, check_hash: bool)
     ]
     for what, expected, got in pairs:
         if expected != got:
-            raise CheckpointError(f"adapter was trained on a backbone with {what} {expected}, this backbone has {got}. {fix}")
+            raise CheckpointError(
+                f"adapter was trained on a backbone with {what} {expected}, this backbone has {got}. {fix}"
+            )
     if config.label_names and len(config.label_names) != view.num_labels:
         raise CheckpointError(
             f"adapter has {len(config.label_names)} labels {config.label_names}, the backbone's head has "
@@ -272,5 +286,6 @@ def _mux_options(config: MuxConfig) -> dict[str, Any]:
         opts["f_hidden"] = config.f_hidden
     if config.up_hidden is not None:
         opts["up_hidden"] = config.up_hidden
+    if config.up_norm:
+        opts["up_norm"] = True
     return opts
-

@@ -66,7 +66,9 @@ def sample_inputs(view: BackboneView, texts: Sequence[str] = SAMPLE_SENTENCES) -
     if view.tokenizer is None:
         raise ValueError("the view has no tokenizer; load it with revmux.backbones.load_backbone")
     enc = view.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-    return {k: v.to(view.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    return {
+        k: v.to(view.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+    }
 
 
 @torch.inference_mode()
@@ -87,9 +89,13 @@ def verify_backbone(
     B, T, d = hidden.shape
     gen = torch.Generator().manual_seed(seed)
     for n in ns:
+        torch.manual_seed(seed + n)
         mux = RevMUX(n, d)
-        for p in mux.parameters():  # non-trivial coupling weights: a near-identity F would prove little
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+        for (
+            module
+        ) in mux.modules():  # standard (non-zero) init everywhere: a near-identity F would prove little
+            if isinstance(module, torch.nn.Linear):
+                module.reset_parameters()
         groups = 2
         rows = torch.randint(0, B, (groups * n,), generator=gen)
         h = hidden[rows].view(groups, n, T, d)

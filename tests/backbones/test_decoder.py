@@ -38,7 +38,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "qwen2": {"num_hidden_layers": 4, "use_sliding_window": True, "sliding_window": 4, "layer_types": _MIXED},
     "mistral": {"num_hidden_layers": 3, "sliding_window": 4},
     "gemma": {"num_hidden_layers": 2, "hidden_size": 48},
-    "gemma2": {"num_hidden_layers": 4, "sliding_window": 4, "layer_types": _MIXED, "final_logit_softcapping": 0.5},
+    "gemma2": {
+        "num_hidden_layers": 4,
+        "sliding_window": 4,
+        "layer_types": _MIXED,
+        "final_logit_softcapping": 0.5,
+    },
     "gemma3_text": {
         "num_hidden_layers": 4,
         "sliding_window": 4,
@@ -143,7 +148,7 @@ def test_final_norm_only_in_head(model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", ["llama", "mistral", "gemma3_text"])
 def test_left_and_right_padding_agree(model_type: str) -> None:
-    """RoPE and the (sliding) causal masks are relative, so padding side does not change a sentence's logits."""
+    """RoPE and the (sliding) causal masks are relative: the padding side leaves each sentence's logits."""
     for head in ("cls", "lm"):
         view = build(model_type, head)
         with torch.inference_mode():
@@ -199,7 +204,25 @@ def test_head_kind_and_verbalizer_checks() -> None:
     with pytest.raises(ConfigError):
         view_for(lm.model)  # an LM head needs verbalizer ids
     with pytest.raises(ConfigError):
+        view_for(lm.model, verbalizer_ids=[])
+    with pytest.raises(ConfigError):
+        view_for(lm.model, verbalizer_ids=[5, VOCAB])
+    with pytest.raises(ConfigError):
         view_for(cls.model, verbalizer_ids=VERBALIZER)
+
+
+def test_gemma3_bidirectional_attention() -> None:
+    """gemma3_text with use_bidirectional_attention: the forward's or_mask_function overlays are kept."""
+    torch.manual_seed(0)
+    overrides = {**_COMMON, **FAMILIES["gemma3_text"], "use_bidirectional_attention": True}
+    config = transformers.AutoConfig.for_model("gemma3_text", num_labels=2, **overrides)
+    view = view_for(transformers.AutoModelForSequenceClassification.from_config(config).eval())
+    for side in ("right", "left"):
+        inputs = batch(side)
+        with torch.inference_mode():
+            ref = view.forward_unsplit(inputs)
+            for k in range(view.num_layers + 1):
+                torch.testing.assert_close(view.forward_split(inputs, k), ref, **TOL)
 
 
 def test_gemma3_text_model_type() -> None:

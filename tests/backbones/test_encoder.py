@@ -159,7 +159,8 @@ def test_embed_state_and_empty_range(model_type: str) -> None:
     assert torch.equal(state.attention_mask, inputs["attention_mask"])
     for i in range(view.num_layers + 1):
         same = view.run_layers(state, i, i)
-        assert torch.equal(same.hidden, state.hidden) and torch.equal(same.attention_mask, state.attention_mask)
+        assert torch.equal(same.hidden, state.hidden)
+        assert torch.equal(same.attention_mask, state.attention_mask)
 
 
 @pytest.mark.parametrize("model_type", list(FAMILIES))

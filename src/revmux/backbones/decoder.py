@@ -1,13 +1,14 @@
-"""DecoderView: the layer-sliced view of decoder-only causal LMs (llama, qwen2, mistral, gemma, gemma2, gemma3 text).
+"""DecoderView: the layer-sliced view of decoder-only causal LMs.
 
-It wraps either an `AutoModelForSequenceClassification` model (the `score` head, read at each row's last real
-token) or an `AutoModelForCausalLM` model (the `lm_head` at the last real token, restricted to `verbalizer_ids`).
-Every step calls transformers' own modules (`embed_tokens`, `layers[i]`, `rotary_emb`, `norm`, the head) and
-transformers' own mask builders (`create_causal_mask`, `create_sliding_window_causal_mask`), with the same
-arguments as each family's `*Model.forward`, so embed -> [0, k) -> [k, L) -> head equals the unsplit forward.
+Families: llama, qwen2, mistral, gemma, gemma2, gemma3 (text only, model_type "gemma3_text"). The view wraps
+either an `AutoModelForSequenceClassification` model (the `score` head, read at each row's last real token) or
+an `AutoModelForCausalLM` model (`lm_head` at the last real token, restricted to `verbalizer_ids`). Every step
+calls transformers' own modules (`embed_tokens`, `layers[i]`, `rotary_emb`, `norm`, the head) and mask
+builders (`create_causal_mask`, `create_sliding_window_causal_mask`) with the arguments each family's
+`*Model.forward` uses, so embed -> [0, k) -> [k, L) -> head equals the unsplit forward.
 
-It is not a model and not a copy of modeling code: it owns no weights, keeps no KV cache (no generation), and
-only supports the families listed in `model_types`; the final norm is applied in `head`, never in `run_layers`.
+It is not a model and not a copy of modeling code: it owns no weights, keeps no KV cache (no generation),
+and supports only the families in `model_types`. The final norm is applied in `head`, never in `run_layers`.
 """
 
 from __future__ import annotations
@@ -53,14 +54,19 @@ class DecoderView(BackboneView):
             )
         if self.is_classifier and self.verbalizer_ids is not None:
             raise ConfigError(
-                "verbalizer_ids apply to causal LM heads, but this model has a classification head (`score`); "
-                "drop verbalizer_ids or load the model with AutoModelForCausalLM."
+                "verbalizer_ids apply to causal LM heads, but this model has a classification "
+                "head (`score`); drop verbalizer_ids or load the model with AutoModelForCausalLM."
             )
-        if not self.is_classifier and self.verbalizer_ids is None:
+        if not self.is_classifier and not self.verbalizer_ids:
             raise ConfigError(
                 "a causal LM head needs verbalizer_ids (one token id per class); pass verbalizer_ids, "
-                "or load the model with AutoModelForSequenceClassification."
+                f"or load the model with AutoModelForSequenceClassification; got {verbalizer_ids!r}."
             )
+        if not self.is_classifier:
+            vocab = int(model.lm_head.out_features)
+            bad = [i for i in self.verbalizer_ids if not 0 <= int(i) < vocab]
+            if bad:
+                raise ConfigError(f"verbalizer_ids {bad} are outside the vocabulary [0, {vocab}).")
 
     # ---- facts --------------------------------------------------------------------------------
     @property
@@ -125,7 +131,8 @@ class DecoderView(BackboneView):
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(inputs["input_ids"])
-        logits = self.model(input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False).logits
+        out = self.model(input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False)
+        logits = out.logits
         if self.is_classifier:
             return logits
         idx = self.read_index(attention_mask).to(logits.device)
@@ -164,7 +171,9 @@ class DecoderView(BackboneView):
             masks["sliding_attention"] = create_sliding_window_causal_mask(**sliding_kwargs)
         unknown = kinds - masks.keys()
         if unknown:
-            raise UnsupportedModelError(f"layer types {sorted(unknown)} of {self.model_type!r} are not supported.")
+            raise UnsupportedModelError(
+                f"layer types {sorted(unknown)} of {self.model_type!r} are unsupported."
+            )
         return masks
 
     def _position_embeddings(self, hidden: Tensor, position_ids: Tensor, kinds: set[str]) -> dict:

@@ -11,7 +11,7 @@ models loaded without a sequence-classification head, decoder-configured encoder
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,8 @@ class EncoderView(BackboneView):
 
     def _embeddings(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """The base model's embeddings output (B, T, d), as its forward computes it."""
-        return self.base.embeddings(input_ids=inputs["input_ids"], token_type_ids=inputs.get("token_type_ids"))
+        token_type_ids = inputs.get("token_type_ids")  # None: the module's all-zeros buffer, as in HF
+        return self.base.embeddings(input_ids=inputs["input_ids"], token_type_ids=token_type_ids)
 
     def _run(self, hidden: Tensor, mask: Tensor | None, start: int, stop: int) -> Tensor:
         """Layers [start, stop) on `hidden` with the prepared attention mask."""

@@ -91,7 +91,11 @@ def load_backbone(
             kwargs["num_labels"] = num_labels
         auto = transformers.AutoModelForSequenceClassification
     elif head == "lm":
-        auto = transformers.AutoModelForSeq2SeqLM if model_type in SEQ2SEQ_TYPES else transformers.AutoModelForCausalLM
+        auto = (
+            transformers.AutoModelForSeq2SeqLM
+            if model_type in SEQ2SEQ_TYPES
+            else transformers.AutoModelForCausalLM
+        )
     else:
         raise RevmuxError(f"head must be 'auto', 'classifier' or 'lm', got {head!r}.")
     try:

@@ -1,0 +1,186 @@
+"""RevMUX: contiguous composite layout, exact inverse through an identity tail, row-wise demux, N = 1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from revmux.mux import IdentityMux, RevMUX, build_mux
+
+PROPERTY = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def randomize_f(m: RevMUX) -> None:
+    """Non-trivial F: weights N(0, 1 / fan_in), biases N(0, 0.5^2) (see test_coupling.randomize_f)."""
+    for f in m.coupling.fs:
+        for lin in (f[0], f[2]):
+            torch.nn.init.normal_(lin.weight, std=1 / math.sqrt(lin.in_features))
+            torch.nn.init.normal_(lin.bias, std=0.5)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> dict:
+    n = draw(st.integers(2, 8))
+    return {
+        "n": n,
+        "d": draw(st.integers(n, 80)),  # includes d not divisible by N
+        "g": draw(st.integers(1, 3)),
+        "t": draw(st.integers(1, 4)),
+        "seed": draw(st.integers(0, 2**31 - 1)),
+    }
+
+
+def _make(s: dict) -> tuple[RevMUX, torch.Tensor]:
+    torch.manual_seed(s["seed"])
+    m = RevMUX(s["n"], s["d"])
+    randomize_f(m)
+    return m, torch.randn(s["g"], s["n"], s["t"], s["d"])
+
+
+@PROPERTY
+@given(configs())
+def test_invert_of_mux_is_down(s: dict) -> None:
+    m, h = _make(s)
+    with torch.no_grad():
+        c = m.mux(h)  # identity tail: the composite comes back unchanged
+        assert c.shape == (s["g"], s["t"], s["d"])
+        torch.testing.assert_close(m.invert(c), m.down(h), atol=1e-5, rtol=0)
+
+
+@PROPERTY
+@given(configs(), st.integers(1, 3))
+def test_demux_of_selected_rows_is_up_of_down(s: dict, p: int) -> None:
+    m, h = _make(s)
+    g, n = s["g"], s["n"]
+    with torch.no_grad():
+        c = m.mux(h)
+        want = m.up(m.down(h))  # (G, N, T, d)
+        # one read position per request
+        pos = torch.randint(0, s["t"], (g, n))
+        gi = torch.arange(g)[:, None]
+        out = m.demux(c[gi, pos])  # rows (G, N, d)
+        torch.testing.assert_close(out, want[gi, torch.arange(n)[None, :], pos], atol=1e-5, rtol=1e-5)
+        # several read positions per request: (G, N, P, d)
+        pos = torch.randint(0, s["t"], (g, n, p))
+        rows = c[gi[:, :, None], pos]
+        out = m.demux(rows)
+        assert out.shape == (g, n, p, s["d"])
+        expect = want[gi[:, :, None], torch.arange(n)[None, :, None], pos]
+        torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "d"), [(2, 32), (3, 32), (4, 30), (5, 12)])
+def test_composite_layout_is_contiguous_blocks_then_zeros(n: int, d: int) -> None:
+    m = RevMUX(n, d)
+    for f in m.coupling.fs:  # F = 0: the coupling is the identity, so block n must be Down(h_n) itself
+        torch.nn.init.zeros_(f[2].weight)
+    h = torch.randn(2, n, 3, d)
+    with torch.no_grad():
+        c, x = m.mux(h), m.down(h)
+        for i in range(n):
+            torch.testing.assert_close(c[..., i * m.d_sub : (i + 1) * m.d_sub], x[:, i])
+        assert torch.all(c[..., n * m.d_sub :] == 0)
+        randomize_f(m)  # and with a real coupling, block n is y_n
+        c, y = m.mux(h), m.coupling(m.down(h).movedim(1, -2))
+        for i in range(n):
+            torch.testing.assert_close(c[..., i * m.d_sub : (i + 1) * m.d_sub], y[..., i, :])
+        assert torch.all(c[..., n * m.d_sub :] == 0)
+
+
+def test_demux_row_n_reads_only_row_n() -> None:
+    m = RevMUX(4, 30)
+    randomize_f(m)
+    o = torch.randn(2, 4, 30)
+    with torch.no_grad():
+        base = m.demux(o)
+        o2 = o.clone()
+        o2[:, 1] += 1.0
+        changed = (m.demux(o2) - base).abs().amax(dim=(0, 2))
+    assert changed[1] > 0 and torch.all(changed[[0, 2, 3]] == 0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_demux_evaluates_f_only_n_plus_one_times(n: int) -> None:
+    m = RevMUX(n, 24)
+    calls = [0]
+    for f in m.coupling.fs:
+        f.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    m.demux(torch.randn(3, n, 2, 24))
+    assert calls[0] == n + 1  # not N * N: each row inverts only its own slot
+
+
+def test_n1_identity_mux_is_identity() -> None:
+    m = build_mux("revmux", 1, 16)
+    assert isinstance(m, IdentityMux) and m.num_trainable() == 0
+    h = torch.randn(3, 1, 5, 16)
+    c = m.mux(h)
+    assert c.shape == (3, 5, 16)
+    assert torch.equal(m.demux(c.unsqueeze(1)), h)
+
+
+def test_revmux_with_n1_is_a_one_chain() -> None:
+    m = RevMUX(1, 10)
+    randomize_f(m)
+    h = torch.randn(2, 1, 4, 10)
+    with torch.no_grad():
+        c = m.mux(h)
+        torch.testing.assert_close(m.invert(c), m.down(h), atol=1e-5, rtol=0)
+        torch.testing.assert_close(m.demux(c.unsqueeze(1)), m.up(m.down(h)), atol=1e-5, rtol=1e-5)
+
+
+def test_every_param_gets_a_gradient_through_identity_tail() -> None:
+    m = RevMUX(3, 20, up_norm=True)
+    h = torch.randn(2, 3, 4, 20)
+    c = m.mux(h)
+    m.demux(c[:, None, 0].expand(2, 3, 20)).pow(2).sum().backward()
+    for name, p in m.named_parameters():
+        assert p.requires_grad and p.grad is not None, name
+
+
+def test_bf16_input_returns_bf16_from_fp32_adapters() -> None:
+    m = RevMUX(2, 16)
+    h = torch.randn(2, 2, 3, 16, dtype=torch.bfloat16)
+    assert next(m.parameters()).dtype == torch.float32
+    c = m.mux(h)
+    assert c.dtype == torch.bfloat16
+    assert m.down(h).dtype == torch.bfloat16 and m.invert(c).dtype == torch.bfloat16
+    assert m.demux(c[:, None, 0].expand(2, 2, 16)).dtype == torch.bfloat16
+
+
+def test_options() -> None:
+    m = RevMUX(4, 30, f_hidden=7, up_hidden=9, up_norm=True)
+    assert m.d_sub == 7 and m.coupling.f_hidden == 7 and m.up_proj[0].out_features == 9
+    assert isinstance(m.up_norm, torch.nn.LayerNorm)
+    m = RevMUX(4, 30)
+    assert m.coupling.f_hidden == 30 and m.up_proj[0].out_features == 60 and m.up_norm is None
+
+
+def test_init_down_pca_reconstructs_low_rank_states() -> None:
+    n, d = 4, 32
+    d_sub = d // n
+    mean = torch.randn(d)
+    states = mean + torch.randn(500, d_sub) @ torch.randn(d_sub, d)  # rank d_sub around a mean
+    m = RevMUX(n, d)
+    m.init_down_pca(states)
+    w = m.down_proj.weight
+    torch.testing.assert_close(w @ w.T, torch.eye(d_sub), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            m.up(m.down(states[None, None].expand(1, n, 500, d))[0, 0]), states, atol=1e-4, rtol=1e-4
+        )
+    with pytest.raises(ValueError, match="rows"):
+        m.init_down_pca(torch.randn(3, d))
+
+
+def test_bad_shapes_raise() -> None:
+    m = RevMUX(2, 16)
+    with pytest.raises(ValueError, match="N=2"):
+        m.mux(torch.randn(1, 3, 4, 16))
+    with pytest.raises(ValueError, match="d=16"):
+        m.demux(torch.randn(1, 2, 15))
