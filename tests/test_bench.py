@@ -1,0 +1,224 @@
+"""`revmux bench` and `revmux plot`: JSON shape, formulas and CLI contracts on a tiny BERT. Never a speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+from typer.testing import CliRunner
+
+from revmux.backbones import load_backbone
+from revmux.bench import bench_texts, padding_waste, peak_mb, run_bench, sample_requests
+from revmux.cli import app
+from revmux.errors import RevmuxError
+from revmux.model import MuxModel
+from revmux.plots import frontier_series, throughput_series
+
+runner = CliRunner()
+L = 3  # layers of the tiny model
+RUN_KEYS = (
+    "batch_size n k device threads plain_ms plain_ms_min plain_ms_max mux_ms mux_ms_min mux_ms_max "
+    "pipeline_ms pipeline_ms_min pipeline_ms_max plain_rps pipeline_rps mux_rps speedup bound efficiency "
+    "peak_rss_mb_plain peak_rss_mb_pipeline peak_rss_mb_mux padding_waste_plain padding_waste_mux"
+).split()
+META_KEYS = (
+    "model model_type mux n k num_layers device threads max_length repeats torch_version machine date runs"
+).split()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_path):
+    """A 3-layer random BERT classifier (vocab 30522) saved with the real MiniLM tokenizer."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=L,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+    )
+    path = tmp_path_factory.mktemp("tiny_bert")
+    AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(path)
+    return path
+
+
+def _model(tiny_dir, n: int = 2, k: int = 1) -> MuxModel:
+    return MuxModel.from_backbone(
+        load_backbone(tiny_dir), kind="revmux", n=n, k=k, backbone_path=str(tiny_dir)
+    )
+
+
+def _bench(tiny_dir, batch_sizes=(2, 4)) -> dict:
+    texts, pairs, _ = bench_texts()
+    report = run_bench(
+        _model(tiny_dir), texts, pairs=pairs, batch_sizes=batch_sizes, repeats=2, warmup=1, max_length=32
+    )
+    return json.loads(json.dumps(report.to_dict()))  # JSON-ready
+
+
+def test_run_bench_json_shape_and_formulas(tiny_dir):
+    d = _bench(tiny_dir)
+    assert set(META_KEYS) <= set(d)
+    assert (d["n"], d["k"], d["num_layers"], d["mux"], d["device"]) == (2, 1, L, "revmux", "cpu")
+    assert d["model_type"] == "bert" and d["repeats"] == 2
+    assert isinstance(d["machine"]["cpu_count"], int) and d["machine"]["platform"]
+    assert "plain_rps" not in d  # two batch sizes: per-run keys stay in runs
+    assert [r["batch_size"] for r in d["runs"]] == [2, 4]
+    bound = L / (1 + (L - 1) / 2)
+    for r in d["runs"]:
+        assert set(RUN_KEYS) <= set(r)
+        for key in set(RUN_KEYS) - {"device", "n", "k", "batch_size", "threads"}:
+            assert isinstance(r[key], float), key
+            assert r[key] > 0 or key.startswith("padding"), key
+        assert all(isinstance(r[key], int) for key in ("n", "k", "batch_size", "threads"))
+        for v in ("plain", "pipeline", "mux"):
+            assert r[f"{v}_ms_min"] <= r[f"{v}_ms"] <= r[f"{v}_ms_max"]
+            assert r[f"{v}_rps"] == pytest.approx(r["batch_size"] / (r[f"{v}_ms"] / 1e3))
+            assert peak_mb(r, v) > 0
+        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["mux_ms"])
+        assert r["bound"] == pytest.approx(bound)
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"])
+        assert 0.0 <= r["padding_waste_plain"] < 1.0 and 0.0 <= r["padding_waste_mux"] < 1.0
+        assert r["padding_waste_mux"] == r["padding_waste_mux_length_aware"]
+
+
+def test_one_batch_size_puts_its_run_at_the_top(tiny_dir):
+    d = _bench(tiny_dir, batch_sizes=(4,))
+    assert len(d["runs"]) == 1
+    for key in RUN_KEYS:
+        assert d[key] == d["runs"][0][key], key
+
+
+def test_padding_waste_counts_composite_and_slot_padding():
+    lengths = [5, 1, 4, 2]
+    mask = torch.tensor([[1] * n + [0] * (5 - n) for n in lengths])
+    aware = padding_waste(mask, 2, length_aware=True)  # groups (5, 4), (2, 1)
+    assert aware["composite"] == pytest.approx(1 - (5 + 2) / 10)
+    assert aware["slot"] == pytest.approx(1 - 12 / (2 * 7))
+    in_order = padding_waste(mask, 2, length_aware=False)  # groups (5, 1), (4, 2)
+    assert in_order["composite"] == pytest.approx(1 - (5 + 4) / 10)
+    assert in_order["slot"] == pytest.approx(1 - 12 / (2 * 9))
+    odd = padding_waste(mask[:3], 2, length_aware=True)  # (5, 4) grouped, 1 runs plain
+    assert odd["composite"] == pytest.approx(1 - (5 + 1) / 10)
+
+
+def test_sample_requests_is_a_fixed_shuffle_and_cycles():
+    texts = [f"t{i}" for i in range(5)]
+    a, _, rep_a = sample_requests(texts, None, 4)
+    b, _, _ = sample_requests(texts, None, 4)
+    assert a == b and len(set(a)) == 4 and not rep_a
+    c, pairs, rep_c = sample_requests(texts, texts, 7)
+    assert rep_c and c[:5] == sample_requests(texts, None, 5)[0] and c[5:] == c[:2] and pairs == c
+
+
+def test_cuda_without_cuda_names_the_problem(tiny_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RevmuxError, match="CUDA is not available"):
+        run_bench(_model(tiny_dir), ["a b c"], batch_sizes=(2,), device="cuda")
+
+
+def test_cli_bench_model_prints_one_json_object(tiny_dir, tmp_path):
+    out = tmp_path / "b.json"
+    args = ["bench", "--model", str(tiny_dir), "--n", "2", "--k", "1", "--mux", "revmux"]
+    args += ["--batch-sizes", "4", "--repeats", "2", "--warmup", "1", "--max-length", "32", "--json"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().splitlines()) == 1
+    d = json.loads(result.stdout)
+    assert (d["n"], d["k"], d["batch_size"]) == (2, 1, 4)
+    assert d["plain_rps"] > 0 and d["mux_rps"] > 0 and d["pipeline_rps"] > 0
+    assert json.loads(out.read_text())["runs"] == d["runs"]
+
+
+def test_cli_bench_adapter(tiny_dir, tmp_path):
+    _model(tiny_dir, n=2, k=2).save_pretrained(tmp_path / "adapter")
+    args = ["bench", "--adapter", str(tmp_path / "adapter"), "--batch-sizes", "2,4", "--repeats", "2"]
+    result = runner.invoke(app, [*args, "--warmup", "1", "--max-length", "32", "--no-pipeline", "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert (d["n"], d["k"], d["adapter"]) == (2, 2, str(tmp_path / "adapter"))
+    assert [r["pipeline_rps"] for r in d["runs"]] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("extra", "flag"),
+    [
+        ([], "--adapter"),  # neither
+        (["--adapter", "x", "--model", "y"], "--adapter"),  # both
+        (["--adapter", "x", "--n", "2"], "--n"),  # N comes from the adapter
+        (["--model", "y", "--batch-sizes", "8,x"], "--batch-sizes"),
+        (["--model", "y", "--batch-sizes", "0"], "--batch-sizes"),
+    ],
+)
+def test_cli_bench_usage_errors_name_the_flag(extra, flag):
+    result = runner.invoke(app, ["bench", *extra])
+    assert result.exit_code == 2
+    assert flag in result.output
+
+
+def _synthetic_bench(n: int, k: int) -> dict:
+    runs = [
+        {
+            "batch_size": bs,
+            "n": n,
+            "k": k,
+            "plain_rps": 100.0 * bs,
+            "mux_rps": 150.0 * bs,
+            "peak_rss_mb_mux": 9.0,
+        }
+        for bs in (8, 32)
+    ]
+    return {"model": "tiny", "mux": "revmux", "n": n, "k": k, "runs": runs}
+
+
+FRONTIER = [
+    {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 2, "k": 1, "accuracy_mean": 0.88,
+     "teacher_accuracy": 0.91, "bound": 1.71, "measured_speedup": 1.6},
+    {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 4, "k": 1, "accuracy_mean": 0.84,
+     "teacher_accuracy": 0.91, "bound": 2.67},
+    {"task": "rte", "backbone": "minilm", "mux": "ora", "n": 2, "k": 2, "accuracy_mean": 60.0,
+     "teacher_accuracy": 65.0, "bound": 1.5},
+]  # fmt: skip
+
+
+def test_plot_series_without_matplotlib():
+    series = throughput_series([_synthetic_bench(2, 1), _synthetic_bench(4, 1)], "grid")
+    assert [s.label for s in series] == ["grid plain", "grid revmux N=2 k=1", "grid revmux N=4 k=1"]
+    assert series[0].x == [8, 32] and series[0].y == [800.0, 3200.0] and series[0].dashed
+    panels = frontier_series(FRONTIER)
+    assert sorted(panels) == ["rte", "sst2"]
+    (sst2,) = panels["sst2"]
+    assert sst2.x == [1.6, 2.67] and sst2.measured == [True, False]
+    assert sst2.y == pytest.approx([3.0, 7.0])  # fractions become points
+    assert panels["rte"][0].y == pytest.approx([5.0])  # percentages stay
+
+
+def test_cli_plot_writes_pngs(tmp_path):
+    one, grid, frontier = tmp_path / "one.json", tmp_path / "grid.json", tmp_path / "frontier.json"
+    one.write_text(json.dumps(_synthetic_bench(2, 1)))
+    grid.write_text(json.dumps({"reports": [_synthetic_bench(2, 2), _synthetic_bench(4, 2)]}))
+    frontier.write_text(json.dumps(FRONTIER))
+    args = ["plot", "--bench", str(one), "--bench", str(grid), "--frontier", str(frontier)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "figs")])
+    assert result.exit_code == 0, result.output
+    for name in ("throughput.png", "frontier.png"):
+        assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_plot_errors(tmp_path, monkeypatch):
+    bad = tmp_path / "frontier.json"
+    bad.write_text(json.dumps([{"task": "sst2"}]))
+    result = runner.invoke(app, ["plot", "--frontier", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "accuracy_mean" in result.output
+    assert runner.invoke(app, ["plot", "--out", str(tmp_path)]).exit_code == 2
+    good = tmp_path / "one.json"
+    good.write_text(json.dumps(_synthetic_bench(2, 1)))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    result = runner.invoke(app, ["plot", "--bench", str(good), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "pip install matplotlib" in " ".join(result.output.split())
