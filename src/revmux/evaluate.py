@@ -1,0 +1,217 @@
+"""Evaluation of a MuxModel over R random groupings (METHOD.md section 5).
+
+What it is: `evaluate(model, data)` tokenizes and prefills the evaluation set once (layers [0, k)),
+takes the teacher's (N = 1) predictions from the same states, then re-draws the groups R times and
+reports accuracy mean and std over groupings, agreement with the teacher, partner sensitivity and
+per-class accuracy, as an `EvalReport` whose `to_dict()` is the JSON `revmux eval --json` prints;
+`grouping_predictions` returns the per-row predictions behind it.
+What it is not: checkpoint selection (that uses a hold-out of TRAIN, in `revmux.train`) or timing
+(`revmux.bench`). The per-row layer-k states are kept in memory: evaluation sets are small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from revmux.backbones import LayerState
+from revmux.data import TaskData, tokenize
+from revmux.errors import ConfigError, DataError
+from revmux.model import MuxModel
+
+
+@dataclass
+class EvalReport:
+    """Accuracies are fractions in [0, 1]; `partner_sensitivity` is None when groupings < 2.
+
+    Per-class accuracies are None for classes without rows in the evaluation set.
+    """
+
+    task: str
+    backbone: str
+    mux: str
+    n: int
+    k: int
+    groupings: int
+    accuracy_mean: float
+    accuracy_std: float
+    teacher_accuracy: float
+    agreement: float
+    partner_sensitivity: float | None
+    per_class_accuracy: dict[str, float | None]
+    teacher_per_class_accuracy: dict[str, float | None]
+    bound: float
+    trainable_params: int
+    num_examples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Prefilled:
+    """Layer-k states of every row, padded to the set's longest on the tokenizer's padding side."""
+
+    hidden: Tensor  # (M, T, d)
+    mask: Tensor  # (M, T)
+    lengths: Tensor  # (M,)
+    left_padded: bool
+
+    def rows(self, view: Any, idx: Tensor) -> LayerState:
+        """A LayerState for rows `idx`, trimmed to their longest (left padding keeps the last columns)."""
+        T = int(self.lengths[idx].max())
+        cols = slice(self.mask.shape[1] - T, None) if self.left_padded else slice(0, T)
+        return view.composite_state(self.hidden[idx, cols], self.mask[idx, cols])
+
+
+def evaluate(
+    model: MuxModel,
+    data: TaskData,
+    *,
+    groupings: int = 10,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_length: int | None = None,
+    progress: bool = False,
+    task: str | None = None,
+) -> EvalReport:
+    """Accuracy of `model` on `data` as mean and std over `groupings` random groupings, beside the teacher.
+
+    See `grouping_predictions` for how groups are drawn. `task` names the data in the report (default:
+    the model's task, else the data's source).
+    """
+    teacher, preds = grouping_predictions(
+        model,
+        data,
+        groupings=groupings,
+        batch_size=batch_size,
+        seed=seed,
+        max_length=max_length,
+        progress=progress,
+    )
+    labels = torch.tensor(data.labels)
+    changed = [_share(a != b) for a, b in zip(preds, preds[1:], strict=False)]
+    accs = [_share(p == labels) for p in preds]
+    return EvalReport(
+        task=task or model.config.task or data.source,
+        backbone=model.config.backbone_path or model.view.model_type,
+        mux=model.config.kind,
+        n=model.n,
+        k=model.k,
+        groupings=groupings,
+        accuracy_mean=statistics.fmean(accs),
+        accuracy_std=statistics.pstdev(accs),
+        teacher_accuracy=_share(teacher == labels),
+        agreement=statistics.fmean(_share(p == teacher) for p in preds),
+        partner_sensitivity=statistics.fmean(changed) if changed else None,
+        per_class_accuracy=_per_class(preds, labels, data.label_names),
+        teacher_per_class_accuracy=_per_class([teacher], labels, data.label_names),
+        bound=model.config.speedup_bound,
+        trainable_params=model.num_trainable(),
+        num_examples=len(data),
+    )
+
+
+def grouping_predictions(
+    model: MuxModel,
+    data: TaskData,
+    *,
+    groupings: int = 10,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, list[Tensor]]:
+    """(teacher predictions (M,), one prediction tensor (M,) per grouping), all in data order.
+
+    Grouping r is a random permutation of all rows (torch.Generator seeded `seed + r`) whose consecutive
+    runs of N are the groups, `batch_size` groups per forward pass; the last M mod N rows of it run at
+    N = 1, i.e. get the teacher's prediction (as MuxModel runs leftovers). N = 1 is the teacher.
+    """
+    if groupings < 1:
+        raise ConfigError(f"--groupings must be an integer >= 1, got {groupings!r}.")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be an integer >= 1, got {batch_size!r}.")
+    if len(data) == 0:
+        raise DataError(f"{data.source}: no rows to evaluate.")
+    view = model.view
+    if data.num_classes != view.num_labels:
+        raise DataError(
+            f"{data.source} has {data.num_classes} classes {data.label_names}, the model predicts "
+            f"{view.num_labels} ({model.config.label_names or view.label_names}). Evaluate on data of the "
+            "task the model was trained for."
+        )
+    model.eval()
+    N, M = model.n, len(data)
+    chunk = batch_size * N
+    m = (M // N) * N if N > 1 else 0  # rows in full groups
+    preds: list[Tensor] = []
+    with torch.inference_mode():
+        states, teacher = _prefill(model, data, chunk, max_length, progress)
+        for r in _steps(range(groupings), progress, "groupings"):
+            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
+            pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
+            for s in range(0, m, chunk):
+                idx = perm[s : min(s + chunk, m)]
+                order = torch.arange(idx.numel(), device=view.device)
+                logits = model.forward_from_prefill(
+                    states.rows(view, idx.to(view.device)), order=order
+                ).logits
+                pred[idx] = logits.argmax(-1).cpu()
+            preds.append(pred)
+    return teacher, preds
+
+
+def _prefill(
+    model: MuxModel, data: TaskData, chunk: int, max_length: int | None, progress: bool
+) -> tuple[_Prefilled, Tensor]:
+    """Tokenize once, prefill layers [0, k) in length-sorted chunks; teacher predictions from the same states."""
+    view = model.view
+    tokenizer = view.tokenizer
+    if tokenizer is None:
+        raise ConfigError("the model's backbone view has no tokenizer; load it with load_backbone(path).")
+    inputs = tokenize(tokenizer, data, max_length or model.config.max_length)
+    mask = inputs["attention_mask"]
+    M, T = mask.shape
+    lengths = mask.sum(1)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    hidden = torch.zeros(M, T, view.hidden_size, dtype=view.dtype, device=view.device)
+    teacher = torch.empty(M, dtype=torch.long)
+    sorted_rows = torch.argsort(lengths, stable=True)
+    for s in _steps(range(0, M, chunk), progress, "prefill"):
+        idx = sorted_rows[s : s + chunk]
+        t = int(lengths[idx].max())
+        cols = slice(T - t, None) if left else slice(0, t)
+        batch = {key: v[idx, cols].to(view.device) for key, v in inputs.items()}
+        state = model.prefill(batch)
+        hidden[idx.to(view.device), cols] = state.hidden
+        teacher[idx] = model.teacher_from_prefill(state)[1].argmax(-1).cpu()
+    return _Prefilled(hidden, mask.to(view.device), lengths.to(view.device), left), teacher
+
+
+def _share(hits: Tensor) -> float:
+    """Fraction of True in a bool tensor, exactly (count / size)."""
+    return int(hits.sum()) / hits.numel()
+
+
+def _per_class(preds: list[Tensor], labels: Tensor, names: list[str]) -> dict[str, float | None]:
+    """Accuracy per class, averaged over the given predictions; None for classes with no rows."""
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(names):
+        rows = labels == c
+        out[name] = statistics.fmean(_share(p[rows] == c) for p in preds) if rows.any() else None
+    return out
+
+
+def _steps(items: range, progress: bool, what: str) -> Any:
+    if not progress:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=what, console=Console(stderr=True), transient=True)

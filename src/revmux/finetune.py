@@ -1,0 +1,269 @@
+"""Full fine-tuning of a backbone and its classification head: the teacher, for users who have none.
+
+What it is: a plain torch loop (AdamW, linear warmup then decay, length-bucketed shuffled batches)
+that turns a pretrained model into a task classifier, scores it on a slice held out from TRAIN, and
+writes a standard Hugging Face directory (safetensors + tokenizer + `finetune_log.json`) that
+`pipeline("text-classification", model=out_dir)` and `revmux train` load as is.
+What it is not: adapter training (that is `revmux.train`), a Trainer, or a hyper-parameter search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from revmux.data import TaskData, split_holdout
+from revmux.errors import ConfigError, DataError, RevmuxError
+
+LOG_NAME = "finetune_log.json"
+
+
+@dataclass
+class FinetuneResult:
+    """Where the fine-tuned model went, how well it does on the train hold-out, and the per-step losses."""
+
+    out_dir: Path
+    holdout_accuracy: float
+    train_seconds: float
+    steps: int
+    losses: list[float] = field(default_factory=list)
+
+
+def finetune(
+    model_path: str | Path,
+    train_data: TaskData,
+    out_dir: str | Path,
+    *,
+    epochs: int = 1,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    max_length: int = 64,
+    max_train_rows: int | None = None,
+    warmup_fraction: float = 0.06,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    holdout_fraction: float = 0.05,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune `model_path` (a directory, hub id or zoo name such as "minilm") on `train_data`, save to `out_dir`."""
+    import transformers
+
+    from revmux.backbones.registry import load_tokenizer
+    from revmux.backbones.zoo import resolve_model
+
+    _check_args(epochs, lr, batch_size, max_length, max_train_rows, warmup_fraction)
+    if train_data.num_classes < 2:
+        raise DataError(
+            f"{train_data.source}: found {train_data.num_classes} class(es) {train_data.label_names}; "
+            "a classifier needs at least 2. Check --label-col."
+        )
+    torch.manual_seed(seed)
+    train, holdout = split_holdout(train_data, holdout_fraction, seed=seed)
+    if max_train_rows is not None and len(train) > max_train_rows:
+        train = train.subset(sorted(random.Random(seed).sample(range(len(train)), max_train_rows)))
+
+    source = resolve_model(model_path)
+    names = list(train_data.label_names)
+    try:
+        tokenizer = load_tokenizer(source)  # sets a pad token (eos) for decoders that ship without one
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            ignore_mismatched_sizes=True,  # a head trained for other classes is replaced
+            dtype=torch.float32,
+        )
+    except (OSError, ValueError) as exc:
+        raise RevmuxError(
+            f"cannot load a model to fine-tune from {str(model_path)!r}: {exc}. Pass a local model directory "
+            "(with config.json and a tokenizer), 'minilm', or a hub id while the hub is reachable."
+        ) from exc
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    encoded = _encode(tokenizer, train, max_length)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+    scheduler = transformers.get_linear_schedule_with_warmup(
+        optimizer, round(warmup_fraction * total_steps), total_steps
+    )
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    with _Progress(total_steps, enabled=progress) as bar:
+        for epoch in range(epochs):
+            for rows in _bucketed_batches(encoded["lengths"], batch_size, seed=seed + epoch):
+                batch = _collate(tokenizer, encoded, rows, model.device)
+                labels = torch.tensor([train.labels[i] for i in rows], device=model.device)
+                loss = model(**batch, labels=labels).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                bar.advance(len(rows), losses[-1])
+    train_seconds = time.perf_counter() - start
+
+    model.eval()
+    accuracy = holdout_accuracy(model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    config = {
+        "model_path": str(model_path),
+        "data": train_data.source,
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "label_names": names,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "max_train_rows": max_train_rows,
+        "warmup_fraction": warmup_fraction,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+    }
+    result = FinetuneResult(out, accuracy, train_seconds, len(losses), losses)
+    log = {k: v for k, v in asdict(result).items() if k not in ("out_dir", "losses")}
+    log.update(first_loss=losses[0], last_loss=losses[-1], config=config)
+    (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
+    return result
+
+
+@torch.inference_mode()
+def holdout_accuracy(
+    model: Any, tokenizer: Any, data: TaskData, *, max_length: int, batch_size: int = 64
+) -> float:
+    """Accuracy (0..1) of a Hugging Face sequence classifier on `data`, in length-bucketed batches."""
+    encoded = _encode(tokenizer, data, max_length)
+    order = sorted(range(len(data)), key=lambda i: encoded["lengths"][i])
+    correct = 0
+    for s in range(0, len(order), batch_size):
+        rows = order[s : s + batch_size]
+        pred = model(**_collate(tokenizer, encoded, rows, model.device)).logits.argmax(-1)
+        correct += sum(int(p) == data.labels[i] for p, i in zip(pred.tolist(), rows, strict=True))
+    return correct / len(data)
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _check_args(
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    max_length: int,
+    max_train_rows: int | None,
+    warmup_fraction: float,
+) -> None:
+    checks = [
+        (epochs >= 1, "--epochs", epochs, "an integer >= 1"),
+        (lr > 0, "--lr", lr, "a number > 0"),
+        (batch_size >= 1, "--batch-size", batch_size, "an integer >= 1"),
+        (max_length >= 2, "--max-length", max_length, "an integer >= 2"),
+        (
+            max_train_rows is None or max_train_rows >= 1,
+            "--max-train-rows",
+            max_train_rows,
+            "an integer >= 1",
+        ),
+        (0.0 <= warmup_fraction < 1.0, "warmup_fraction", warmup_fraction, "in [0, 1)"),
+    ]
+    for ok, flag, value, expected in checks:
+        if not ok:
+            raise ConfigError(f"{flag} must be {expected}, got {value!r}.")
+
+
+def _encode(tokenizer: Any, data: TaskData, max_length: int) -> dict[str, Any]:
+    """Unpadded token ids of every row (truncated to `max_length`) and their lengths."""
+    enc = tokenizer(data.texts, text_pair=data.pairs, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    out: dict[str, Any] = {k: enc[k] for k in keys}
+    out["lengths"] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+def _collate(
+    tokenizer: Any, encoded: dict[str, Any], rows: list[int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Pad the given rows to their longest (on the tokenizer's padding side) as tensors on `device`."""
+    features = {k: [v[i] for i in rows] for k, v in encoded.items() if k != "lengths"}
+    padded = tokenizer.pad(features, padding="longest", return_tensors="pt")
+    return {k: v.to(device) for k, v in padded.items()}
+
+
+def _bucketed_batches(lengths: list[int], batch_size: int, *, seed: int) -> Iterator[list[int]]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 50 batches, cut, shuffle batches."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches: list[list[int]] = []
+    for s in range(0, len(order), pool):
+        chunk = sorted(order[s : s + pool], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    yield from batches
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and norm weights (the usual BERT recipe)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class _Progress:
+    """A rich progress bar over steps showing loss, examples/s and ETA (a no-op when disabled)."""
+
+    def __init__(self, total_steps: int, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = total_steps
+        self.examples = 0
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("fine-tuning"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TextColumn("{task.fields[rate]:.1f} ex/s"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("steps", total=self.total, loss=float("nan"), rate=0.0)
+        return self
+
+    def advance(self, examples: int, loss: float) -> None:
+        self.examples += examples
+        if self.enabled:
+            rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.update(self.task, advance=1, loss=loss, rate=rate)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,195 @@
+"""evaluate: report keys and ranges, N = 1 is the teacher, partners matter at N = 2, seeds, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from typer.testing import CliRunner
+
+from revmux.backbones import load_backbone
+from revmux.cli import app
+from revmux.data import TaskData, load_task, tokenize
+from revmux.errors import ConfigError, DataError
+from revmux.evaluate import evaluate, grouping_predictions
+from revmux.model import MuxModel
+
+KEYS = {
+    "task",
+    "backbone",
+    "mux",
+    "n",
+    "k",
+    "groupings",
+    "accuracy_mean",
+    "accuracy_std",
+    "teacher_accuracy",
+    "agreement",
+    "partner_sensitivity",
+    "per_class_accuracy",
+    "teacher_per_class_accuracy",
+    "bound",
+    "trainable_params",
+    "num_examples",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is fastest, and spares a machine shared with other test runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, minilm_path) -> Path:
+    """A tiny random BERT (vocab 30522) saved with the real MiniLM tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        id2label={0: "negative", 1: "positive"},
+        initializer_range=0.2,  # large enough random weights that predictions vary from row to row
+    )
+    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(minilm_path).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def view(tiny_dir):
+    return load_backbone(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def dev() -> TaskData:
+    return load_task("sst2", "dev").subset(range(51))  # odd: N = 2 leaves one row over
+
+
+def _mux(view, tiny_dir, n: int, k: int = 1) -> MuxModel:
+    model = MuxModel.from_backbone(view, n=n, k=k, backbone_path=tiny_dir, task="sst2")
+    torch.manual_seed(1)
+    with torch.no_grad():  # non-trivial adapters, so that partners really matter
+        for p in model.mux.parameters():
+            p.normal_(0.0, 0.3)
+    return model
+
+
+def test_report_keys_and_ranges(view, tiny_dir, dev):
+    report = evaluate(_mux(view, tiny_dir, 2), dev, groupings=3, batch_size=4).to_dict()
+    assert set(report) == KEYS
+    for key in ("accuracy_mean", "accuracy_std", "teacher_accuracy", "agreement", "partner_sensitivity"):
+        assert 0.0 <= report[key] <= 1.0, key
+    for per_class in (report["per_class_accuracy"], report["teacher_per_class_accuracy"]):
+        assert list(per_class) == ["negative", "positive"]
+        assert all(0.0 <= v <= 1.0 for v in per_class.values())
+    assert (report["n"], report["k"], report["groupings"], report["num_examples"]) == (2, 1, 3, 51)
+    assert report["task"] == "sst2" and report["mux"] == "revmux" and report["backbone"] == str(tiny_dir)
+    assert report["bound"] == pytest.approx(3 / (1 + 2 / 2)) and report["trainable_params"] > 0
+    json.dumps(report)
+
+
+def test_n1_is_the_teacher(view, tiny_dir, dev):
+    report = evaluate(_mux(view, tiny_dir, 1), dev, groupings=3)
+    assert report.accuracy_mean == report.teacher_accuracy
+    assert report.agreement == 1.0 and report.partner_sensitivity == 0.0 and report.accuracy_std == 0.0
+    assert report.per_class_accuracy == report.teacher_per_class_accuracy and report.trainable_params == 0
+
+
+def test_teacher_predictions_are_the_plain_model(view, tiny_dir, dev):
+    teacher, _ = grouping_predictions(_mux(view, tiny_dir, 2, k=2), dev, groupings=1, batch_size=4)
+    with torch.inference_mode():
+        plain = view.forward_unsplit(tokenize(view.tokenizer, dev, 128)).argmax(-1)
+    assert torch.equal(teacher, plain)
+
+
+def test_partners_matter_at_n2(view, tiny_dir, dev):
+    report = evaluate(_mux(view, tiny_dir, 2), dev, groupings=4, batch_size=4)
+    assert report.partner_sensitivity > 0
+    assert report.agreement < 1
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_groups_match_muxmodel_on_the_same_permutation(view, tiny_dir, dev, padding_side):
+    """Rebuilt layer-k states give what MuxModel.forward gives on the permuted batch (leftover: teacher)."""
+    v = copy.copy(view)
+    v.tokenizer = copy.deepcopy(view.tokenizer)
+    v.tokenizer.padding_side = padding_side
+    model = _mux(v, tiny_dir, 2)
+    teacher, (pred,) = grouping_predictions(model, dev, groupings=1, batch_size=64, seed=7)
+    perm = torch.randperm(len(dev), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        expected = model(tokenize(v.tokenizer, dev, 128), order=perm).argmax(-1)
+    assert torch.equal(pred, expected)
+    assert pred[perm[-1]] == teacher[perm[-1]]
+
+
+def test_seed_determinism_and_grouping_count(view, tiny_dir, dev):
+    model = _mux(view, tiny_dir, 3)
+    a = evaluate(model, dev, groupings=3, batch_size=2, seed=5).to_dict()
+    assert a == evaluate(model, dev, groupings=3, batch_size=2, seed=5).to_dict()
+    _, preds = grouping_predictions(model, dev, groupings=5, batch_size=2)
+    assert len(preds) == 5 and all(p.shape == (51,) for p in preds)
+    one = evaluate(model, dev, groupings=1)
+    assert one.groupings == 1 and one.partner_sensitivity is None and one.accuracy_std == 0.0
+
+
+def test_bad_arguments(view, tiny_dir, dev):
+    model = _mux(view, tiny_dir, 2)
+    with pytest.raises(ConfigError, match="--groupings"):
+        evaluate(model, dev, groupings=0)
+    three = TaskData(
+        texts=["a", "b", "c"], pairs=None, labels=[0, 1, 2], label_names=["x", "y", "z"], source="s"
+    )
+    with pytest.raises(DataError, match="3 classes"):
+        evaluate(model, three)
+
+
+def test_cli_eval_json_and_table(view, tiny_dir, tmp_path):
+    adapter = _mux(view, tiny_dir, 2).save_pretrained(tmp_path / "adapter")
+    glue = tmp_path / "glue" / "SST-2"  # a GLUE-layout --data-dir
+    glue.mkdir(parents=True)
+    rows = "".join(f"row {i} is {'good' if i % 2 else 'bad'}\t{i % 2}\n" for i in range(9))
+    (glue / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    base = ["eval", "--adapter", str(adapter), "--groupings", "2", "--batch-size", "4"]
+    args = ["--eval", str(glue / "dev.tsv"), "--text-col", "sentence", "--json"]
+    result = CliRunner().invoke(app, [*base, *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == KEYS and report["num_examples"] == 9 and report["groupings"] == 2
+
+    result = CliRunner().invoke(app, [*base, "--task", "sst2", "--data-dir", str(tmp_path / "glue")])
+    assert result.exit_code == 0, result.output
+    assert "partner sensitivity" in result.stdout and "teacher accuracy" in result.stdout
+
+
+def test_cli_eval_errors_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--adapter", str(tmp_path / "missing"), "--task", "sst2"])
+    assert result.exit_code == 2
+    assert "mux_config.json" in result.output
+
+
+@pytest.mark.real
+def test_real_minilm_end_to_end(minilm_path):
+    view = load_backbone(minilm_path, num_labels=2)
+    model = MuxModel.from_backbone(view, n=2, k=3, backbone_path=minilm_path, task="sst2", max_length=64)
+    report = evaluate(model, load_task("sst2", "dev").subset(range(64)), groupings=2, batch_size=16)
+    assert report.num_examples == 64 and report.groupings == 2 and report.bound == pytest.approx(4 / 3)
+    for value in (
+        report.accuracy_mean,
+        report.teacher_accuracy,
+        report.agreement,
+        report.partner_sensitivity,
+    ):
+        assert 0.0 <= value <= 1.0
