@@ -108,7 +108,9 @@ def main() -> None:
         )
         result = train(view, train_data, config, adapter_dir, backbone_path=str(teacher_dir), task=args.task)
         model = MuxModel.from_pretrained(adapter_dir, view)
-        report = evaluate(model, eval_data, groupings=args.groupings, seed=args.seed, max_length=args.max_length)
+        report = evaluate(
+            model, eval_data, groupings=args.groupings, seed=args.seed, max_length=args.max_length
+        )
         row = {
             **report.to_dict(),
             "task": args.task,

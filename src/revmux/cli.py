@@ -98,5 +98,434 @@ def _mark(ok: bool) -> str:
     return "[green]yes[/]" if ok else "[red]NO[/]"
 
 
+def _load_data(
+    task: str | None,
+    split: str,
+    data_dir: str | None,
+    file: str | None,
+    text_col: str,
+    pair_col: str | None,
+    label_col: str,
+    label_names: list[str] | None = None,
+):
+    """The TaskData of a data file (csv/tsv/jsonl) if given, else of registry --task (GLUE layout in
+    --data-dir, or the bundled sst2 sample)."""
+    from revmux.data import load_task, read_table
+    from revmux.errors import DataError
+
+    if file is not None:
+        return read_table(
+            file, text_col=text_col, pair_col=pair_col, label_col=label_col, label_names=label_names
+        )
+    if task is None:
+        raise DataError(
+            "no data selected: pass --task (sst2, mrpc, rte, qnli) or a data file (--train/--eval)."
+        )
+    return load_task(task, split, data_dir)
+
+
+@app.command()
+def finetune(
+    model: Annotated[str, typer.Option("--model", help="Pretrained model directory, hub id, or 'minilm'.")],
+    out: Annotated[str, typer.Option("--out", help="Directory to write the fine-tuned model to.")],
+    task: Annotated[str | None, typer.Option(help="Task name: sst2, mrpc, rte, qnli.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="GLUE download (<dir>/SST-2/train.tsv); default: bundled sst2 sample.")
+    ] = None,
+    train: Annotated[
+        str | None, typer.Option(help="Training file (csv, tsv or jsonl) instead of --task.")
+    ] = None,
+    text_col: Annotated[str, typer.Option(help="Text column of --train.")] = "text",
+    pair_col: Annotated[str | None, typer.Option(help="Second-sentence column of --train.")] = None,
+    label_col: Annotated[str, typer.Option(help="Label column of --train.")] = "label",
+    epochs: Annotated[int, typer.Option(help="Passes over the training rows.")] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warmup, then linear decay).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 32,
+    max_length: Annotated[int, typer.Option(help="Tokens per row (longer rows are truncated).")] = 64,
+    max_train_rows: Annotated[int | None, typer.Option(help="Train on a random subset of this size.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the hold-out split, shuffling and the new head.")] = 0,
+) -> None:
+    """Fully fine-tune MODEL on a task: the teacher, saved as a standard Hugging Face directory in --out."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from revmux.finetune import finetune as run_finetune
+
+    try:
+        data = _load_data(task, "train", data_dir, train, text_col, pair_col, label_col)
+        result = run_finetune(
+            model,
+            data,
+            out,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            max_length=max_length,
+            max_train_rows=max_train_rows,
+            seed=seed,
+        )
+    except RevmuxError as exc:
+        _fail(exc)
+    console.print(
+        f"saved {result.out_dir}: hold-out accuracy {result.holdout_accuracy:.2%} after {result.steps} steps "
+        f"in {result.train_seconds:.0f} s"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    adapter: Annotated[str, typer.Option("--adapter", help="Adapter directory written by `revmux train`.")],
+    task: Annotated[
+        str | None, typer.Option(help="Task name: sst2, mrpc, rte, qnli (default: the adapter's task).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="GLUE download (<dir>/SST-2/dev.tsv); default: bundled sst2 sample.")
+    ] = None,
+    eval_file: Annotated[
+        str | None, typer.Option("--eval", help="Evaluation file (csv, tsv or jsonl) instead of --task.")
+    ] = None,
+    text_col: Annotated[str, typer.Option(help="Text column of --eval.")] = "text",
+    pair_col: Annotated[str | None, typer.Option(help="Second-sentence column of --eval.")] = None,
+    label_col: Annotated[str, typer.Option(help="Label column of --eval.")] = "label",
+    split: Annotated[str, typer.Option(help="Split of --task to evaluate (GLUE reports dev).")] = "dev",
+    model: Annotated[
+        str | None, typer.Option("--model", help="Backbone directory (default: the one the adapter names).")
+    ] = None,
+    groupings: Annotated[int, typer.Option(help="Random groupings R to average over.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Groups per forward pass.")] = 64,
+    seed: Annotated[int, typer.Option(help="Grouping r is drawn with seed + r.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from revmux.evaluate import evaluate
+    from revmux.model import MuxModel
+
+    try:
+        mux = MuxModel.from_pretrained(adapter, backbone=model)
+        task = task or (None if eval_file else mux.config.task)
+        names = mux.config.label_names or None
+        data = _load_data(task, split, data_dir, eval_file, text_col, pair_col, label_col, names)
+        report = evaluate(
+            mux,
+            data,
+            groupings=groupings,
+            batch_size=batch_size,
+            seed=seed,
+            progress=not as_json,
+            task=task or eval_file,
+        )
+    except RevmuxError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    r = report
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2%}"
+
+    table = Table(
+        title=f"revmux eval: {r.task} ({r.num_examples} rows), {r.mux} N={r.n} k={r.k} on {r.backbone}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row(
+        f"accuracy (mean ± std over {r.groupings})", f"{r.accuracy_mean:.2%} ± {r.accuracy_std:.2%}"
+    )
+    table.add_row("teacher accuracy (N=1)", pct(r.teacher_accuracy))
+    table.add_row("agreement with teacher", pct(r.agreement))
+    table.add_row("partner sensitivity", pct(r.partner_sensitivity))
+    for name, acc in r.per_class_accuracy.items():
+        table.add_row(f"  class {name}", f"{pct(acc)} (teacher {pct(r.teacher_per_class_accuracy[name])})")
+    table.add_row("speedup bound S(k, N)", f"{r.bound:.2f}x")
+    table.add_row("trainable parameters", f"{r.trainable_params:,}")
+    console.print(table)
+
+
+@app.command("predict")
+def predict_cmd(
+    adapter: Annotated[str, typer.Option("--adapter", help="Adapter directory written by `revmux train`.")],
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.", show_default=False)] = None,
+    file: Annotated[
+        str | None, typer.Option(help="File of one text per line (.tsv: text<TAB>pair) instead of TEXTS.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Backbone directory (default: the one the adapter names).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Labels per text, highest score first; 0 for all.")] = 1,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON array (pipeline-shaped) instead of a table.")
+    ] = False,
+) -> None:
+    """Classify TEXTS (or --file) with an adapter; --json prints [[{"label": ..., "score": ...}], ...]."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from revmux.errors import InputError
+    from revmux.model import MuxModel
+    from revmux.predict import predict, read_texts
+
+    try:
+        if bool(texts) == (file is not None):
+            raise InputError("pass either TEXTS or --file (one text per line), not both and not neither.")
+        if top_k < 0:
+            raise InputError(f"--top-k must be >= 0 (0 for all labels), got {top_k}.")
+        text_list, pairs = read_texts(file) if file is not None else (list(texts or []), None)
+        mux = MuxModel.from_pretrained(adapter, backbone=model)
+        results = predict(mux, text_list, pairs, top_k=top_k or None)
+    except RevmuxError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table(title=f"revmux predict: {mux.config.kind} N={mux.n} k={mux.k}")
+    table.add_column("text", overflow="fold")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for text, preds in zip(text_list, results, strict=True):
+        for j, p in enumerate(preds):
+            table.add_row(text if j == 0 else "", p["label"], f"{p['score']:.4f}")
+    console.print(table)
+
+
+@app.command("bench")
+def bench_cmd(
+    adapter: Annotated[
+        str | None, typer.Option("--adapter", help="Adapter directory (mux_config.json + weights).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Backbone directory or zoo name ('minilm'): fresh adapters of --mux."),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", min=1, help="Requests per composite (with --model).")
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", min=0, help="Split layer (with --model).")] = None,
+    mux: Annotated[str | None, typer.Option("--mux", help="Mux kind (with --model): revmux, ora...")] = None,
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")
+    ] = "8,32,128",
+    max_length: Annotated[int, typer.Option(min=2, help="Tokens per request (longer are truncated).")] = 128,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    dtype: Annotated[
+        str | None, typer.Option(help="Backbone dtype: fp32, bf16 or fp16 (adapters stay fp32).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch.set_num_threads for the run.")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds; the median is reported.")] = 7,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed rounds first.")] = 2,
+    task: Annotated[
+        str | None, typer.Option(help="Task whose dev split gives the texts (default sst2).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="GLUE download for --task (default: bundled sst2).")
+    ] = None,
+    texts: Annotated[str | None, typer.Option("--texts", help="Text file, one request per line.")] = None,
+    pipeline: Annotated[
+        bool, typer.Option("--pipeline/--no-pipeline", help="Also time transformers.pipeline.")
+    ] = True,
+    length_aware: Annotated[
+        bool, typer.Option("--length-aware/--no-length-aware", help="Group requests of similar length.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
+    ] = False,
+    out: Annotated[str | None, typer.Option("--out", help="Also write the JSON object to this file.")] = None,
+) -> None:
+    """Time plain, pipeline (tokenization included) and multiplexed inference side by side."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sizes = _parse_ints(batch_sizes, "--batch-sizes")
+    if (adapter is None) == (model is None):
+        raise typer.BadParameter(
+            "pass exactly one of --adapter DIR (a saved adapter) or --model DIR_OR_ZOO_NAME (fresh adapters)",
+            param_hint="'--adapter' / '--model'",
+        )
+    if adapter is not None and (n, k, mux) != (None, None, None):
+        raise typer.BadParameter(
+            "--n, --k and --mux come from the adapter's mux_config.json; drop them, or use --model instead.",
+            param_hint="'--n' / '--k' / '--mux'",
+        )
+    if texts is not None and (task is not None or data_dir is not None):
+        raise typer.BadParameter("pass --texts FILE or --task/--data-dir, not both.", param_hint="'--texts'")
+    from revmux.bench import bench_texts, run_bench
+    from revmux.model import MuxModel
+
+    try:
+        text_list, pairs, source = bench_texts(task, data_dir, texts)  # cheap checks before loading
+        if adapter is not None:
+            muxed = MuxModel.from_pretrained(adapter)
+        else:
+            from revmux.backbones import load_backbone
+
+            kind, n_, k_ = mux or "revmux", n or 2, 1 if k is None else k
+            view = load_backbone(model)
+            muxed = MuxModel.from_backbone(
+                view, kind=kind, n=n_, k=k_, backbone_path=model, max_length=max_length
+            )
+        report = run_bench(
+            muxed,
+            text_list,
+            pairs=pairs,
+            batch_sizes=sizes,
+            max_length=max_length,
+            device=device,
+            dtype=dtype,
+            threads=threads,
+            repeats=repeats,
+            warmup=warmup,
+            length_aware=length_aware,
+            pipeline=pipeline,
+            progress=True,
+        )
+    except RevmuxError as exc:
+        _fail(exc)
+    report.meta |= {"adapter": adapter, "texts": source}
+    result = report.to_dict()
+    (err_console if as_json else console).print(_bench_table(result))
+    if out is not None:
+        from pathlib import Path
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2) + "\n")
+        err_console.print(f"wrote {out}")
+    if as_json:
+        print(json.dumps(result))
+
+
+def _bench_table(result: dict) -> Table:
+    """The human table of a bench result: one row per batch size."""
+    from revmux.bench import fmt_mb, peak_mb
+
+    table = Table(
+        title=f"revmux bench: {result['model']} ({result['model_type']}, L={result['num_layers']}) "
+        f"{result['mux']} N={result['n']} k={result['k']} on {result['device']}, {result['threads']} threads",
+        caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization",
+    )
+    rates = ("plain\nreq/s", "pipeline\nreq/s", "mux\nreq/s")
+    for col in ("batch", *rates, "speedup", "bound", "effic-\niency", "peak MB\nplain/mux"):
+        table.add_column(col, justify="right")
+    for r in result["runs"]:
+        pipe = "n/a" if r["pipeline_rps"] is None else f"{r['pipeline_rps']:.1f}"
+        table.add_row(
+            str(r["batch_size"]),
+            f"{r['plain_rps']:.1f}",
+            pipe,
+            f"{r['mux_rps']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['bound']:.2f}x",
+            f"{r['efficiency']:.0%}",
+            f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
+        )
+    return table
+
+
+@app.command("plot")
+def plot_cmd(
+    out: Annotated[str, typer.Option("--out", help="Directory for the PNG files.")],
+    bench: Annotated[
+        list[str] | None, typer.Option("--bench", help="JSON from `revmux bench --out` (repeatable).")
+    ] = None,
+    frontier: Annotated[
+        str | None,
+        typer.Option("--frontier", help="Frontier JSON: rows of task, mux, n, k, accuracies, bound."),
+    ] = None,
+) -> None:
+    """PNGs in --out: throughput vs batch size (--bench), accuracy drop vs speedup (--frontier)."""
+    from revmux.plots import make_plots
+
+    if not bench and frontier is None:
+        raise typer.BadParameter(
+            "pass --bench FILE.json and/or --frontier FILE.json.", param_hint="'--bench'"
+        )
+    try:
+        paths = make_plots(bench or [], frontier, out)
+    except RevmuxError as exc:
+        _fail(exc)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+@app.command("train")
+def train_cmd(
+    teacher: Annotated[
+        str,
+        typer.Option("--teacher", help="Fine-tuned teacher model directory (frozen: only adapters train)."),
+    ],
+    out: Annotated[str, typer.Option("--out", help="Output: best adapter, checkpoints/, train_log.json.")],
+    task: Annotated[
+        str | None, typer.Option(help="Task: sst2, mrpc, rte, qnli (with --train: the adapter's task name).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="GLUE download (<dir>/SST-2/train.tsv); default: bundled sst2 sample.")
+    ] = None,
+    train_file: Annotated[
+        str | None, typer.Option("--train", help="Training file (csv, tsv or jsonl) instead of --task.")
+    ] = None,
+    text_col: Annotated[str, typer.Option(help="Text column of --train.")] = "text",
+    pair_col: Annotated[str | None, typer.Option(help="Second-sentence column of --train.")] = None,
+    label_col: Annotated[str, typer.Option(help="Label column of --train.")] = "label",
+    n: Annotated[int | None, typer.Option("--n", help="Requests per group N (default 2).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Prefill layers k before the mux (default 2).")] = None,
+    mux: Annotated[
+        str | None, typer.Option("--mux", help="Mux kind: revmux, ora, adapter, datamux (default revmux).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training rows (default 2).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,
+    batch_groups: Annotated[int | None, typer.Option(help="Groups per optimizer step (default 32).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per row (default 64).")] = None,
+    max_train_rows: Annotated[
+        int | None, typer.Option(help="Train on a stratified subset this size.")
+    ] = None,
+    lambda_nce: Annotated[float | None, typer.Option(help="Weight of InfoNCE (default 0.25).")] = None,
+    lambda_kd: Annotated[float | None, typer.Option(help="Weight of the KD term (default 1.0).")] = None,
+    lambda_cos: Annotated[
+        float | None, typer.Option(help="Weight of the cosine penalty (default 0).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of init, groupings and hold-out (default 0).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest epoch in --out.")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Run the prefill and teacher live (slow; no disk cache).")
+    ] = False,
+    config: Annotated[
+        str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
+    ] = None,
+    verbalizer: Annotated[
+        str | None, typer.Option(help="Comma-separated verbalizer token ids (LM heads: decoders, T5).")
+    ] = None,
+) -> None:
+    """Train the adapters of a frozen teacher to serve N requests per forward pass; keep the best epoch."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pathlib import Path
+
+    from revmux.backbones import load_backbone
+    from revmux.train.trainer import TrainConfig, load_yaml
+    from revmux.train.trainer import train as run_train
+
+    flags = {"n": n, "k": k, "kind": mux, "epochs": epochs, "lr": lr, "batch_groups": batch_groups}
+    flags |= {"max_length": max_length, "max_train_rows": max_train_rows, "seed": seed}
+    flags |= {"lambda_nce": lambda_nce, "lambda_kd": lambda_kd, "lambda_cos": lambda_cos}
+    try:
+        values = load_yaml(config) if config else {}
+        values |= {key: v for key, v in flags.items() if v is not None}
+        if no_cache:
+            values["use_cache"] = False
+        cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
+        data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
+        ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
+        view = load_backbone(teacher, verbalizer_ids=ids)
+        backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
+        name = task or (Path(train_file).stem if train_file else None)
+        result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)
+    except RevmuxError as exc:
+        _fail(exc)
+    console.print(
+        f"best epoch {result.best_epoch} of {cfg.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}; "
+        f"train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
+        f"{result.trainable_params:,} adapter parameters; adapter saved to {result.out_dir}"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

