@@ -37,6 +37,8 @@ class DemoSettings:
     bench_batch_size: int = 64
     bench_repeats: int = 5
     seed: int = 0
+    train_rows: int | None = None  # None: the whole bundled sample (4,000 rows); small values for tests
+    dev_rows: int | None = None  # None: the whole dev split (872 rows)
 
 
 def run_demo(
@@ -48,6 +50,10 @@ def run_demo(
     started = time.perf_counter()
     train_data = load_task("sst2", "train")
     dev = load_task("sst2", "dev")
+    if s.train_rows is not None:
+        train_data = train_data.subset(range(min(s.train_rows, len(train_data))))
+    if s.dev_rows is not None:
+        dev = dev.subset(range(min(s.dev_rows, len(dev))))
 
     teacher_dir = out / "teacher"
     teacher = finetune(
