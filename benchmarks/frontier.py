@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--work-dir", default="runs/frontier")
     ap.add_argument("--teacher-epochs", type=int, default=1)
     ap.add_argument("--teacher-rows", type=int, default=16000)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train-rows", type=int, default=16000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--groupings", type=int, default=10)
@@ -106,7 +106,16 @@ def main() -> None:
             lambda_cos=args.lambda_cos,
             seed=args.seed,
         )
-        result = train(view, train_data, config, adapter_dir, backbone_path=str(teacher_dir), task=args.task)
+        resume = (adapter_dir / "checkpoints").is_dir()  # an interrupted run continues where it stopped
+        result = train(
+            view,
+            train_data,
+            config,
+            adapter_dir,
+            backbone_path=str(teacher_dir),
+            task=args.task,
+            resume=resume,
+        )
         model = MuxModel.from_pretrained(adapter_dir, view)
         report = evaluate(
             model, eval_data, groupings=args.groupings, seed=args.seed, max_length=args.max_length

@@ -4,6 +4,10 @@ What it is: a plain torch loop (AdamW, linear warmup then decay, length-bucketed
 that turns a pretrained model into a task classifier, scores it on a slice held out from TRAIN, and
 writes a standard Hugging Face directory (safetensors + tokenizer + `finetune_log.json`) that
 `pipeline("text-classification", model=out_dir)` and `revmux train` load as is.
+With `verbalizer_ids` (one token id per class) the model keeps its LM head instead (causal LMs, T5) and
+learns to put class c's token at the answer position: cross-entropy over the verbalizer tokens, read
+exactly as the LM-head views read them; train its adapters with the same `--verbalizer`. T5 without
+verbalizer ids is refused (revmux reads T5 only through its LM head).
 What it is not: adapter training (that is `revmux.train`), a Trainer, or a hyper-parameter search.
 """
 
@@ -13,7 +17,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,8 +56,12 @@ def finetune(
     seed: int = 0,
     holdout_fraction: float = 0.05,
     progress: bool = True,
+    verbalizer_ids: Sequence[int] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune `model_path` (a directory, hub id or zoo name such as "minilm") on `train_data`, save to `out_dir`."""
+    """Fine-tune `model_path` (a directory, hub id or zoo name such as "minilm") on `train_data`, save to `out_dir`.
+
+    `verbalizer_ids`: fine-tune the LM head to answer with these tokens (see the module docstring).
+    """
     import transformers
 
     from revmux.backbones.registry import load_tokenizer
@@ -74,14 +82,19 @@ def finetune(
     names = list(train_data.label_names)
     try:
         tokenizer = load_tokenizer(source)  # sets a pad token (eos) for decoders that ship without one
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            ignore_mismatched_sizes=True,  # a head trained for other classes is replaced
-            dtype=torch.float32,
-        )
+        if verbalizer_ids is not None:
+            model, classify = _lm_classifier(source, verbalizer_ids, names)
+        else:
+            _refuse_lm_only(source)
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=len(names),
+                id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+                ignore_mismatched_sizes=True,  # a head trained for other classes is replaced
+                dtype=torch.float32,
+            )
+            classify = _logits_of(model)
     except (OSError, ValueError) as exc:
         raise RevmuxError(
             f"cannot load a model to fine-tune from {str(model_path)!r}: {exc}. Pass a local model directory "
@@ -106,7 +119,7 @@ def finetune(
             for rows in _bucketed_batches(encoded["lengths"], batch_size, seed=seed + epoch):
                 batch = _collate(tokenizer, encoded, rows, model.device)
                 labels = torch.tensor([train.labels[i] for i in rows], device=model.device)
-                loss = model(**batch, labels=labels).loss
+                loss = torch.nn.functional.cross_entropy(classify(batch).float(), labels)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -117,7 +130,9 @@ def finetune(
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    accuracy = holdout_accuracy(model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2)
+    accuracy = holdout_accuracy(
+        model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2, classify=classify
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -137,6 +152,7 @@ def finetune(
         "weight_decay": weight_decay,
         "seed": seed,
         "holdout_fraction": holdout_fraction,
+        "verbalizer_ids": None if verbalizer_ids is None else [int(i) for i in verbalizer_ids],
     }
     result = FinetuneResult(out, accuracy, train_seconds, len(losses), losses)
     log = {k: v for k, v in asdict(result).items() if k not in ("out_dir", "losses")}
@@ -147,20 +163,65 @@ def finetune(
 
 @torch.inference_mode()
 def holdout_accuracy(
-    model: Any, tokenizer: Any, data: TaskData, *, max_length: int, batch_size: int = 64
+    model: Any,
+    tokenizer: Any,
+    data: TaskData,
+    *,
+    max_length: int,
+    batch_size: int = 64,
+    classify: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> float:
-    """Accuracy (0..1) of a Hugging Face sequence classifier on `data`, in length-bucketed batches."""
+    """Accuracy (0..1) of a Hugging Face sequence classifier (or of `classify(batch) -> logits`) on `data`."""
+    classify = classify or _logits_of(model)
     encoded = _encode(tokenizer, data, max_length)
     order = sorted(range(len(data)), key=lambda i: encoded["lengths"][i])
     correct = 0
     for s in range(0, len(order), batch_size):
         rows = order[s : s + batch_size]
-        pred = model(**_collate(tokenizer, encoded, rows, model.device)).logits.argmax(-1)
+        pred = classify(_collate(tokenizer, encoded, rows, model.device)).argmax(-1)
         correct += sum(int(p) == data.labels[i] for p, i in zip(pred.tolist(), rows, strict=True))
     return correct / len(data)
 
 
 # ----------------------------------------------------------------------------------------------- internals
+
+
+def _logits_of(model: Any) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    return lambda batch: model(**batch).logits
+
+
+def _refuse_lm_only(source: str) -> None:
+    """RevmuxError for families that revmux reads only through their LM head (T5), when no verbalizer is given."""
+    import transformers
+
+    from revmux.backbones.registry import SEQ2SEQ_TYPES
+
+    model_type = str(transformers.AutoConfig.from_pretrained(source).model_type)
+    if model_type in SEQ2SEQ_TYPES:
+        raise RevmuxError(
+            f"{source!r} is a {model_type} model, which revmux reads only through its LM head; fine-tune it "
+            "with a verbalizer instead of a classification head: pass --verbalizer IDS (one vocabulary "
+            "token id per class, e.g. the ids of 'negative' and 'positive')."
+        )
+
+
+def _lm_classifier(
+    source: str, verbalizer_ids: Sequence[int], names: list[str]
+) -> tuple[Any, Callable[[dict[str, torch.Tensor]], torch.Tensor]]:
+    """(trainable LM, batch -> verbalizer logits (B, C)) for causal LMs and T5, read as their views read them."""
+    from revmux.backbones.registry import load_backbone
+
+    if len(verbalizer_ids) != len(names):
+        raise ConfigError(
+            f"--verbalizer must give one token id per class: got {len(verbalizer_ids)} ids "
+            f"{list(verbalizer_ids)} for {len(names)} classes {names}."
+        )
+    view = load_backbone(source, head="lm", verbalizer_ids=verbalizer_ids, dtype=torch.float32)
+    model = view.model
+    model.requires_grad_(True)  # the view froze it: here the whole model trains
+    model.config.id2label = dict(enumerate(names))  # the view's label names, once saved
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    return model, view.forward_unsplit
 
 
 def _check_args(

@@ -1,0 +1,197 @@
+"""The runner: owns the models of an adapter pack on one device and executes the batcher's steps.
+
+What it is: `ModelRunner.tokenize` turns one input into token ids at admission (its failures are
+that input's alone), and `ModelRunner.run(groups)` runs one step: per width N, the step's groups of N
+are collated into one padded batch (consecutive runs of N are the composites) and run through the
+MuxModel of width N, or the teacher's own forward for N = 1. The batch contract is checked loudly:
+exactly one output per request id, else only the requests concerned fail; if a whole width fails,
+each of its requests is retried alone at N = 1 so one bad input fails alone. Confidence fallback:
+a multiplexed answer whose top-1 minus top-2 probability is below `fallback_margin` is re-run at
+N = 1 and flagged. With `debug`, an output carries the sha256 of the token ids of the row that
+produced it, so a client can check that no answer was swapped.
+What it is not: a scheduler (batcher.py decides what runs together) or thread-safe for concurrent
+`run` calls (the engine runs one step at a time, in its worker thread).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from revmux.errors import ConfigError, InputError
+from revmux.serve.batcher import Group, Request
+from revmux.serve.contract import Encoded, Output, token_hash
+from revmux.serve.errors import RunnerContractError, TokenizationError
+from revmux.serve.pack import AdapterPack
+
+
+def prob_margin(logits: Sequence[float]) -> float:
+    """Top-1 minus top-2 softmax probability (1.0 with a single label)."""
+    if len(logits) < 2:
+        return 1.0
+    top = max(logits)
+    exps = sorted((math.exp(x - top) for x in logits), reverse=True)
+    return (exps[0] - exps[1]) / sum(exps)
+
+
+class ModelRunner:
+    """Runs steps of groups on the pack's models (see the module docstring)."""
+
+    def __init__(
+        self,
+        pack: AdapterPack,
+        *,
+        max_length: int | None = None,
+        fallback_margin: float = 0.0,
+        widths: Sequence[int] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.pack = pack
+        self.view = pack.view
+        self.tokenizer = pack.view.tokenizer
+        if self.tokenizer is None:
+            raise InputError("the backbone has no tokenizer; load it with load_backbone(path).")
+        self.max_length = max_length or pack.max_length
+        self.fallback_margin = fallback_margin
+        self.label_names = pack.label_names
+        self.widths = pack.widths if widths is None else _select_widths(pack.widths, widths)
+        self.fallbacks = 0
+        if threads:
+            torch.set_num_threads(threads)
+        self._pad_id = self.tokenizer.pad_token_id or 0
+
+    # ---- admission ------------------------------------------------------------------------------
+    def tokenize(self, text: str, pair: str | None = None, *, truncate: bool = True, debug: bool = False) -> Encoded:
+        """Token ids of one input; InputError when too long and not truncated, TokenizationError on failure."""
+        try:
+            enc = self.tokenizer(
+                text, text_pair=pair, truncation=truncate, max_length=self.max_length if truncate else None
+            )
+        except Exception as exc:  # tokenizers raise assorted types; the input fails alone
+            raise TokenizationError(f"the tokenizer failed on this input ({type(exc).__name__}).") from exc
+        ids = list(enc["input_ids"])
+        if len(ids) > self.max_length:
+            raise InputError(
+                f"the input has {len(ids)} tokens, more than max_length={self.max_length}; shorten it or send "
+                '"truncate": true.'
+            )
+        tt = enc.get("token_type_ids")
+        return Encoded(ids, list(tt) if tt is not None else None, debug)
+
+    # ---- one step -------------------------------------------------------------------------------
+    def run(self, groups: Sequence[Group]) -> dict[int, Output | BaseException]:
+        """Outputs (or the error) per request id for every request of `groups`."""
+        by_width: dict[int, list[Request]] = {}
+        for g in groups:
+            if len(g.requests) != g.width:
+                raise RunnerContractError(f"a group of width {g.width} holds {len(g.requests)} requests.")
+            by_width.setdefault(g.width, []).extend(g.requests)
+        results: dict[int, Output | BaseException] = {}
+        for width, reqs in by_width.items():
+            try:
+                results |= self._run_width(width, reqs)
+            except Exception:  # isolate: each request alone at N = 1, so a bad one fails alone
+                for req in reqs:
+                    try:
+                        results |= self._run_width(1, [req])
+                    except Exception as exc:
+                        results[req.id] = exc
+        if self.fallback_margin > 0:
+            self._fall_back(groups, results)
+        return results
+
+    def _run_width(self, width: int, reqs: list[Request]) -> dict[int, Output]:
+        logits, hashes = self._forward(width, [r.payload for r in reqs])
+        if len(logits) != len(reqs):
+            raise RunnerContractError(f"the width-{width} forward returned {len(logits)} rows for {len(reqs)} requests.")
+        return {
+            r.id: Output(row, width, False, h) for r, row, h in zip(reqs, logits, hashes, strict=True)
+        }
+
+    def _fall_back(self, groups: Sequence[Group], results: dict[int, Output | BaseException]) -> None:
+        """Re-run at N = 1 the multiplexed answers whose probability margin is below the threshold."""
+        low = [
+            r
+            for g in groups
+            if g.width > 1
+            for r in g.requests
+            if isinstance(out := results.get(r.id), Output) and prob_margin(out.logits) < self.fallback_margin
+        ]
+        if not low:
+            return
+        try:
+            redone = self._run_width(1, low)
+        except Exception:
+            return  # keep the multiplexed answers rather than fail them
+        for rid, out in redone.items():
+            out.fallback = True
+            results[rid] = out
+        self.fallbacks += len(redone)
+
+    @torch.inference_mode()
+    def _forward(self, width: int, encs: list[Encoded]) -> tuple[list[list[float]], list[str | None]]:
+        """Logits rows for a batch whose consecutive runs of `width` are the composites."""
+        B, T = len(encs), max(e.n_tokens for e in encs)
+        ids = torch.full((B, T), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((B, T), dtype=torch.long)
+        types = torch.zeros((B, T), dtype=torch.long)
+        for i, e in enumerate(encs):
+            ids[i, : e.n_tokens] = torch.tensor(e.input_ids)
+            mask[i, : e.n_tokens] = 1
+            if e.token_type_ids is not None:
+                types[i, : e.n_tokens] = torch.tensor(e.token_type_ids)
+        hashes = [token_hash(ids[i, : int(mask[i].sum())].tolist()) if e.debug else None for i, e in enumerate(encs)]
+        device = self.view.device
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        if any(e.token_type_ids is not None for e in encs):
+            inputs["token_type_ids"] = types.to(device)
+        if width == 1:
+            logits = self.view.forward_unsplit(inputs)
+        else:
+            logits = self.pack.models[width](inputs, order=torch.arange(B, device=device))
+        return logits.float().cpu().tolist(), hashes
+
+    def warmup(self) -> None:
+        """One tiny forward per width, so the first requests do not pay for lazy initialization."""
+        enc = self.tokenize("warm up")
+        for width in self.widths:
+            self._forward(width, [enc] * width)
+
+    def info(self) -> dict[str, Any]:
+        """What /info reports about the model side."""
+        p = self.pack
+        return {
+            "backbone": p.backbone,
+            "backbone_hash": p.backbone_hash,
+            "model_type": self.view.model_type,
+            "num_layers": self.view.num_layers,
+            "widths": self.widths,
+            "adapters": [
+                {
+                    "n": n,
+                    "k": p.models[n].k,
+                    "kind": p.models[n].config.kind,
+                    "path": str(p.dirs[n]),
+                    "sha256": p.weight_hashes[n],
+                }
+                for n in sorted(p.models)
+                if n in self.widths
+            ],
+            "labels": self.label_names,
+            "max_length": self.max_length,
+            "device": str(self.view.device),
+            "fallback_margin": self.fallback_margin,
+        }
+
+
+def _select_widths(available: list[int], wanted: Sequence[int]) -> list[int]:
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise ConfigError(
+            f"--widths asks for N={missing}, but the loaded adapters give widths {available}. "
+            "Drop them, or add adapters trained for those N to the pack."
+        )
+    return sorted(set(wanted) | {1})
