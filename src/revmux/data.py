@@ -174,12 +174,16 @@ def read_table(
 def load_hf_dataset(
     name: str, split: str, *, text_col: str, pair_col: str | None, label_col: str
 ) -> TaskData:
-    """Load a Hugging Face hub dataset split (needs the optional `datasets` library and network access)."""
+    """Load a Hugging Face hub dataset split (needs the optional `datasets` library and network access).
+
+    `name` is "PATH" or "PATH:CONFIG", e.g. "glue:sst2" (the CLI's `--task hf:glue:sst2`).
+    """
     hint = "pass --train/--eval files (csv, tsv or jsonl) or --data-dir with GLUE TSVs instead"
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, split=split)
+        path, _, config = name.partition(":")
+        ds = datasets.load_dataset(path, config or None, split=split)
     except ImportError as exc:
         raise DataError(
             f"cannot load dataset {name!r}: 'datasets' is not importable ({exc}); {hint}."
