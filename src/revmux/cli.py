@@ -98,6 +98,38 @@ def _mark(ok: bool) -> str:
     return "[green]yes[/]" if ok else "[red]NO[/]"
 
 
+# prompt + verbalizer teachers (revmux.prompting): the same three flags on finetune, train and eval
+PromptStyle = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt-style",
+        help="Read an LM as a prompt + verbalizer teacher: 'chat' (its chat template) or 'plain'.",
+    ),
+]
+VerbalizerWords = Annotated[
+    str | None,
+    typer.Option(help="With --prompt-style: one single-token answer word per class, comma-separated."),
+]
+Instruction = Annotated[
+    str | None, typer.Option(help="With --prompt-style: the instruction (default per task).")
+]
+
+
+def _prompt_spec(style: str | None, words: str | None, instruction: str | None, task: str | None, data):
+    """The PromptSpec of --prompt-style/--verbalizer-words/--instruction for `data`, or None without a style."""
+    from revmux.errors import ConfigError
+    from revmux.prompting import default_prompt
+
+    if style is None:
+        if words is not None or instruction is not None:
+            raise ConfigError("--verbalizer-words and --instruction go with --prompt-style chat|plain.")
+        return None
+    word_list = words.split(",") if words is not None else None
+    return default_prompt(
+        style, task, data.label_names, words=word_list, instruction=instruction, is_pair=data.is_pair
+    )
+
+
 def _load_data(
     task: str | None,
     split: str,
@@ -152,13 +184,35 @@ def finetune(
     max_length: Annotated[int, typer.Option(help="Tokens per row (longer rows are truncated).")] = 64,
     max_train_rows: Annotated[int | None, typer.Option(help="Train on a random subset of this size.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the hold-out split, shuffling and the new head.")] = 0,
+    verbalizer: Annotated[
+        str | None,
+        typer.Option(help="Keep the LM head (decoders, T5): one answer token id per class, comma-separated."),
+    ] = None,
+    prompt_style: PromptStyle = None,
+    verbalizer_words: VerbalizerWords = None,
+    instruction: Instruction = None,
 ) -> None:
-    """Fully fine-tune MODEL on a task: the teacher, saved as a standard Hugging Face directory in --out."""
+    """Fully fine-tune MODEL on a task: the teacher, saved as a standard Hugging Face directory in --out.
+
+    Encoders and decoders get a classification head; with --verbalizer (or --prompt-style) an LM keeps its
+    LM head and learns to answer each class's token (T5 needs this).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from revmux.finetune import finetune as run_finetune
 
     try:
         data = _load_data(task, "train", data_dir, train, text_col, pair_col, label_col)
+        ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
+        spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
+        if spec is not None:
+            from revmux.backbones.registry import load_tokenizer
+            from revmux.prompting import apply_prompt, verbalizer_ids
+
+            if ids is not None:
+                raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
+            tokenizer = load_tokenizer(model)
+            ids = verbalizer_ids(tokenizer, spec)
+            data = apply_prompt(tokenizer, spec, data, max_length)
         result = run_finetune(
             model,
             data,
@@ -169,6 +223,7 @@ def finetune(
             max_length=max_length,
             max_train_rows=max_train_rows,
             seed=seed,
+            verbalizer_ids=ids,
         )
     except RevmuxError as exc:
         _fail(exc)
@@ -176,11 +231,18 @@ def finetune(
         f"saved {result.out_dir}: hold-out accuracy {result.holdout_accuracy:.2%} after {result.steps} steps "
         f"in {result.train_seconds:.0f} s"
     )
+    if prompt_style is not None:
+        console.print(f"train its adapters with the same --prompt-style {prompt_style} (words, instruction)")
+    elif ids is not None:
+        console.print(f"train its adapters with --verbalizer {','.join(map(str, ids))}")
 
 
 @app.command("eval")
 def eval_cmd(
-    adapter: Annotated[str, typer.Option("--adapter", help="Adapter directory written by `revmux train`.")],
+    adapter: Annotated[
+        str | None,
+        typer.Option("--adapter", help="Adapter directory written by `revmux train` (none: --model at N=1)."),
+    ] = None,
     task: Annotated[
         str | None, typer.Option(help="Task name: sst2, mrpc, rte, qnli (default: the adapter's task).")
     ] = None,
@@ -195,7 +257,8 @@ def eval_cmd(
     label_col: Annotated[str, typer.Option(help="Label column of --eval.")] = "label",
     split: Annotated[str, typer.Option(help="Split of --task to evaluate (GLUE reports dev).")] = "dev",
     model: Annotated[
-        str | None, typer.Option("--model", help="Backbone directory (default: the one the adapter names).")
+        str | None,
+        typer.Option("--model", help="Backbone directory or zoo name (default: the one the adapter names)."),
     ] = None,
     groupings: Annotated[int, typer.Option(help="Random groupings R to average over.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Groups per forward pass.")] = 64,
@@ -203,23 +266,54 @@ def eval_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
+    max_length: Annotated[
+        int | None, typer.Option(help="Tokens per row (default: the adapter's, or 128 without one).")
+    ] = None,
+    verbalizer: Annotated[
+        str | None, typer.Option(help="Without --adapter: verbalizer token ids of an LM-head --model.")
+    ] = None,
+    prompt_style: PromptStyle = None,
+    verbalizer_words: VerbalizerWords = None,
+    instruction: Instruction = None,
 ) -> None:
-    """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity."""
+    """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity.
+
+    Without --adapter, --model alone is evaluated at N = 1 (the teacher: a classifier, or an LM read
+    through --verbalizer ids or a --prompt-style prompt).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from revmux.evaluate import evaluate
     from revmux.model import MuxModel
 
     try:
-        mux = MuxModel.from_pretrained(adapter, backbone=model)
-        task = task or (None if eval_file else mux.config.task)
-        names = mux.config.label_names or None
-        data = _load_data(task, split, data_dir, eval_file, text_col, pair_col, label_col, names)
+        if adapter is not None:
+            if (verbalizer, prompt_style, verbalizer_words, instruction) != (None, None, None, None):
+                raise typer.BadParameter(
+                    "the verbalizer and prompt come from the adapter's mux_config.json; drop --verbalizer, "
+                    "--prompt-style, --verbalizer-words and --instruction, or evaluate --model without --adapter."
+                )
+            mux = MuxModel.from_pretrained(adapter, backbone=model)
+            task = task or (None if eval_file else mux.config.task)
+            names = mux.config.label_names or None
+            data = _load_data(task, split, data_dir, eval_file, text_col, pair_col, label_col, names)
+        else:
+            if model is None:
+                raise typer.BadParameter(
+                    "pass --adapter DIR, or --model DIR_OR_ZOO_NAME to evaluate the backbone alone (N = 1).",
+                    param_hint="'--adapter' / '--model'",
+                )
+            data = _load_data(task, split, data_dir, eval_file, text_col, pair_col, label_col)
+            spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
+            mux = _teacher_only(model, spec, _parse_ints(verbalizer, "--verbalizer") if verbalizer else None)
+            mux.config.task, mux.config.max_length = task, max_length or mux.config.max_length
+            groupings = 1  # N = 1: every grouping gives the same predictions
         report = evaluate(
             mux,
             data,
             groupings=groupings,
             batch_size=batch_size,
             seed=seed,
+            max_length=max_length,
             progress=not as_json,
             task=task or eval_file,
         )
@@ -249,6 +343,22 @@ def eval_cmd(
     table.add_row("speedup bound S(k, N)", f"{r.bound:.2f}x")
     table.add_row("trainable parameters", f"{r.trainable_params:,}")
     console.print(table)
+
+
+def _teacher_only(model: str, spec, verbalizer_ids: list[int] | None):
+    """MuxModel at N = 1 (no adapters) on backbone `model`: plain, or read through a verbalizer or a prompt."""
+    from revmux.backbones import load_backbone
+    from revmux.model import MuxModel
+
+    if spec is not None:
+        from revmux.prompting import load_prompted_backbone
+
+        if verbalizer_ids is not None:
+            raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
+        view = load_prompted_backbone(model, spec)
+    else:
+        view = load_backbone(model, verbalizer_ids=verbalizer_ids)
+    return MuxModel.from_backbone(view, n=1, k=0, backbone_path=model)
 
 
 @app.command("predict")
@@ -502,6 +612,9 @@ def train_cmd(
     verbalizer: Annotated[
         str | None, typer.Option(help="Comma-separated verbalizer token ids (LM heads: decoders, T5).")
     ] = None,
+    prompt_style: PromptStyle = None,
+    verbalizer_words: VerbalizerWords = None,
+    instruction: Instruction = None,
 ) -> None:
     """Train the adapters of a frozen teacher to serve N requests per forward pass; keep the best epoch."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -522,7 +635,15 @@ def train_cmd(
         cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
-        view = load_backbone(teacher, verbalizer_ids=ids)
+        spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
+        if spec is not None:  # the adapter saves the prompt: eval, predict and bench apply it to raw texts
+            from revmux.prompting import load_prompted_backbone
+
+            if ids is not None:
+                raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
+            view = load_prompted_backbone(teacher, spec)
+        else:
+            view = load_backbone(teacher, verbalizer_ids=ids)
         backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
         name = task or (Path(train_file).stem if train_file else None)
         result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)

@@ -121,6 +121,12 @@ class Batcher:
         self.max_batch_groups = max_batch_groups
         self.max_queue_size = max_queue_size
         self.policy = policy or threshold_policy(self.widths, max_batch_groups=max_batch_groups)
+        bad = {d: n for d in range(max_queue_size + 1) if (n := self.policy(d)) not in self.widths}
+        if bad:
+            depth, n = next(iter(bad.items()))
+            raise ConfigError(
+                f"the width policy picks N={n} at queue depth {depth}, but only widths {self.widths} are loaded."
+            )
         self.length_aware = length_aware
         self.queue: deque[Request] = deque()
         self.dropped_cancelled = 0
@@ -155,12 +161,10 @@ class Batcher:
         self._purge(now)
         if not self.queue:
             return None
-        n = self.policy(len(self.queue))
-        if n not in self.widths:
-            raise ConfigError(f"the width policy chose N={n}, but only widths {self.widths} are loaded.")
+        n = self.policy(min(len(self.queue), self.max_queue_size))  # checked for every depth at __init__
         target = self.max_batch_groups * n
-        waited = now - self.queue[0].arrival_s
-        if not (force or len(self.queue) >= target or waited >= self.max_queue_delay_s):
+        waited_enough = now >= self.queue[0].arrival_s + self.max_queue_delay_s
+        if not (force or len(self.queue) >= target or waited_enough):
             return None
         sizes = self._cut_sizes(min(len(self.queue), target), n)[: self.max_batch_groups]
         taken: list[Request] = []
@@ -210,4 +214,3 @@ class Batcher:
             else:
                 live.append(req)
         self.queue = live
-

@@ -54,7 +54,9 @@ class ServeConfig:
         for name in ("request_timeout_ms", "drain_timeout_s"):
             _check_number(getattr(self, name), name, 0.0, exclusive=True)
         if self.fallback_margin > 1.0:
-            raise ConfigError(f"--fallback-margin is a probability margin in [0, 1], got {self.fallback_margin}.")
+            raise ConfigError(
+                f"--fallback-margin is a probability margin in [0, 1], got {self.fallback_margin}."
+            )
         if self.max_length is not None:
             _check_int(self.max_length, "max_length", 2)
         if self.threads is not None:
@@ -66,7 +68,9 @@ class ServeConfig:
                 _check_int(w, "widths", 1)
         if self.width_thresholds is not None:
             if not isinstance(self.width_thresholds, dict):
-                raise ConfigError(f"--width-thresholds takes N:depth pairs like 2:32,4:64; got {self.width_thresholds!r}.")
+                raise ConfigError(
+                    f"--width-thresholds takes N:depth pairs like 2:32,4:64; got {self.width_thresholds!r}."
+                )
             for w, depth in self.width_thresholds.items():
                 _check_int(w, "width_thresholds", 1)
                 _check_int(depth, "width_thresholds", 0)
@@ -118,7 +122,7 @@ class ServeConfig:
 
 
 def parse_widths(text: str) -> list[int]:
-    """"1,2,4" -> [1, 2, 4], or ConfigError naming --widths."""
+    """ "1,2,4" -> [1, 2, 4], or ConfigError naming --widths."""
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -126,7 +130,7 @@ def parse_widths(text: str) -> list[int]:
 
 
 def parse_thresholds(text: str) -> dict[int, int]:
-    """"2:32,4:64" -> {2: 32, 4: 64}, or ConfigError naming --width-thresholds."""
+    """ "2:32,4:64" -> {2: 32, 4: 64}, or ConfigError naming --width-thresholds."""
     out: dict[int, int] = {}
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -174,4 +178,6 @@ def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None
 def _check_number(value: Any, name: str, low: float, *, exclusive: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or value < low or (exclusive and value == low):
-        raise ConfigError(f"{_flag(name)} must be a number {'>' if exclusive else '>='} {low:g}, got {value!r}.")
+        raise ConfigError(
+            f"{_flag(name)} must be a number {'>' if exclusive else '>='} {low:g}, got {value!r}."
+        )

@@ -27,9 +27,9 @@ from typing import Any
 from revmux.errors import RevmuxError
 from revmux.serve.batcher import Batcher, Policy, Request, Step, threshold_policy
 from revmux.serve.config import ServeConfig
+from revmux.serve.contract import Output, Runner
 from revmux.serve.errors import DeadlineExceeded, Draining, RunnerContractError
 from revmux.serve.metrics import ServeMetrics
-from revmux.serve.contract import Output, Runner
 
 log = logging.getLogger("revmux.serve")
 
@@ -60,7 +60,9 @@ class Engine:
         self.clock = clock
         c = self.config
         widths = runner.widths
-        self.policy = policy or threshold_policy(widths, c.width_thresholds, max_batch_groups=c.max_batch_groups)
+        self.policy = policy or threshold_policy(
+            widths, c.width_thresholds, max_batch_groups=c.max_batch_groups
+        )
         self.batcher = Batcher(
             widths,
             max_queue_delay_s=c.max_queue_delay_ms / 1000,
@@ -129,11 +131,15 @@ class Engine:
         if self._thread is None:
             raise Draining("the engine is not started; call engine.start() (the app's lifespan does).")
         if self._draining:
-            raise Draining("the server is draining (shutting down) and accepts no new requests; retry elsewhere.")
+            raise Draining(
+                "the server is draining (shutting down) and accepts no new requests; retry elsewhere."
+            )
         encoded = []
         for i, item in enumerate(items):
             try:
-                encoded.append(self.runner.tokenize(item.text, item.text_pair, truncate=truncate, debug=debug))
+                encoded.append(
+                    self.runner.tokenize(item.text, item.text_pair, truncate=truncate, debug=debug)
+                )
             except RevmuxError as exc:
                 raise (type(exc)(f"inputs[{i}]: {exc}") if len(items) > 1 else exc) from None
         now = self.clock()
@@ -143,12 +149,14 @@ class Engine:
             if self._draining:
                 raise Draining("the server is draining (shutting down) and accepts no new requests.")
             self.batcher.add(reqs, now)
-            self.accepted += track
+            self.accepted += int(track)
             self.metrics.queue_size.set(self.batcher.depth)
             self._cond.notify_all()
         return [r.future for r in reqs]
 
-    async def predict(self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False) -> list[Output]:
+    async def predict(
+        self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False
+    ) -> list[Output]:
         """The Outputs of `items` in order, or the first error; DeadlineExceeded past request_timeout_ms."""
         start = self.clock()
         futures = self._admit(items, truncate=truncate, debug=debug, track=True)
@@ -186,8 +194,9 @@ class Engine:
                     self._cond.wait(self.batcher.next_launch_s(now))
             try:
                 self._execute(step)
-            except Exception:  # never let the worker die: fail the step's requests
-                log.exception("step failed")
+            except Exception as exc:  # never let the worker die: fail the step's requests
+                log.error("step failed: %s", type(exc).__name__)  # no message: it may quote an input
+                log.debug("step failure", exc_info=True)
                 for req in step.requests:
                     if not req.future.done():
                         req.future.set_exception(RunnerContractError("the step failed inside the server."))

@@ -13,6 +13,7 @@ UTF-8 or not JSON), 413 body or batch too large, 429 + Retry-After queue full, 5
 or missing bearer token when an API key is set (/health and /ready stay open), 503 draining.
 A client that disconnects mid-request has its queued inputs dropped; nothing of a request's text is
 logged or used as a metric label.
+`parse_predict` and `predict_response` hold the request and response shapes, for any front to reuse.
 What it is not: the batching logic (engine.py) or the process (server.py runs uvicorn).
 """
 
@@ -30,9 +31,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from revmux.errors import InputError
 from revmux.serve.config import ServeConfig
+from revmux.serve.contract import Output
 from revmux.serve.engine import Engine, Item, format_scores
 from revmux.serve.errors import Draining, PayloadTooLarge, QueueFull, ServeError, Unauthorized, status_of
 
@@ -55,7 +58,12 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
         await asyncio.to_thread(engine.stop, config.drain_timeout_s)
 
     app = FastAPI(
-        title="revmux", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        title="revmux",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.engine = engine
 
@@ -64,7 +72,9 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), config.api_key.encode()
+        ):
             raise Unauthorized("missing or wrong API key; send the header `Authorization: Bearer <key>`.")
 
     @app.exception_handler(StarletteHTTPException)
@@ -110,33 +120,48 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             body = await _read_body(request, config.max_payload_bytes)
             parsed = parse_predict(body, max_batch_size=config.max_batch_size)
             debug = parsed["debug"] or request.headers.get("x-revmux-debug", "") in ("1", "true")
-            task = asyncio.ensure_future(engine.predict(parsed["items"], truncate=parsed["truncate"], debug=debug))
+            task = asyncio.ensure_future(
+                engine.predict(parsed["items"], truncate=parsed["truncate"], debug=debug)
+            )
             outputs = await _unless_disconnected(task, request)
             if outputs is None:
                 status = CLIENT_CLOSED
                 return Response(status_code=CLIENT_CLOSED)
-            rows = [
-                format_scores(o.logits, engine.runner.label_names, top_k=parsed["top_k"], raw_scores=parsed["raw_scores"])
-                for o in outputs
-            ]
-            result: Any = rows if parsed["batch"] else rows[0]
-            if debug:
-                items = [{"input_sha256": o.input_hash, "width": o.width, "fallback": o.fallback} for o in outputs]
-                result = {"result": result, "debug": {"request_id": request_id, "items": items}}
+            result = predict_response(outputs, parsed, engine.runner.label_names, request_id, debug=debug)
             status = 200
             return JSONResponse(result, headers={"x-request-id": request_id})
+        except ClientDisconnect:  # gone while sending its body: nothing was queued
+            status = CLIENT_CLOSED
+            return Response(status_code=CLIENT_CLOSED)
         except (ServeError, InputError) as exc:
             status = status_of(exc)[0]
             _count_rejection(metrics, exc)
             return _error(exc, request_id)
         except Exception as exc:  # a bug: answer 500 without details, log only the type
-            log.exception("predict failed: %s", type(exc).__name__)
+            log.error("predict failed: %s", type(exc).__name__)  # no message: it may quote the input
+            log.debug("predict failure", exc_info=True)
             return _error(RuntimeError("internal error; see the server log."), request_id)
         finally:
             metrics.requests.labels(status=str(status)).inc()
             metrics.request_duration.observe(time.perf_counter() - t0)
 
     return app
+
+
+def predict_response(
+    outputs: list[Output], parsed: dict[str, Any], labels: list[str], request_id: str, *, debug: bool
+) -> Any:
+    """The /predict answer: per input, pipeline-shaped scores; a list of those for a batch; with debug,
+    {"result": that, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback"}]}}."""
+    rows = [
+        format_scores(o.logits, labels, top_k=parsed["top_k"], raw_scores=parsed["raw_scores"])
+        for o in outputs
+    ]
+    result: Any = rows if parsed["batch"] else rows[0]
+    if not debug:
+        return result
+    items = [{"input_sha256": o.input_hash, "width": o.width, "fallback": o.fallback} for o in outputs]
+    return {"result": result, "debug": {"request_id": request_id, "items": items}}
 
 
 def parse_predict(body: bytes, *, max_batch_size: int) -> dict[str, Any]:
@@ -148,7 +173,9 @@ def parse_predict(body: bytes, *, max_batch_size: int) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InputError(f"the request body is not valid JSON ({exc.msg} at position {exc.pos}).") from None
     if not isinstance(data, dict):
-        raise InputError(f'the body must be a JSON object like {{"inputs": "text"}}, got {type(data).__name__}.')
+        raise InputError(
+            f'the body must be a JSON object like {{"inputs": "text"}}, got {type(data).__name__}.'
+        )
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise InputError(f"unknown field(s) {unknown}; /predict takes {', '.join(FIELDS)}.")
@@ -185,12 +212,14 @@ def _item(x: Any, where: str) -> Item:
     if isinstance(x, dict):
         extra = sorted(set(x) - {"text", "text_pair"})
         if extra:
-            raise InputError(f'{where} has unknown key(s) {extra}; a pair is {{"text": ..., "text_pair": ...}}.')
+            raise InputError(
+                f'{where} has unknown key(s) {extra}; a pair is {{"text": ..., "text_pair": ...}}.'
+            )
         for side in ("text", "text_pair"):
             if side not in x:
                 raise InputError(f'{where} is a pair missing "{side}"; send both "text" and "text_pair".')
             if not isinstance(x[side], str) or not x[side].strip():
-                raise InputError(f'{where}.{side} must be a non-empty string, got {type(x[side]).__name__}.')
+                raise InputError(f"{where}.{side} must be a non-empty string, got {type(x[side]).__name__}.")
         return Item(x["text"], x["text_pair"])
     raise InputError(f"{where} must be a string or a {{text, text_pair}} object, got {type(x).__name__}.")
 

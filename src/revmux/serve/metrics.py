@@ -9,7 +9,14 @@ HTTP front call it).
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -58,7 +65,10 @@ class ServeMetrics:
             "revmux_forward_batch_size", "Inputs per step.", buckets=BATCH_BUCKETS, registry=r
         )
         self.group_width = Histogram(
-            "revmux_group_width", "Width N of each group run (1: unmultiplexed).", buckets=WIDTH_BUCKETS, registry=r
+            "revmux_group_width",
+            "Width N of each group run (1: unmultiplexed).",
+            buckets=WIDTH_BUCKETS,
+            registry=r,
         )
         self.fallback = Counter(
             "revmux_fallback", "Inputs re-run at N = 1 because their multiplexed margin was low.", registry=r

@@ -58,7 +58,9 @@ def find_adapter_dirs(pack: str | Path) -> list[Path]:
         )
     if (root / CONFIG_NAME).is_file():
         return [root]
-    found = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "checkpoints" and (p / CONFIG_NAME).is_file())
+    found = sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name != "checkpoints" and (p / CONFIG_NAME).is_file()
+    )
     if not found:
         raise CheckpointError(
             f"--pack {root} holds no adapter: no subdirectory has {CONFIG_NAME}. Put the directories "
@@ -76,7 +78,9 @@ def load_pack(
 ) -> AdapterPack:
     """Load the adapters of `pack` (or the one `adapter`) on one backbone (`model`, or the one they name)."""
     if (pack is None) == (adapter is None):
-        raise ConfigError("pass exactly one of --adapter DIR (one adapter) or --pack DIR (adapters for several N).")
+        raise ConfigError(
+            "pass exactly one of --adapter DIR (one adapter) or --pack DIR (adapters for several N)."
+        )
     if adapter is not None:
         if not (Path(adapter) / CONFIG_NAME).is_file():
             raise CheckpointError(
@@ -91,8 +95,12 @@ def load_pack(
     first = configs[dirs[0]]
     backbone = str(model or first.backbone_path)
     if not backbone:
-        raise CheckpointError(f"{dirs[0]} names no backbone; pass --model DIR (the teacher the adapters were trained on).")
-    view = load_backbone(backbone, verbalizer_ids=first.verbalizer_ids, num_labels=len(first.label_names) or None)
+        raise CheckpointError(
+            f"{dirs[0]} names no backbone; pass --model DIR (the teacher the adapters were trained on)."
+        )
+    view = load_backbone(
+        backbone, verbalizer_ids=first.verbalizer_ids, num_labels=len(first.label_names) or None
+    )
     if device != "cpu":
         view.model.to(device)
     result = AdapterPack(view=view, backbone=backbone, backbone_hash=backbone_hash(view.model))

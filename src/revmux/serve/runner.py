@@ -64,7 +64,9 @@ class ModelRunner:
         self._pad_id = self.tokenizer.pad_token_id or 0
 
     # ---- admission ------------------------------------------------------------------------------
-    def tokenize(self, text: str, pair: str | None = None, *, truncate: bool = True, debug: bool = False) -> Encoded:
+    def tokenize(
+        self, text: str, pair: str | None = None, *, truncate: bool = True, debug: bool = False
+    ) -> Encoded:
         """Token ids of one input; InputError when too long and not truncated, TokenizationError on failure."""
         try:
             enc = self.tokenizer(
@@ -106,10 +108,10 @@ class ModelRunner:
     def _run_width(self, width: int, reqs: list[Request]) -> dict[int, Output]:
         logits, hashes = self._forward(width, [r.payload for r in reqs])
         if len(logits) != len(reqs):
-            raise RunnerContractError(f"the width-{width} forward returned {len(logits)} rows for {len(reqs)} requests.")
-        return {
-            r.id: Output(row, width, False, h) for r, row, h in zip(reqs, logits, hashes, strict=True)
-        }
+            raise RunnerContractError(
+                f"the width-{width} forward returned {len(logits)} rows for {len(reqs)} requests."
+            )
+        return {r.id: Output(row, width, False, h) for r, row, h in zip(reqs, logits, hashes, strict=True)}
 
     def _fall_back(self, groups: Sequence[Group], results: dict[int, Output | BaseException]) -> None:
         """Re-run at N = 1 the multiplexed answers whose probability margin is below the threshold."""
@@ -143,7 +145,9 @@ class ModelRunner:
             mask[i, : e.n_tokens] = 1
             if e.token_type_ids is not None:
                 types[i, : e.n_tokens] = torch.tensor(e.token_type_ids)
-        hashes = [token_hash(ids[i, : int(mask[i].sum())].tolist()) if e.debug else None for i, e in enumerate(encs)]
+        hashes = [
+            token_hash(ids[i, : int(mask[i].sum())].tolist()) if e.debug else None for i, e in enumerate(encs)
+        ]
         device = self.view.device
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         if any(e.token_type_ids is not None for e in encs):

@@ -84,13 +84,13 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # a second signal: uvicorn's own exit
             return
         self._drain_started = True
-        log.info("signal %d: draining (no new work; %d inputs queued)", sig, self.engine.batcher.depth)
-        self.engine.begin_drain()
-        threading.Thread(target=self._drain, name="revmux-drain", daemon=True).start()
+        threading.Thread(target=self._drain, args=(sig,), name="revmux-drain", daemon=True).start()
 
-    def _drain(self) -> None:
-        """Wait for every accepted request to be answered, then let uvicorn close the connections."""
+    def _drain(self, sig: int) -> None:
+        """Stop intake, wait for every accepted request to be answered, then let uvicorn close connections."""
         t0 = time.monotonic()
+        self.engine.begin_drain()  # here, not in the signal handler, which may interrupt the engine's lock
+        log.info("signal %d: draining (no new work; %d inputs queued)", sig, self.engine.batcher.depth)
         idle = self.engine.wait_idle(self.drain_timeout_s)
         if not idle:
             log.warning("drain_timeout_s=%g passed with requests still open", self.drain_timeout_s)

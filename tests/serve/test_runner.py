@@ -1,0 +1,120 @@
+"""runner.py on a tiny BERT pack: outputs equal the models run directly, fallback, isolation, debug hashes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from revmux.errors import ConfigError, InputError
+from revmux.serve.batcher import Group, Request
+from revmux.serve.contract import Encoded, token_hash
+from revmux.serve.pack import load_pack
+from revmux.serve.runner import ModelRunner, prob_margin
+
+TEXTS = [
+    "a gripping , funny film",
+    "dull",
+    "the plot never quite comes together , sadly , despite a strong cast",
+    "superb",
+    "meh .",
+    "not bad at all",
+    "an utterly forgettable sequel",
+]
+
+
+@pytest.fixture(scope="module")
+def pack(pack_dir):
+    return load_pack(pack=pack_dir)
+
+
+def requests_for(runner: ModelRunner, texts: list[str]) -> list[Request]:
+    encs = [runner.tokenize(t, debug=True) for t in texts]
+    return [Request(n_tokens=e.n_tokens, arrival_s=0.0, deadline_s=1e9, payload=e) for e in encs]
+
+
+def direct(pack, width: int, texts: list[str]) -> torch.Tensor:
+    enc = pack.view.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        if width == 1:
+            return pack.view.forward_unsplit(inputs)
+        return pack.models[width](inputs, order=torch.arange(len(texts)))
+
+
+def test_a_mixed_step_equals_each_model_run_directly(pack):
+    runner = ModelRunner(pack)
+    reqs = requests_for(runner, TEXTS)
+    groups = [Group(4, reqs[:4]), Group(2, reqs[4:6]), Group(1, reqs[6:])]
+    out = runner.run(groups)
+    assert set(out) == {r.id for r in reqs}
+    for g in groups:
+        texts = [TEXTS[reqs.index(r)] for r in g.requests]
+        want = direct(pack, g.width, texts)
+        for r, row in zip(g.requests, want, strict=True):
+            assert out[r.id].width == g.width and not out[r.id].fallback
+            torch.testing.assert_close(torch.tensor(out[r.id].logits), row, atol=1e-5, rtol=1e-5)
+
+
+def test_n1_is_the_teacher_alone(pack):
+    runner = ModelRunner(pack)
+    reqs = requests_for(runner, TEXTS[:3])
+    out = runner.run([Group(1, [r]) for r in reqs])
+    for text, r in zip(TEXTS, reqs, strict=False):
+        torch.testing.assert_close(
+            torch.tensor(out[r.id].logits), direct(pack, 1, [text])[0], atol=1e-5, rtol=1e-5
+        )
+
+
+def test_confidence_fallback_reruns_low_margin_answers_at_n1(pack):
+    runner = ModelRunner(pack, fallback_margin=1.0)  # every multiplexed answer is below a margin of 1
+    reqs = requests_for(runner, TEXTS[:4])
+    out = runner.run([Group(2, reqs[:2]), Group(1, [reqs[2]]), Group(1, [reqs[3]])])
+    assert [out[r.id].fallback for r in reqs] == [True, True, False, False]
+    assert runner.fallbacks == 2
+    for text, r in zip(TEXTS[:2], reqs[:2], strict=True):
+        assert out[r.id].width == 1
+        torch.testing.assert_close(
+            torch.tensor(out[r.id].logits), direct(pack, 1, [text])[0], atol=1e-5, rtol=1e-5
+        )
+
+
+def test_a_failing_input_fails_alone_and_its_partner_is_answered(pack):
+    runner = ModelRunner(pack)
+    good = requests_for(runner, ["fine text"])[0]
+    bad = Request(n_tokens=3, arrival_s=0.0, deadline_s=1e9, payload=Encoded([101, 10**7, 102]))
+    out = runner.run([Group(2, [good, bad])])
+    assert isinstance(out[bad.id], Exception)
+    torch.testing.assert_close(
+        torch.tensor(out[good.id].logits), direct(pack, 1, ["fine text"])[0], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_debug_hash_is_the_hash_of_the_row_that_answered(pack):
+    runner = ModelRunner(pack)
+    reqs = requests_for(runner, TEXTS[:4])
+    out = runner.run([Group(4, reqs)])
+    for text, r in zip(TEXTS, reqs, strict=False):
+        ids = pack.view.tokenizer(text, truncation=True, max_length=64)["input_ids"]
+        assert out[r.id].input_hash == token_hash(ids)
+
+
+def test_tokenize_truncates_or_refuses_long_inputs(pack):
+    runner = ModelRunner(pack, max_length=8)
+    long = "word " * 50
+    assert runner.tokenize(long).n_tokens == 8
+    pair = runner.tokenize("first sentence", "second sentence")
+    assert pair.token_type_ids is not None and 1 in pair.token_type_ids
+    with pytest.raises(InputError, match="more than max_length=8"):
+        runner.tokenize(long, truncate=False)
+
+
+def test_widths_must_be_loaded(pack):
+    assert ModelRunner(pack, widths=[2]).widths == [1, 2]
+    with pytest.raises(ConfigError, match="--widths asks for N=\\[8\\]"):
+        ModelRunner(pack, widths=[1, 8])
+
+
+def test_prob_margin():
+    assert prob_margin([0.0, 0.0]) == pytest.approx(0.0)
+    assert prob_margin([10.0, 0.0, 0.0]) == pytest.approx(1.0, abs=1e-3)
+    assert prob_margin([1.0]) == 1.0
