@@ -762,6 +762,15 @@ def serve_cmd(
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default cpu).")] = None,
     threads: Annotated[int | None, typer.Option(help="torch.set_num_threads.")] = None,
     log_level: Annotated[str | None, typer.Option(help="critical|error|warning|info|debug.")] = None,
+    use_ray: Annotated[
+        bool, typer.Option("--ray", help="Deploy on Ray Serve, an engine per replica (needs the ray extra).")
+    ] = False,
+    replicas: Annotated[
+        int | None, typer.Option(help="--ray: replicas (default 1); with --max-replicas, the minimum.")
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(help="--ray: autoscale up to this many replicas on ongoing requests.")
+    ] = None,
 ) -> None:
     """Serve adapters over HTTP (POST /predict, /health, /ready, /info, /metrics), picking N from load."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -779,8 +788,19 @@ def serve_cmd(
     flags |= {"max_length": max_length, "widths": widths, "width_thresholds": width_thresholds}
     flags |= {"fallback_margin": fallback_margin, "length_aware": length_aware, "device": device}
     flags |= {"threads": threads, "log_level": log_level}
+    if not use_ray and (replicas is not None or max_replicas is not None):
+        raise typer.BadParameter("--replicas and --max-replicas need --ray.", param_hint="'--ray'")
     try:
         cfg = ServeConfig.from_yaml(config, flags)
+        if use_ray:
+            try:
+                from revmux.serve.ray_app import run_ray
+            except ImportError as exc:
+                raise typer.BadParameter(str(exc), param_hint="'--ray'") from None
+            args = cfg.to_dict(redact=False) | {"adapter": adapter, "pack": pack, "model": model}
+            run_ray(args | {"num_replicas": replicas, "max_replicas": max_replicas})
+            err_console.print("revmux serve --ray: stopped")
+            return
         from revmux.serve.server import build_engine, run_server
 
         engine = build_engine(cfg, adapter=adapter, pack=pack, model=model)
