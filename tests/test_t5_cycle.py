@@ -84,7 +84,7 @@ def teacher(t5_dir, verbalizer, tmp_path_factory):
 def trained(teacher, verbalizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("t5_adapter")
     view = load_backbone(teacher[1], verbalizer_ids=verbalizer)
-    config = TrainConfig(n=2, k=1, epochs=4, batch_groups=8, max_length=32, lr=3e-3, pca_init=False)
+    config = TrainConfig(n=2, k=1, epochs=4, batch_groups=8, max_length=32, lr=3e-3)
     result = train(
         view, toy_task(rows=200), config, out, backbone_path=str(teacher[1]), task="toy",
         cache_root=out / "cache", progress=False,
@@ -106,7 +106,7 @@ def test_train_save_load_eval_bench_cycle(trained, teacher, verbalizer):
     result, out = trained
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
-    assert result.best_holdout_accuracy >= 0.7
+    assert result.best_holdout_accuracy >= 0.8
 
     mux = MuxModel.from_pretrained(out)  # the backbone named in mux_config.json, its hash checked
     assert isinstance(mux.view, T5View) and mux.config.verbalizer_ids == verbalizer
@@ -119,7 +119,7 @@ def test_train_save_load_eval_bench_cycle(trained, teacher, verbalizer):
 
     report = evaluate(mux, dev, groupings=3, batch_size=8)
     assert report.teacher_accuracy >= 0.8
-    assert report.accuracy_mean >= 0.7 and report.agreement >= 0.7
+    assert report.accuracy_mean >= 0.8 and report.agreement >= 0.8
     assert report.partner_sensitivity is not None
 
     bench = run_bench(mux, dev.texts, batch_sizes=[4], repeats=1, warmup=0, max_length=32).to_dict()
@@ -132,7 +132,8 @@ def test_cli_eval_and_bench_on_the_t5_adapter(trained, tmp_path):
     _, out = trained
     dev = toy_task(rows=32, seed=2)
     path = tmp_path / "dev.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": WORDS[y]}) + "\n" for t, y in zip(dev.texts, dev.labels)))
+    rows = zip(dev.texts, dev.labels, strict=True)
+    path.write_text("".join(json.dumps({"text": t, "label": WORDS[y]}) + "\n" for t, y in rows))
     result = CliRunner().invoke(
         app, ["eval", "--adapter", str(out), "--eval", str(path), "--groupings", "2", "--json"]
     )

@@ -119,7 +119,8 @@ class PrefillCache:
         return float(self.meta["build_seconds"])
 
     def batch(self, rows: Tensor) -> Batch:
-        """(LayerState, teacher reps, teacher logits, labels) for `rows`, in fp32 on the view's device.
+        """(LayerState, teacher reps, teacher logits, labels) for `rows` on the view's device: states in the
+        backbone's dtype (fp32 unless it runs in bf16/fp16), the rest in fp32.
 
         T is trimmed to the longest real length among `rows`: the first T' columns for right padding,
         the last T' for left padding; the state is rebuilt with `view.composite_state` (default positions).
@@ -130,7 +131,7 @@ class PrefillCache:
         t = int(masks.sum(1).max())
         cols = slice(T - t, T) if self.left_padded else slice(0, t)
         device = self.view.device
-        hidden = torch.from_numpy(np.ascontiguousarray(self.states[idx, cols])).to(device, torch.float32)
+        hidden = torch.from_numpy(np.ascontiguousarray(self.states[idx, cols])).to(device, self.view.dtype)
         mask = torch.from_numpy(np.ascontiguousarray(masks[:, cols])).to(device, torch.long)
         reps = torch.from_numpy(np.asarray(self.teacher_reps[idx])).to(device, torch.float32)
         logits = torch.from_numpy(np.asarray(self.teacher_logits[idx])).to(device, torch.float32)

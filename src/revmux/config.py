@@ -37,6 +37,7 @@ class MuxConfig:
     up_norm: bool = False
     max_length: int = 128
     task: str | None = None
+    prompt: dict[str, Any] | None = None  # revmux.prompting.PromptSpec.to_dict() of a prompted teacher
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

@@ -95,6 +95,7 @@ class MuxModel(nn.Module):
             up_norm=up_norm,
             max_length=max_length,
             task=task,
+            prompt=view.prompt,
         )
         return cls(view, config)
 
@@ -199,11 +200,13 @@ class MuxModel(nn.Module):
         *,
         backbone: str | Path | None = None,
         check_hash: bool = True,
+        dtype: torch.dtype | None = None,
     ) -> MuxModel:
         """Load adapters from `directory` onto `view` (or the backbone named in the config, or `backbone`).
 
         Raises CheckpointError when the files are missing, truncated or corrupted, or when the
-        backbone differs from the one the adapters were trained on.
+        backbone differs from the one the adapters were trained on. `dtype` (e.g. torch.bfloat16) casts
+        the backbone after its hash is checked; the adapters stay fp32.
         """
         config = MuxConfig.load(directory)
         if view is None:
@@ -214,6 +217,10 @@ class MuxModel(nn.Module):
                 path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None
             )
         check_compatible(config, view, check_hash=check_hash)
+        if config.prompt is not None and view.prompt is None:
+            view.prompt = dict(config.prompt)  # raw texts become the prompts the adapter was trained on
+        if dtype is not None:
+            view.model.to(dtype)
         model = cls(view, config)
         model.mux.load_state_dict(_load_weights(Path(directory) / WEIGHTS_NAME, model.mux))
         return model

@@ -15,6 +15,7 @@ import torch
 
 from revmux.errors import ConfigError, InputError
 from revmux.model import MuxModel
+from revmux.prompting import prompt_texts
 
 
 def predict(
@@ -35,6 +36,8 @@ def predict(
     view = model.view
     if view.tokenizer is None:
         raise ConfigError("the model's backbone view has no tokenizer; load it with load_backbone(path).")
+    limit = max_length or model.config.max_length
+    texts, pairs = prompt_texts(view.tokenizer, view.prompt, texts, pairs, limit)  # as in training
     names = model.config.label_names or view.label_names
     k = len(names) if top_k is None else min(top_k, len(names))
     chunk = batch_size * model.n
@@ -47,7 +50,7 @@ def predict(
                 text_pair=None if pairs is None else pairs[s : s + chunk],
                 padding="longest",
                 truncation=True,
-                max_length=max_length or model.config.max_length,
+                max_length=limit,
                 return_tensors="pt",
             )
             keys = ("input_ids", "attention_mask", "token_type_ids")

@@ -63,6 +63,8 @@ class BackboneView(ABC):
         self.config = model.config
         self.verbalizer_ids = list(verbalizer_ids) if verbalizer_ids is not None else None
         self.tokenizer: Any = None
+        # how raw texts become this view's inputs (revmux.prompting.PromptSpec.to_dict()), or None
+        self.prompt: dict[str, Any] | None = None
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -83,10 +85,13 @@ class BackboneView(ABC):
 
     @property
     def label_names(self) -> list[str]:
-        """Class names in logit order (id2label, or the verbalizer tokens)."""
+        """Class names in logit order (id2label, or the verbalizer tokens when id2label is the default)."""
         n = self.num_labels
         id2label = getattr(self.config, "id2label", None) or {}
         names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+        if self.verbalizer_ids is not None and self.tokenizer is not None and names == _default_names(n):
+            words = [self.tokenizer.decode([i]).strip() for i in self.verbalizer_ids]
+            names = [w or name for w, name in zip(words, names, strict=True)]
         return names
 
     @property
@@ -153,6 +158,10 @@ class BackboneView(ABC):
         if self.verbalizer_ids is None:
             raise ConfigError("this head needs verbalizer token ids (one per class); pass verbalizer_ids.")
         return lm_logits[:, self.verbalizer_ids]
+
+
+def _default_names(n: int) -> list[str]:
+    return [f"LABEL_{i}" for i in range(n)]
 
 
 def backbone_hash(model: Any) -> str:

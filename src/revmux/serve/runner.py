@@ -69,6 +69,17 @@ class ModelRunner:
     ) -> Encoded:
         """Token ids of one input; InputError when too long and not truncated, TokenizationError on failure."""
         try:
+            if self.view.prompt is not None:  # a prompted teacher: raw text becomes its chat prompt
+                from revmux.prompting import prompt_texts
+
+                prompts, _ = prompt_texts(
+                    self.tokenizer,
+                    self.view.prompt,
+                    [text],
+                    None if pair is None else [pair],
+                    self.max_length,
+                )
+                text, pair = prompts[0], None
             enc = self.tokenizer(
                 text, text_pair=pair, truncation=truncate, max_length=self.max_length if truncate else None
             )

@@ -32,6 +32,7 @@ from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel
 from revmux.mux.registry import valid_kinds
+from revmux.prompting import prompt_data
 from revmux.train.losses import mux_loss, pooled
 
 LOG_NAME = "train_log.json"
@@ -221,6 +222,7 @@ def train(
     interruption in tests); the schedule still spans `config.epochs`.
     """
     out_dir = Path(out_dir)
+    train_data = prompt_data(view, train_data, config.max_length)  # no-op unless the view has a prompt
     _check_labels(view, train_data)
     fit, held, _, held_idx = select_rows(train_data, config)
     if len(fit) < config.n:
