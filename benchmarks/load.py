@@ -286,7 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(source, [], args, "adaptive N"),
         ]
     print(table(results, args, argv))
-    out = {"requests": args.requests, "clients": args.clients, "results": results}
+    import revmux
+
+    out = {
+        "command": f"python benchmarks/load.py {shlex.join(argv)}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, Python "
+        f"{platform.python_version()}, revmux {revmux.__version__}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "requests": args.requests,
+        "clients": args.clients,
+        "results": results,
+    }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

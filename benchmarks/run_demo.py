@@ -26,7 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     result = run_demo(args.out_dir)
     record = {
-        "command": shlex.join(["python", "benchmarks/run_demo.py", *sys.argv[1:]]) + "  (= `revmux demo`)",
+        "command": shlex.join(["python", "benchmarks/run_demo.py", *sys.argv[1:]]),
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "result": result,

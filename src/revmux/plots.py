@@ -142,22 +142,25 @@ def _pyplot() -> Any:
 
 
 def plot_throughput(bench_files: Sequence[str | Path], out_dir: str | Path) -> Path:
-    """throughput.png: req/s vs batch size, plain (dashed) and mux lines for every bench file."""
-    series = [s for f in bench_files for s in throughput_series(load_bench_reports(f), Path(f).stem)]
+    """throughput.png: req/s vs batch size, one panel per bench file, plain (dashed) and mux lines."""
+    panels = [(Path(f).stem, throughput_series(load_bench_reports(f), Path(f).stem)) for f in bench_files]
     plt = _pyplot()
     from matplotlib.ticker import ScalarFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in series:
-        ax.plot(s.x, s.y, linestyle="--" if s.dashed else "-", marker="o", label=s.label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({x for s in series for x in s.x}))
-    ax.get_xaxis().set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("batch size (requests)")
-    ax.set_ylabel("throughput (requests/s)")
-    ax.set_title("revmux bench: plain vs multiplexed throughput")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (name, series) in zip(axes[0], panels, strict=True):
+        for s in series:
+            label = s.label.removeprefix(f"{name} ")
+            ax.plot(s.x, s.y, linestyle="--" if s.dashed else "-", marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({x for s in series for x in s.x}))
+        ax.get_xaxis().set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("batch size (requests)")
+        ax.set_ylabel("throughput (requests/s)")
+        ax.set_title(f"{name}: plain vs multiplexed")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
     return _save(fig, plt, Path(out_dir) / "throughput.png")
 
 
