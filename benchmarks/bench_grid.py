@@ -49,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None, help="Backbone dtype on the device: fp32, bf16, fp16.")
     p.add_argument("--no-pipeline", action="store_true", help="Skip timing transformers.pipeline.")
+    p.add_argument(
+        "--no-length-aware", action="store_true", help="Group requests in arrival order, not by length."
+    )
     return p.parse_args(argv)
 
 
@@ -97,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 repeats=args.repeats,
                 warmup=args.warmup,
                 pipeline=not args.no_pipeline,
+                length_aware=not args.no_length_aware,
                 progress=True,
             )
             report.meta["texts"] = source

@@ -170,3 +170,46 @@ def test_mismatched_backbone_raises_naming_both_values(view, tmp_path):
         MuxModel.from_pretrained(tmp_path, tiny_bert(seed=1))
     with pytest.raises(CheckpointError, match="3 labels|2 labels"):
         MuxModel.from_pretrained(tmp_path, tiny_bert(num_labels=3))
+
+
+@pytest.mark.parametrize("length_aware", [True, False])
+def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware):
+    """Bucketed tail (each run cut after its last real column) == one run over the padded batch."""
+    lengths = [3 + (i * 7) % 29 for i in range(40)]  # 20 groups at N = 2: four runs
+    batch = tiny_batch(lengths, seed=3)
+    model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=2, k=1))
+    with torch.inference_mode():
+        bucketed = model(batch, length_aware=length_aware)
+        model.tail_buckets = 1
+        single = model(batch, length_aware=length_aware)
+    torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)
+
+
+def test_tail_buckets_on_a_causal_decoder():
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    from revmux.backbones import view_for
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=120,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        num_labels=2,
+    )
+    dec = view_for(AutoModelForSequenceClassification.from_config(config).eval())
+    batch = {
+        k: v
+        for k, v in tiny_batch([3 + (i * 5) % 17 for i in range(36)], seed=4).items()
+        if k != "token_type_ids"
+    }
+    model = _randomize(MuxModel.from_backbone(dec, kind="revmux", n=2, k=1))
+    with torch.inference_mode():
+        bucketed = model(batch, length_aware=True)
+        model.tail_buckets = 1
+        single = model(batch, length_aware=True)
+    torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)

@@ -62,6 +62,7 @@ class MuxModel(nn.Module):
             else build_mux(config.kind, config.n, config.hidden_size, **_mux_options(config))
         )
         self.length_aware = False
+        self.tail_buckets = 4  # see `_tail`; 1 runs the tail once over the whole padded batch
 
     @classmethod
     def from_backbone(
@@ -151,8 +152,7 @@ class MuxModel(nn.Module):
             h = state.hidden[idx]  # (G, N, T, d)
             masks = mask[idx]  # (G, N, T)
             comp_mask = masks.amax(dim=1)  # OR of the group's masks
-            comp = self.view.composite_state(self.mux.mux(h), comp_mask)
-            out = self.view.run_layers(comp, self.k, self.view.num_layers).hidden  # (G, T, d)
+            out = self._tail(self.mux.mux(h), comp_mask)  # (G, T, d)
             if self.view.reads_all_positions:
                 rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
             else:
@@ -171,6 +171,27 @@ class MuxModel(nn.Module):
         inverse = torch.empty_like(perm)
         inverse[perm] = torch.arange(B, device=perm.device)
         return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
+
+    def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
+        """Layers [k, L) on composites (G, T, d), in up to `tail_buckets` runs of consecutive composites.
+
+        Each run is cut after its own last real column, so composites of short requests (adjacent when
+        grouping is length-aware) skip the padding of the batch's longest one. Only trailing padding is
+        cut: the columns kept are unchanged, so the result equals one run over the whole batch.
+        """
+        G, T = comp_mask.shape
+        n_runs = max(1, min(self.tail_buckets, G // 8)) if not self.view.reads_all_positions else 1
+        if n_runs == 1:
+            return self.view.run_layers(
+                self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers
+            ).hidden
+        out = torch.zeros_like(comp)
+        last_real = T - torch.argmax(comp_mask.flip(1).to(torch.int8), dim=1)  # (G,) end of real columns
+        for chunk in torch.arange(G, device=comp.device).tensor_split(n_runs):
+            t = int(last_real[chunk].max())
+            state = self.view.composite_state(comp[chunk, :t], comp_mask[chunk, :t])
+            out[chunk, :t] = self.view.run_layers(state, self.k, self.view.num_layers).hidden
+        return out
 
     def teacher_from_prefill(self, state: LayerState) -> tuple[Tensor, Tensor]:
         """The unmultiplexed model from layer k: (what the head reads, logits). The teacher of training."""
