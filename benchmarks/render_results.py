@@ -112,6 +112,32 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
     return out + [""]
 
 
+def length_aware_section(on: dict | None, off: dict | None) -> list[str]:
+    if not (on and off):
+        return ["_No length-aware comparison yet._", ""]
+    out = [
+        f"Commands: `{on['command']}` and `{off['command']}`  ",
+        f"Machine: {on['machine']}; dates: {on['date']}, {off['date']}  ",
+        "Both runs time plain and mux interleaved; the speedup columns are each run's own ratio. Slot waste is "
+        "the share of padded request slots inside the composites' attended span.",
+        "",
+        "| N | k | batch | speedup, length-aware | speedup, arrival order | slot waste, length-aware "
+        "| slot waste, arrival order | padding in plain batch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    runs_off = {(r["n"], r["k"], r["batch_size"]): r for rep in off["reports"] for r in rep["runs"]}
+    for rep in on["reports"]:
+        for r in rep["runs"]:
+            o = runs_off.get((r["n"], r["k"], r["batch_size"]))
+            if o is None:
+                continue
+            out.append(
+                f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['speedup']:.2f}x | {o['speedup']:.2f}x | "
+                f"{r['slot_waste_mux']:.1%} | {o['slot_waste_mux']:.1%} | {r['padding_waste_plain']:.1%} |"
+            )
+    return out + [""]
+
+
 def load_section(load: dict | None) -> list[str]:
     if not load:
         return ["_No load run yet: run benchmarks/load.py._", ""]
@@ -218,6 +244,9 @@ def main() -> None:
         *bench_section("MPNet", benches["mpnet"]),
         "![throughput vs batch size](throughput.png)" if bench_files else "",
         "",
+        "## Length-aware grouping (MiniLM, k=1)",
+        "",
+        *length_aware_section(_load("bench_length_aware_on.json"), _load("bench_length_aware_off.json")),
         "## Serving under load: N = 1 vs load-adaptive N (MiniLM SST-2 teacher, pack {1, 2, 4} at k=2)",
         "",
         *load_section(_load("load_minilm.json")),
