@@ -621,7 +621,8 @@ def train_cmd(
     from pathlib import Path
 
     from revmux.backbones import load_backbone
-    from revmux.train.trainer import TrainConfig, load_yaml
+    from revmux.config import load_yaml
+    from revmux.train.trainer import TrainConfig
     from revmux.train.trainer import train as run_train
 
     flags = {"n": n, "k": k, "kind": mux, "epochs": epochs, "lr": lr, "batch_groups": batch_groups}

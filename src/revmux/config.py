@@ -108,3 +108,21 @@ class MuxConfig:
 def speedup_bound(num_layers: int, k: int, n: int) -> float:
     """S(k, N) = L / (k + (L - k) / N): the best speedup the cost model allows."""
     return num_layers / (k + (num_layers - k) / n)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding one mapping (a `--config` file), or ConfigError naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config file {path} not found.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"--config file {path} must hold a mapping of keys to values, got {type(data).__name__}."
+        )
+    return data

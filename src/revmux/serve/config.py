@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from revmux.config import load_yaml
 from revmux.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -109,7 +110,7 @@ class ServeConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ServeConfig:
         """The YAML file's values, then `overrides` (flags given, None meaning not given)."""
-        values = _load_yaml(path) if path else {}
+        values = load_yaml(path) if path else {}
         values |= {k: v for k, v in (overrides or {}).items() if v is not None}
         return cls.from_dict(values, source=f"--config {path}" if path else "flags")
 
@@ -140,21 +141,6 @@ def parse_thresholds(text: str) -> dict[int, int]:
             raise ConfigError(f"--width-thresholds takes N:depth pairs like 2:32,4:64; got {text!r}.")
         out[_to_int(width, "width_thresholds")] = _to_int(depth, "width_thresholds")
     return out
-
-
-def _load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config file {path} not found.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config file {path} must hold a mapping of knob names to values.")
-    return data
 
 
 def _flag(name: str) -> str:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from revmux.backbones import BackboneView, backbone_hash
 from revmux.cache import LivePrefill, PrefillCache, build_cache, real_token_states
-from revmux.config import CONFIG_NAME, WEIGHTS_NAME
+from revmux.config import CONFIG_NAME, WEIGHTS_NAME, load_yaml
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel
@@ -145,24 +145,6 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(load_yaml(path), source=str(path))
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file holding one mapping, or ConfigError naming the file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config file {path} not found.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"--config file {path} must hold a mapping of keys to values, got {type(data).__name__}."
-        )
-    return data
 
 
 @dataclass
