@@ -5,19 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from revmux.demo import DemoSettings, run_demo
 from revmux.model import MuxModel
 from tests.test_finetune import _save_tiny
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_runs_every_stage_and_leaves_servable_artifacts(tmp_path, minilm_path):

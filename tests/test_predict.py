@@ -19,13 +19,7 @@ from revmux.predict import predict, read_texts
 TEXTS = ["a gripping , funny film", "dull", "the plot never quite comes together , sadly", "superb", "meh ."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest, and spares a machine shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

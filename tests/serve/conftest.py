@@ -13,12 +13,8 @@ LABELS = {0: "neg", 1: "neu", 2: "pos"}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest, and spares a machine shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread) -> None:
+    """Every serve test runs on one torch thread (see tests/conftest.py)."""
 
 
 def save_teacher(directory: Path, minilm_path: Path, seed: int = 0) -> Path:
