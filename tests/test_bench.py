@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from typer.testing import CliRunner
 
 from revmux.backbones import load_backbone
-from revmux.bench import bench_texts, padding_waste, peak_mb, run_bench, sample_requests
+from revmux.bench import adapter_pass, bench_texts, padding_waste, peak_mb, run_bench, sample_requests
 from revmux.cli import app
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
@@ -86,6 +86,42 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
         assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"])
         assert 0.0 <= r["padding_waste_plain"] < 1.0 and 0.0 <= r["padding_waste_mux"] < 1.0
         assert r["padding_waste_mux"] == r["padding_waste_mux_length_aware"]
+        assert isinstance(r["adapter_ms"], float) and r["adapter_ms"] > 0
+        assert r["adapter_share"] == pytest.approx(r["adapter_ms"] / r["mux_ms"])
+    assert d["compiled"] is False and "compile_seconds" not in d
+
+
+def test_n1_has_no_adapter_timing(tiny_dir):
+    texts, _, _ = bench_texts()
+    report = run_bench(_model(tiny_dir, n=1), texts, batch_sizes=(2,), repeats=1, warmup=0, pipeline=False)
+    assert report.runs[0]["adapter_ms"] is None and report.runs[0]["adapter_share"] is None
+
+
+def test_adapter_pass_runs_mux_and_demux_on_batch_shapes(tiny_dir):
+    model = _model(tiny_dir, n=2)
+    calls = []
+    model.mux.register_forward_hook(lambda *_: calls.append("forward"))
+    for name in ("mux", "demux"):
+        fn = getattr(model.mux, name)
+        setattr(
+            model.mux, name, lambda x, _fn=fn, _name=name: calls.append((_name, tuple(x.shape))) or _fn(x)
+        )
+    out = adapter_pass(model, 6, 5, torch.device("cpu"))()
+    assert [c for c in calls if c != "forward"] == [("mux", (3, 2, 5, 32)), ("demux", (3, 2, 32))]
+    assert out.shape == (3, 2, 32)
+
+
+def test_compile_wraps_every_layer_and_needs_warmup(tiny_dir, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((self, kw)))
+    model = _model(tiny_dir)
+    texts, _, _ = bench_texts()
+    with pytest.raises(RevmuxError, match="warm-up"):
+        run_bench(model, texts, batch_sizes=(2,), warmup=0, compile=True)
+    report = run_bench(model, texts, batch_sizes=(2,), repeats=1, warmup=1, pipeline=False, compile=True)
+    assert [m for m, _ in compiled] == list(model.view.layer_modules())
+    assert all(kw == {"dynamic": True} for _, kw in compiled)
+    assert report.meta["compiled"] is True and report.meta["compile_seconds"] >= 0
 
 
 def test_one_batch_size_puts_its_run_at_the_top(tiny_dir):

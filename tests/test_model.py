@@ -173,13 +173,21 @@ def test_mismatched_backbone_raises_naming_both_values(view, tmp_path):
 
 
 @pytest.mark.parametrize("length_aware", [True, False])
-def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware):
+@pytest.mark.parametrize(("n", "batch_size", "runs"), [(2, 40, 4), (4, 32, 2), (4, 12, 1)])
+def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware, n, batch_size, runs):
     """Bucketed tail (each run cut after its last real column) == one run over the padded batch."""
-    lengths = [3 + (i * 7) % 29 for i in range(40)]  # 20 groups at N = 2: four runs
+    lengths = [3 + (i * 7) % 29 for i in range(batch_size)]
     batch = tiny_batch(lengths, seed=3)
-    model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=2, k=1))
+    model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=n, k=1))
+    calls = []
+    hook = model.view.layer_modules()[1].register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with torch.inference_mode():
+            bucketed = model(batch, length_aware=length_aware)
+    finally:
+        hook.remove()
+    assert len(calls) == runs  # layer 1 runs once per tail run (B is a multiple of N: no N=1 rest)
     with torch.inference_mode():
-        bucketed = model(batch, length_aware=length_aware)
         model.tail_buckets = 1
         single = model(batch, length_aware=length_aware)
     torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)

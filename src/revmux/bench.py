@@ -183,6 +183,41 @@ def time_interleaved(
     }
 
 
+def compile_layers(view: Any) -> float:
+    """Wrap each layer module of `view` in torch.compile(dynamic=True), in place; seconds spent wrapping.
+
+    Compilation itself is lazy: it happens on the first calls (the warm-up rounds of a benchmark).
+    """
+    start = time.perf_counter()
+    for layer in view.layer_modules():
+        layer.compile(dynamic=True)
+    return time.perf_counter() - start
+
+
+def adapter_pass(
+    model: MuxModel, batch_size: int, seq_len: int, device: torch.device
+) -> Callable[[], object]:
+    """A closure that runs only the adapters of one batch: mux of (G, N, T, d) states, demux of the reads.
+
+    The inputs are random states of the shapes a real batch gives (G = batch_size // N composites);
+    the cost does not depend on their values.
+    """
+    n, d = model.n, model.config.hidden_size
+    g = max(1, batch_size // n)
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(g, n, seq_len, d, generator=gen).to(device)
+    reads_all = model.view.reads_all_positions
+    read_at = torch.arange(n, device=device) % seq_len  # N read positions, like N requests' own reads
+
+    def run() -> object:
+        with torch.inference_mode():
+            comp = model.mux.mux(h)  # (G, T, d)
+            rows = comp.unsqueeze(1).expand(g, n, *comp.shape[1:]) if reads_all else comp[:, read_at]
+            return model.mux.demux(rows)
+
+    return run
+
+
 # ---- the benchmark -----------------------------------------------------------------------------------
 @dataclass
 class _Setup:
@@ -214,14 +249,20 @@ def run_bench(
     pipeline: bool = True,
     progress: bool = False,
     seed: int = 0,
+    compile: bool = False,
 ) -> BenchReport:
     """Time plain, pipeline (tokenization included) and mux forwards per batch size on the same requests.
 
     Each batch is the first `bs` texts of a fixed-seed shuffle, tokenized once, padded to its longest and
     truncated at `max_length`. Moves the backbone to `device` (in `dtype`, e.g. "bf16") and the adapters
-    to `device` in fp32, in place. `threads` sets torch.set_num_threads for the run.
+    to `device` in fp32, in place. `threads` sets torch.set_num_threads for the run. `compile` wraps
+    every backbone layer in torch.compile(dynamic=True), in place: plain, pipeline and mux all run the
+    compiled layers, so the ratio stays like for like; compilation happens in the warm-up rounds.
+    The "adapters" timing is the mux and demux of one batch alone, to show their share of a mux forward.
     """
     _check_args(batch_sizes, repeats, warmup, max_length, threads)
+    if compile and warmup < 1:
+        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
     view = model.view
     if view.tokenizer is None:
         raise ConfigError(
@@ -234,6 +275,12 @@ def run_bench(
     try:
         memory = PeakMemory(dev)
         meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
+        if compile:
+            meta["compile_seconds"] = compile_layers(view)
+            meta["notes"].append(
+                "backbone layers wrapped in torch.compile(dynamic=True); compiled in warm-up"
+            )
+        meta["compiled"] = compile
         use_pipeline = pipeline and view.verbalizer_ids is None
         if pipeline and not use_pipeline:
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
@@ -276,6 +323,8 @@ def _bench_one(
             inputs = [{"text": a, "text_pair": b} for a, b in zip(batch_texts, batch_pairs, strict=True)]
         fns["pipeline"] = lambda: pipe(inputs, batch_size=bs, truncation=True, max_length=max_length)
     fns["mux"] = mux
+    if model.n > 1:
+        fns["adapters"] = adapter_pass(model, bs, int(batch["attention_mask"].shape[1]), dev)
     timed = time_interleaved(fns, repeats=setup.repeats, warmup=setup.warmup, memory=setup.memory)
     mask = batch["attention_mask"]
     waste = {la: padding_waste(mask, model.n, length_aware=la) for la in (True, False)}
@@ -299,6 +348,9 @@ def _bench_one(
         run[f"{name}_rps"] = bs / (t["ms"] / 1e3) if t else None
         run[f"{setup.memory.prefix}_{name}"] = t["peak_mb"] if t else None
     run |= {"speedup": speedup, "bound": bound, "efficiency": speedup / bound}
+    adapters = timed.get("adapters")
+    run["adapter_ms"] = adapters["ms"] if adapters else None
+    run["adapter_share"] = adapters["ms"] / timed["mux"]["ms"] if adapters else None
     run["padding_waste_plain"] = 1.0 - mask.sum().item() / mask.numel()
     run["padding_waste_mux"] = waste[setup.length_aware]["composite"]
     run["slot_waste_mux"] = waste[setup.length_aware]["slot"]

@@ -443,6 +443,10 @@ def bench_cmd(
     length_aware: Annotated[
         bool, typer.Option("--length-aware/--no-length-aware", help="Group requests of similar length.")
     ] = True,
+    compile_: Annotated[
+        bool,
+        typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first."),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
     ] = False,
@@ -492,6 +496,7 @@ def bench_cmd(
             length_aware=length_aware,
             pipeline=pipeline,
             progress=True,
+            compile=compile_,
         )
     except RevmuxError as exc:
         _fail(exc)
@@ -518,7 +523,15 @@ def _bench_table(result: dict) -> Table:
         caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization",
     )
     rates = ("plain\nreq/s", "pipeline\nreq/s", "mux\nreq/s")
-    for col in ("batch", *rates, "speedup", "bound", "effic-\niency", "peak MB\nplain/mux"):
+    for col in (
+        "batch",
+        *rates,
+        "speedup",
+        "bound",
+        "effic-\niency",
+        "adapters\n% of mux",
+        "peak MB\nplain/mux",
+    ):
         table.add_column(col, justify="right")
     for r in result["runs"]:
         pipe = "n/a" if r["pipeline_rps"] is None else f"{r['pipeline_rps']:.1f}"
@@ -530,6 +543,7 @@ def _bench_table(result: dict) -> Table:
             f"{r['speedup']:.2f}x",
             f"{r['bound']:.2f}x",
             f"{r['efficiency']:.0%}",
+            "n/a" if r.get("adapter_share") is None else f"{r['adapter_share']:.1%}",
             f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
         )
     return table

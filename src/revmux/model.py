@@ -63,6 +63,7 @@ class MuxModel(nn.Module):
         )
         self.length_aware = False
         self.tail_buckets = 4  # see `_tail`; 1 runs the tail once over the whole padded batch
+        self.min_bucket = 4  # composites per tail run at least (see `_tail`)
 
     @classmethod
     def from_backbone(
@@ -180,7 +181,9 @@ class MuxModel(nn.Module):
         cut: the columns kept are unchanged, so the result equals one run over the whole batch.
         """
         G, T = comp_mask.shape
-        n_runs = max(1, min(self.tail_buckets, G // 8)) if not self.view.reads_all_positions else 1
+        n_runs = (
+            max(1, min(self.tail_buckets, G // self.min_bucket)) if not self.view.reads_all_positions else 1
+        )
         if n_runs == 1:
             return self.view.run_layers(
                 self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers

@@ -195,6 +195,15 @@ def test_layer_ranges() -> None:
         a = view.run_layers(state, 0, 2).hidden
         b = view.run_layers(LayerState(state.hidden, state.attention_mask), 0, 2).hidden
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+    # layer_modules are the modules run_layers calls (what bench --compile wraps)
+    assert len(view.layer_modules()) == view.num_layers
+    seen: list[int] = []
+    view.layer_modules()[1].register_forward_hook(lambda *_: seen.append(1))
+    with torch.inference_mode():
+        view.run_layers(state, 0, 1)
+        assert seen == []
+        view.run_layers(state, 1, 2)
+    assert seen == [1]
 
 
 def test_head_kind_and_verbalizer_checks() -> None:

@@ -182,6 +182,7 @@ def test_view_facts(model_type: str) -> None:
     view = view_for(_model(model_type, "eager"))
     assert view.model_type == model_type
     assert view.num_layers == layers
+    assert len(view.layer_modules()) == layers
     assert view.hidden_size == config.hidden_size
     assert view.num_labels == config.num_labels
     expected = ["neg", "pos"] if model_type == "roberta" else [f"LABEL_{i}" for i in range(config.num_labels)]

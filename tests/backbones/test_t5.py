@@ -144,6 +144,14 @@ def test_empty_range_is_a_noop_and_bad_ranges_raise() -> None:
             view.run_layers(state, start, stop)
     with pytest.raises(ConfigError, match="split point"):
         view.forward_split(BATCHES[0], 4)
+    assert len(view.layer_modules()) == view.num_layers
+    seen: list[int] = []
+    view.layer_modules()[2].register_forward_hook(lambda *_: seen.append(2))
+    with torch.inference_mode():
+        view.run_layers(state, 0, 2)
+        assert seen == []
+        view.run_layers(state, 2, 3)
+    assert seen == [2]
 
 
 def test_missing_verbalizer_ids_is_a_helpful_config_error() -> None:

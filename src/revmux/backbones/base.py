@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from revmux.errors import ConfigError
 
@@ -116,6 +116,10 @@ class BackboneView(ABC):
     @abstractmethod
     def run_layers(self, state: LayerState, start: int, stop: int) -> LayerState:
         """Run layers [start, stop) on `state`; the result continues exactly where the unsplit model would."""
+
+    @abstractmethod
+    def layer_modules(self) -> nn.ModuleList:
+        """The L sliceable layer modules, in order (what `run_layers` calls; e.g. for torch.compile)."""
 
     def composite_state(self, hidden: Tensor, attention_mask: Tensor) -> LayerState:
         """State for a composite sequence (mixed requests) with the given mask, positions as the model's default."""

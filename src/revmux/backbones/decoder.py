@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from revmux.backbones.base import BackboneView, LayerState
@@ -78,6 +78,9 @@ class DecoderView(BackboneView):
         return int(self.base_config.hidden_size)
 
     # ---- the slices ---------------------------------------------------------------------------
+    def layer_modules(self) -> nn.ModuleList:
+        return self.base.layers
+
     def embed(self, inputs: Mapping[str, Tensor]) -> LayerState:
         """Token embeddings (gemma's sqrt(d) scale lives in its embedding module) and default positions."""
         input_ids = inputs["input_ids"]

@@ -65,6 +65,9 @@ class EncoderView(BackboneView):
     def num_layers(self) -> int:
         return len(self.layers)
 
+    def layer_modules(self) -> nn.ModuleList:
+        return self.layers
+
     def embed(self, inputs: Mapping[str, Tensor]) -> LayerState:
         input_ids = inputs["input_ids"]
         mask = inputs.get("attention_mask")

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from revmux.backbones.base import BackboneView, LayerState
@@ -63,6 +63,9 @@ class T5View(BackboneView):
     @property
     def num_layers(self) -> int:
         return len(self.model.encoder.block)
+
+    def layer_modules(self) -> nn.ModuleList:
+        return self.model.encoder.block
 
     @property
     def hidden_size(self) -> int:
