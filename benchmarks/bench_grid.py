@@ -50,24 +50,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default=None, help="Backbone dtype on the device: fp32, bf16, fp16.")
     p.add_argument("--no-pipeline", action="store_true", help="Skip timing transformers.pipeline.")
     p.add_argument(
+        "--compile", action="store_true", help="torch.compile the backbone layers (plain and mux)."
+    )
+    p.add_argument(
         "--no-length-aware", action="store_true", help="Group requests in arrival order, not by length."
     )
     return p.parse_args(argv)
 
 
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
-    """One row per (N, k, batch size): plain/mux req/s, speedup, bound, efficiency, peak MB plain/mux."""
-    from revmux.bench import fmt_mb, peak_mb
+    """One row per (N, k, batch size): req/s, speedup, bound, efficiency, adapter share, peak MB plain/mux."""
+    from revmux.bench import fmt_mb, fmt_share, peak_mb
 
     lines = [
-        "| N | k | batch | plain req/s | mux req/s | speedup | bound | efficiency | peak MB plain | peak MB mux |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | k | batch | plain req/s | mux req/s | speedup | bound | efficiency | adapters % of mux "
+        "| peak MB plain | peak MB mux |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for report in reports:
         for r in report["runs"]:
             lines.append(
                 f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['plain_rps']:.1f} | {r['mux_rps']:.1f} | "
-                f"{r['speedup']:.2f}x | {r['bound']:.2f}x | {r['efficiency']:.0%} | "
+                f"{r['speedup']:.2f}x | {r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_share(r)} | "
                 f"{fmt_mb(peak_mb(r, 'plain'))} | {fmt_mb(peak_mb(r, 'mux'))} |"
             )
     return "\n".join(lines)
@@ -102,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pipeline=not args.no_pipeline,
                 length_aware=not args.no_length_aware,
                 progress=True,
+                compile=args.compile,
             )
             report.meta["texts"] = source
             reports.append(report.to_dict())

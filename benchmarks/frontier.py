@@ -68,6 +68,14 @@ def main() -> None:
     ap.add_argument("--lambda-kd", type=float, default=1.0)
     ap.add_argument("--lambda-cos", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--up-norm", action="store_true", help="LayerNorm after Up (recipe experiment).")
+    ap.add_argument("--f-hidden", type=int, default=None, help="Width of F_n (default d).")
+    ap.add_argument("--up-hidden", type=int, default=None, help="Hidden width of Up (default 2d).")
+    ap.add_argument(
+        "--recipe",
+        default="default",
+        help="Name of this recipe; rows are keyed by (task, backbone, mux, N, k, recipe).",
+    )
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -90,11 +98,15 @@ def main() -> None:
     view = load_backbone(teacher_dir)
 
     for kind, n, k in parse_grid(args.grid):
-        key = (args.task, args.backbone, kind, n, k)
-        if any((r["task"], r["backbone"], r["mux"], r["n"], r["k"]) == key for r in rows):
+        key = (args.task, args.backbone, kind, n, k, args.recipe)
+        if any(
+            (r["task"], r["backbone"], r["mux"], r["n"], r["k"], r.get("recipe", "default")) == key
+            for r in rows
+        ):
             print(f"skip {key}: already in {out}")
             continue
-        adapter_dir = work / f"{kind}-n{n}-k{k}"
+        suffix = "" if args.recipe == "default" else f"-{args.recipe}"
+        adapter_dir = work / f"{kind}-n{n}-k{k}{suffix}"
         config = TrainConfig(
             kind=kind,
             n=n,
@@ -105,6 +117,9 @@ def main() -> None:
             lambda_kd=args.lambda_kd,
             lambda_cos=args.lambda_cos,
             seed=args.seed,
+            up_norm=args.up_norm,
+            f_hidden=args.f_hidden,
+            up_hidden=args.up_hidden,
         )
         resume = (adapter_dir / "checkpoints").is_dir()  # an interrupted run continues where it stopped
         result = train(
@@ -125,6 +140,7 @@ def main() -> None:
             "task": args.task,
             "backbone": args.backbone,
             "mux": kind,
+            "recipe": args.recipe,
             "train_seconds": result.train_seconds,
             "cache_build_seconds": result.cache_build_seconds,
             "trainable_params": result.trainable_params,

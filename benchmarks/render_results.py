@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from revmux.bench import fmt_mb, peak_mb
+from revmux.bench import fmt_mb, fmt_share, peak_mb
 from revmux.plots import plot_frontier, plot_throughput
 
 RESULTS = Path("docs/results")
@@ -57,6 +57,11 @@ def attach_measured_speedups(rows: list[dict], benches: dict[str, dict]) -> None
                     row["measured_speedup"] = run["speedup"]
 
 
+def recipe(row: dict) -> str:
+    """The training recipe of a frontier row ("default" = benchmarks/frontier.py's defaults)."""
+    return row.get("recipe", "default")
+
+
 def frontier_section(rows: list[dict] | None) -> list[str]:
     if not rows:
         return ["_No frontier rows yet: run benchmarks/frontier.py._", ""]
@@ -65,15 +70,15 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         sub = [r for r in rows if r["task"] == task]
         out += [f"#### {task}", ""]
         out += [
-            "| backbone | mux | N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement | partner sens. "
-            "| bound S(k,N) | measured speedup | trainable params | train s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| backbone | mux | recipe | N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement "
+            "| partner sens. | bound S(k,N) | measured speedup | trainable params | train s |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"])):
+        for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"], recipe(r) != "default")):
             ps = r.get("partner_sensitivity")
             ms = r.get("measured_speedup")
             out.append(
-                f"| {r['backbone']} | {r['mux']} | {r['n']} | {r['k']} | {100 * r['accuracy_mean']:.1f} ± "
+                f"| {r['backbone']} | {r['mux']} | {recipe(r)} | {r['n']} | {r['k']} | {100 * r['accuracy_mean']:.1f} ± "
                 f"{100 * r['accuracy_std']:.1f} | {100 * r['teacher_accuracy']:.1f} | "
                 f"{100 * (r['teacher_accuracy'] - r['accuracy_mean']):.1f} | {100 * r['agreement']:.1f} | "
                 f"{'n/a' if ps is None else f'{100 * ps:.1f}%'} | {r['bound']:.2f}x | "
@@ -97,8 +102,8 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
         "adapters (speed does not depend on trained weights); real SST-2 dev sentences.",
         "",
         "| N | k | batch | plain req/s | pipeline req/s | mux req/s | speedup | bound | efficiency "
-        "| peak MB plain | peak MB mux |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| adapters % of mux | peak MB plain | peak MB mux |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for report in bench["reports"]:
         for r in report["runs"]:
@@ -106,7 +111,7 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
             out.append(
                 f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['plain_rps']:.1f} | "
                 f"{'—' if pipe is None else f'{pipe:.1f}'} | {r['mux_rps']:.1f} | {r['speedup']:.2f}x | "
-                f"{r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_mb(peak_mb(r, 'plain'))} | "
+                f"{r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_share(r)} | {fmt_mb(peak_mb(r, 'plain'))} | "
                 f"{fmt_mb(peak_mb(r, 'mux'))} |"
             )
     return out + [""]
@@ -134,6 +139,37 @@ def length_aware_section(on: dict | None, off: dict | None) -> list[str]:
             out.append(
                 f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['speedup']:.2f}x | {o['speedup']:.2f}x | "
                 f"{r['slot_waste_mux']:.1%} | {o['slot_waste_mux']:.1%} | {r['padding_waste_plain']:.1%} |"
+            )
+    return out + [""]
+
+
+def compile_section(eager: dict | None, compiled: dict | None) -> list[str]:
+    """Eager vs torch.compile'd layers: each run's own plain and mux req/s and speedup."""
+    if not (eager and compiled):
+        return ["_No torch.compile comparison yet._", ""]
+    first = compiled["reports"][0]
+    out = [
+        f"Commands: `{eager['command']}` (eager) and `{compiled['command']}` (compiled), run one after the "
+        "other  ",
+        f"Machine: {compiled['machine']}; dates: {eager['date']}, {compiled['date']}  ",
+        "In the compiled run every backbone layer is wrapped in `torch.compile(dynamic=True)`, so plain and "
+        "mux both run compiled layers; compilation happens in the warm-up rounds "
+        f"({first.get('compile_seconds', 0):.2f} s to wrap, compile time itself excluded from the medians). "
+        "Speedups are each run's own plain/mux ratio; req/s of the two runs are minutes apart.",
+        "",
+        "| N | k | batch | plain req/s eager | plain req/s compiled | mux req/s eager | mux req/s compiled "
+        "| speedup eager | speedup compiled |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    eager_runs = {(r["n"], r["k"], r["batch_size"]): r for rep in eager["reports"] for r in rep["runs"]}
+    for rep in compiled["reports"]:
+        for r in rep["runs"]:
+            e = eager_runs.get((r["n"], r["k"], r["batch_size"]))
+            if e is None:
+                continue
+            out.append(
+                f"| {r['n']} | {r['k']} | {r['batch_size']} | {e['plain_rps']:.1f} | {r['plain_rps']:.1f} | "
+                f"{e['mux_rps']:.1f} | {r['mux_rps']:.1f} | {e['speedup']:.2f}x | {r['speedup']:.2f}x |"
             )
     return out + [""]
 
@@ -174,30 +210,35 @@ def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
             drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
             out.append(
                 f"| SST-2 MiniLM revmux N={n}, k<=2: within {limit:.1f} pts of the teacher | {drop:.1f} pts "
-                f"(k={r['k']}) | {'yes' if drop <= limit else 'no'} |"
+                f"(k={r['k']}, recipe {recipe(r)}) | {'yes' if drop <= limit else 'no'} |"
             )
     for r in sst:
         if r["mux"] != "revmux":
             continue
         for other in sst:
-            if other["mux"] in ("adapter", "datamux") and (other["n"], other["k"]) == (r["n"], r["k"]):
+            same = (other["n"], other["k"], recipe(other)) == (r["n"], r["k"], "default")
+            if other["mux"] in ("adapter", "datamux") and same:
                 better = r["accuracy_mean"] > other["accuracy_mean"]
+                tag = "" if recipe(r) == "default" else f" ({recipe(r)})"
                 out.append(
-                    f"| revmux beats {other['mux']} at N={r['n']}, k={r['k']} | {100 * r['accuracy_mean']:.1f} vs "
+                    f"| revmux{tag} beats {other['mux']} at N={r['n']}, k={r['k']} | "
+                    f"{100 * r['accuracy_mean']:.1f} vs "
                     f"{100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
                 )
         if r["n"] == 2 and r.get("partner_sensitivity") is not None:
             ps = 100 * r["partner_sensitivity"]
             out.append(
-                f"| partner sensitivity <= 2% at N=2 (k={r['k']}) | {ps:.1f}% | {'yes' if ps <= 2 else 'no'} |"
+                f"| partner sensitivity <= 2% at N=2 (k={r['k']}, recipe {recipe(r)}) | {ps:.1f}% "
+                f"| {'yes' if ps <= 2 else 'no'} |"
             )
         out.append(
-            f"| adapter training <= 30 min on 2 cores (N={r['n']}, k={r['k']}) | {r['train_seconds'] / 60:.1f} min "
+            f"| adapter training <= 30 min on 2 cores (N={r['n']}, k={r['k']}, recipe {recipe(r)}) "
+            f"| {r['train_seconds'] / 60:.1f} min "
             f"| {'yes' if r['train_seconds'] <= 1800 else 'no'} |"
         )
     for report in (bench or {}).get("reports", []):
         for run in report["runs"]:
-            if run["batch_size"] >= 32:
+            if run["batch_size"] >= 32 and run["k"] in (1, 2):
                 eff = run["efficiency"]
                 out.append(
                     f"| bench efficiency >= 0.9, MiniLM N={run['n']}, k={run['k']}, batch {run['batch_size']} "
@@ -247,6 +288,9 @@ def main() -> None:
         "## Length-aware grouping (MiniLM, k=1)",
         "",
         *length_aware_section(_load("bench_length_aware_on.json"), _load("bench_length_aware_off.json")),
+        "## torch.compile (MiniLM, CPU)",
+        "",
+        *compile_section(benches["minilm"], _load("bench_minilm_compile.json")),
         "## Serving under load: N = 1 vs load-adaptive N (MiniLM SST-2 teacher, pack {1, 2, 4} at k=2)",
         "",
         *load_section(_load("load_minilm.json")),

@@ -469,3 +469,9 @@ def peak_mb(run: dict[str, Any], variant: str) -> float | None:
 def fmt_mb(value: float | None) -> str:
     """A peak-memory cell: whole MB, or n/a."""
     return "n/a" if value is None else f"{value:.0f}"
+
+
+def fmt_share(run: dict[str, Any]) -> str:
+    """A run's adapter share of the mux forward as a percentage cell, or n/a (N = 1, older results)."""
+    value = run.get("adapter_share")
+    return "n/a" if value is None else f"{value:.1%}"

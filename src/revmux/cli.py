@@ -515,7 +515,7 @@ def bench_cmd(
 
 def _bench_table(result: dict) -> Table:
     """The human table of a bench result: one row per batch size."""
-    from revmux.bench import fmt_mb, peak_mb
+    from revmux.bench import fmt_mb, fmt_share, peak_mb
 
     table = Table(
         title=f"revmux bench: {result['model']} ({result['model_type']}, L={result['num_layers']}) "
@@ -529,7 +529,7 @@ def _bench_table(result: dict) -> Table:
         "speedup",
         "bound",
         "effic-\niency",
-        "adapters\n% of mux",
+        "adapt.\n% mux",
         "peak MB\nplain/mux",
     ):
         table.add_column(col, justify="right")
@@ -543,7 +543,7 @@ def _bench_table(result: dict) -> Table:
             f"{r['speedup']:.2f}x",
             f"{r['bound']:.2f}x",
             f"{r['efficiency']:.0%}",
-            "n/a" if r.get("adapter_share") is None else f"{r['adapter_share']:.1%}",
+            fmt_share(r),
             f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
         )
     return table

@@ -118,6 +118,18 @@ def test_every_split_equals_unsplit(model_type: str, head: str, attn: str) -> No
 
 
 @pytest.mark.parametrize("model_type", list(FAMILIES))
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_unsplit_lm_head_equals_causal_lm_logits(model_type: str, side: str) -> None:
+    """forward_unsplit (lm_head at the last real token only) == *ForCausalLM's full logits read there."""
+    view = build(model_type, "lm")
+    inputs = batch(side)
+    with torch.inference_mode():
+        full = view.model(**inputs, use_cache=False).logits  # (B, T, V), softcap included
+        last = full[torch.arange(len(LENGTHS)), view.read_index(inputs["attention_mask"])]
+        torch.testing.assert_close(view.forward_unsplit(inputs), last[:, VERBALIZER], **TOL)
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
 def test_tail_trains_with_gradients(model_type: str) -> None:
     """With grad enabled, the tail [k, L) + head is differentiable w.r.t. the hidden state at k."""
     view = build(model_type, "lm")

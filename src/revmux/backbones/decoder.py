@@ -130,16 +130,28 @@ class DecoderView(BackboneView):
         return self._verbalize(logits)
 
     def forward_unsplit(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """The Hugging Face forward; seq-cls picks the last non-pad token itself (via config.pad_token_id)."""
+        """The Hugging Face forward, unsliced: the reference the split must equal, and the plain baseline.
+
+        Seq-cls: the *ForSequenceClassification forward (it picks the last non-pad token itself). LM head:
+        the *Model forward (final norm included), then `lm_head` (+ softcap) only at each request's last
+        real token, as *ForCausalLM computes it, without the full-vocabulary logits of every position.
+        """
         attention_mask = inputs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(inputs["input_ids"])
-        out = self.model(input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False)
-        logits = out.logits
         if self.is_classifier:
-            return logits
-        idx = self.read_index(attention_mask).to(logits.device)
-        return self._verbalize(logits[torch.arange(logits.shape[0], device=logits.device), idx])
+            return self.model(
+                input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False
+            ).logits
+        hidden = self.base(
+            input_ids=inputs["input_ids"], attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        idx = self.read_index(attention_mask).to(hidden.device)
+        logits = self.model.lm_head(hidden[torch.arange(hidden.shape[0], device=hidden.device), idx])
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap is not None:  # as Gemma2ForCausalLM / Gemma3ForCausalLM.forward do
+            logits = torch.tanh(logits / cap) * cap
+        return self._verbalize(logits)
 
     # ---- what *Model.forward builds before its layer loop --------------------------------------
     def _layer_kind(self, i: int) -> str:
