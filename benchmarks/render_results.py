@@ -174,6 +174,43 @@ def compile_section(eager: dict | None, compiled: dict | None) -> list[str]:
     return out + [""]
 
 
+def llm_section(llm: dict | None, rows: list[dict] | None) -> list[str]:
+    """SmolLM2: zero-shot prompt teacher per task, multiplexed speed per (N, k), and any trained rows."""
+    if not llm:
+        return ["_No SmolLM2 rows yet: run benchmarks/llm_rows.py._", ""]
+    out = []
+    for task, t in llm["tasks"].items():
+        z, p = t["zero_shot"], t["prompt"]
+        out += [
+            f"#### {task}",
+            "",
+            f"Command: `{t['command']}`  ",
+            f"Machine: {t['machine']}; date: {t['date']}  ",
+            f"Teacher: {t['model']} ({t['num_layers']} layers), {p['style']} prompt, instruction "
+            f'"{p["instruction"]}", verbalizer {", ".join(p["words"])}; zero-shot accuracy on dev '
+            f"({z['num_examples']} rows): **{100 * z['teacher_accuracy']:.1f}%** (per class: "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in z["teacher_per_class_accuracy"].items())
+            + ").",
+            "",
+            "| N | k | batch | plain req/s | mux req/s | speedup | bound | efficiency | adapters % of mux |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in t["bench"]:
+            out.append(
+                f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['plain_rps']:.2f} | {r['mux_rps']:.2f} | "
+                f"{r['speedup']:.2f}x | {r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_share(r)} |"
+            )
+        out.append("")
+    trained = [r for r in rows or [] if r["backbone"] == "smollm2"]
+    if not trained:
+        out += [
+            "No SmolLM2 adapters trained yet: the accuracy rows (revmux N in {2, 4}, k in {8, 15}) and the "
+            "fine-tuned sequence-classification teacher are still to be measured.",
+            "",
+        ]
+    return out
+
+
 def load_section(load: dict | None) -> list[str]:
     if not load:
         return ["_No load run yet: run benchmarks/load.py._", ""]
@@ -236,6 +273,18 @@ def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
             f"| {r['train_seconds'] / 60:.1f} min "
             f"| {'yes' if r['train_seconds'] <= 1800 else 'no'} |"
         )
+    shares = [
+        (run["adapter_share"], run)
+        for report in (bench or {}).get("reports", [])
+        for run in report["runs"]
+        if run.get("adapter_share") is not None
+    ]
+    if shares:
+        top, run = max(shares, key=lambda s: s[0])
+        out.append(
+            f"| adapters <= 10% of the mux forward, MiniLM (largest over the grid) | {top:.1%} (N={run['n']}, "
+            f"k={run['k']}, batch {run['batch_size']}) | {'yes' if top <= 0.10 else 'no'} |"
+        )
     for report in (bench or {}).get("reports", []):
         for run in report["runs"]:
             if run["batch_size"] >= 32 and run["k"] in (1, 2):
@@ -288,6 +337,9 @@ def main() -> None:
         "## Length-aware grouping (MiniLM, k=1)",
         "",
         *length_aware_section(_load("bench_length_aware_on.json"), _load("bench_length_aware_off.json")),
+        "## Decoder LLM: SmolLM2-135M-Instruct (30 layers, d=576, Q4_1 weights dequantized), CPU",
+        "",
+        *llm_section(_load("smollm2.json"), rows),
         "## torch.compile (MiniLM, CPU)",
         "",
         *compile_section(benches["minilm"], _load("bench_minilm_compile.json")),

@@ -674,7 +674,10 @@ def train_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Annotated[
-        str, typer.Option(help="Directory for the teacher, the adapters and demo_result.json.")
+        str,
+        typer.Option(
+            help="Directory for the teacher, the adapters and demo_result.json (a rerun replaces them)."
+        ),
     ] = "revmux-demo",
     n: Annotated[int, typer.Option("--n", help="Requests per composite.")] = 2,
     k: Annotated[int, typer.Option("--k", help="Prefill layers run per request before mixing.")] = 2,

@@ -9,6 +9,7 @@ multiplexed inference side by side. Leaves the teacher and the adapters in `out_
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from revmux.backbones import load_backbone
 from revmux.bench import run_bench
 from revmux.data import load_task
+from revmux.errors import ConfigError
 from revmux.evaluate import evaluate
 from revmux.finetune import finetune
 from revmux.model import MuxModel
@@ -44,9 +46,15 @@ class DemoSettings:
 def run_demo(
     out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True
 ) -> dict[str, Any]:
-    """Run the demo; returns (and writes to out_dir/demo_result.json) the summary the CLI prints."""
+    """Run the demo; returns (and writes to out_dir/demo_result.json) the summary the CLI prints.
+
+    Rerunning into the same `out_dir` replaces the previous demo's teacher and adapters there; a directory
+    holding anything else is refused before any work starts.
+    """
     s = settings or DemoSettings()
     out = Path(out_dir)
+    adapter_dir = out / f"adapter-revmux-n{s.n}-k{s.k}"
+    _clear_previous_demo(out, adapter_dir.name)
     started = time.perf_counter()
     train_data = load_task("sst2", "train")
     dev = load_task("sst2", "dev")
@@ -67,7 +75,6 @@ def run_demo(
     )
     view = load_backbone(teacher_dir)
 
-    adapter_dir = out / f"adapter-revmux-n{s.n}-k{s.k}"
     config = TrainConfig(
         kind="revmux", n=s.n, k=s.k, epochs=s.adapter_epochs, max_length=s.max_length, seed=s.seed
     )
@@ -125,3 +132,22 @@ def run_demo(
     }
     (out / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _clear_previous_demo(out: Path, adapter_name: str) -> None:
+    """Remove a previous demo's teacher and this run's adapter dir from `out`; refuse foreign content."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory; pass --out with a new directory name.")
+    ours = {"teacher", "demo_result.json"}
+    foreign = sorted(
+        p.name for p in out.iterdir() if p.name not in ours and not p.name.startswith("adapter-revmux-")
+    )
+    if foreign:
+        raise ConfigError(
+            f"{out} holds files a demo did not write ({', '.join(foreign[:5])}); the demo replaces its own "
+            "outputs there, so pass --out with a new or empty directory instead."
+        )
+    for name in ("teacher", adapter_name):
+        shutil.rmtree(out / name, ignore_errors=True)
