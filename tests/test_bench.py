@@ -220,6 +220,8 @@ FRONTIER = [
      "teacher_accuracy": 0.91, "bound": 2.67},
     {"task": "rte", "backbone": "minilm", "mux": "ora", "n": 2, "k": 2, "accuracy_mean": 60.0,
      "teacher_accuracy": 65.0, "bound": 1.5},
+    {"task": "rte", "backbone": "minilm", "mux": "ora", "n": 2, "k": 2, "accuracy_mean": 62.0,
+     "teacher_accuracy": 65.0, "bound": 1.5, "recipe": "long"},
 ]  # fmt: skip
 
 
@@ -233,6 +235,10 @@ def test_plot_series_without_matplotlib():
     assert sst2.x == [1.6, 2.67] and sst2.measured == [True, False]
     assert sst2.y == pytest.approx([3.0, 7.0])  # fractions become points
     assert panels["rte"][0].y == pytest.approx([5.0])  # percentages stay
+    assert [s.label for s in panels["rte"]] == [
+        "ora (minilm)",
+        "ora (minilm, long)",
+    ]  # a recipe is its own line
 
 
 def test_cli_plot_writes_pngs(tmp_path):

@@ -109,7 +109,9 @@ def frontier_series(rows: Sequence[dict[str, Any]]) -> dict[str, list[Series]]:
         measured = row.get("measured_speedup") is not None
         x = float(row["measured_speedup"] if measured else row["bound"])
         point = (x, (teacher - acc) * scale, measured, f"N={row['n']},k={row['k']}")
-        by_task[str(row["task"])][f"{row['mux']} ({row['backbone']})"].append(point)
+        recipe = row.get("recipe", "default")
+        label = f"{row['mux']} ({row['backbone']}{'' if recipe == 'default' else ', ' + recipe})"
+        by_task[str(row["task"])][label].append(point)
     out: dict[str, list[Series]] = {}
     for task, kinds in sorted(by_task.items()):
         out[task] = []
