@@ -60,18 +60,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def markdown_table(reports: Sequence[dict[str, Any]]) -> str:
     """One row per (N, k, batch size): req/s, speedup, bound, efficiency, adapter share, peak MB plain/mux."""
-    from revmux.bench import fmt_mb, fmt_share, peak_mb
+    from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 
     lines = [
-        "| N | k | batch | plain req/s | mux req/s | speedup | bound | efficiency | adapters % of mux "
-        "| peak MB plain | peak MB mux |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | k | batch | plain req/s | mux req/s | speedup | bound | efficiency | vs sorted plain "
+        "| adapters % of mux | peak MB plain | peak MB mux |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for report in reports:
         for r in report["runs"]:
             lines.append(
                 f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['plain_rps']:.1f} | {r['mux_rps']:.1f} | "
-                f"{r['speedup']:.2f}x | {r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_share(r)} | "
+                f"{r['speedup']:.2f}x | {r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_sorted(r)} | {fmt_share(r)} | "
                 f"{fmt_mb(peak_mb(r, 'plain'))} | {fmt_mb(peak_mb(r, 'mux'))} |"
             )
     return "\n".join(lines)

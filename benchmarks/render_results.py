@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from revmux.bench import fmt_mb, fmt_share, peak_mb
+from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.plots import plot_frontier, plot_throughput
 
 RESULTS = Path("docs/results")
@@ -102,8 +102,8 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
         "adapters (speed does not depend on trained weights); real SST-2 dev sentences.",
         "",
         "| N | k | batch | plain req/s | pipeline req/s | mux req/s | speedup | bound | efficiency "
-        "| adapters % of mux | peak MB plain | peak MB mux |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| speedup vs length-sorted plain | adapters % of mux | peak MB plain | peak MB mux |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for report in bench["reports"]:
         for r in report["runs"]:
@@ -111,7 +111,8 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
             out.append(
                 f"| {r['n']} | {r['k']} | {r['batch_size']} | {r['plain_rps']:.1f} | "
                 f"{'—' if pipe is None else f'{pipe:.1f}'} | {r['mux_rps']:.1f} | {r['speedup']:.2f}x | "
-                f"{r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_share(r)} | {fmt_mb(peak_mb(r, 'plain'))} | "
+                f"{r['bound']:.2f}x | {r['efficiency']:.0%} | {fmt_sorted(r)} | {fmt_share(r)} | "
+                f"{fmt_mb(peak_mb(r, 'plain'))} | "
                 f"{fmt_mb(peak_mb(r, 'mux'))} |"
             )
     return out + [""]

@@ -11,7 +11,15 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from typer.testing import CliRunner
 
 from revmux.backbones import load_backbone
-from revmux.bench import adapter_pass, bench_texts, padding_waste, peak_mb, run_bench, sample_requests
+from revmux.bench import (
+    adapter_pass,
+    bench_texts,
+    padding_waste,
+    peak_mb,
+    run_bench,
+    sample_requests,
+    sorted_plain,
+)
 from revmux.cli import app
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
@@ -22,7 +30,8 @@ L = 3  # layers of the tiny model
 RUN_KEYS = (
     "batch_size n k device threads plain_ms plain_ms_min plain_ms_max mux_ms mux_ms_min mux_ms_max "
     "pipeline_ms pipeline_ms_min pipeline_ms_max plain_rps pipeline_rps mux_rps speedup bound efficiency "
-    "peak_rss_mb_plain peak_rss_mb_pipeline peak_rss_mb_mux padding_waste_plain padding_waste_mux"
+    "peak_rss_mb_plain peak_rss_mb_pipeline peak_rss_mb_mux padding_waste_plain padding_waste_mux "
+    "plain_sorted_ms plain_sorted_rps speedup_vs_sorted"
 ).split()
 META_KEYS = (
     "model model_type mux n k num_layers device threads max_length repeats torch_version machine date runs"
@@ -77,7 +86,8 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
             assert isinstance(r[key], float), key
             assert r[key] > 0 or key.startswith("padding"), key
         assert all(isinstance(r[key], int) for key in ("n", "k", "batch_size", "threads"))
-        for v in ("plain", "pipeline", "mux"):
+        assert r["speedup_vs_sorted"] == pytest.approx(r["plain_sorted_ms"] / r["mux_ms"])
+        for v in ("plain", "plain_sorted", "pipeline", "mux"):
             assert r[f"{v}_ms_min"] <= r[f"{v}_ms"] <= r[f"{v}_ms_max"]
             assert r[f"{v}_rps"] == pytest.approx(r["batch_size"] / (r[f"{v}_ms"] / 1e3))
             assert peak_mb(r, v) > 0
@@ -95,6 +105,29 @@ def test_n1_has_no_adapter_timing(tiny_dir):
     texts, _, _ = bench_texts()
     report = run_bench(_model(tiny_dir, n=1), texts, batch_sizes=(2,), repeats=1, warmup=0, pipeline=False)
     assert report.runs[0]["adapter_ms"] is None and report.runs[0]["adapter_share"] is None
+
+
+def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir):
+    model = _model(tiny_dir, n=2)
+    texts, _, _ = bench_texts()
+    enc = model.view.tokenizer(texts[:40], padding="longest", return_tensors="pt")
+    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    widths = []
+    hook = model.view.model.register_forward_pre_hook(
+        lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        outs = sorted_plain(model, batch)()
+    finally:
+        hook.remove()
+    assert len(outs) == model.runs_for(20) == 4  # as many runs as the mux path: 20 groups -> 4 runs
+    lengths = batch["attention_mask"].sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    starts = [0, 10, 20, 30]
+    assert widths == [(10, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
+    with torch.inference_mode():
+        full = model.view.model(**batch).logits[order]
+    torch.testing.assert_close(torch.cat([o.logits for o in outs]), full, atol=1e-5, rtol=1e-5)
 
 
 def test_adapter_pass_runs_mux_and_demux_on_batch_shapes(tiny_dir):

@@ -173,20 +173,25 @@ def test_mismatched_backbone_raises_naming_both_values(view, tmp_path):
 
 
 @pytest.mark.parametrize("length_aware", [True, False])
-@pytest.mark.parametrize(("n", "batch_size", "runs"), [(2, 40, 4), (4, 32, 2), (4, 12, 1)])
+@pytest.mark.parametrize(("n", "batch_size", "runs"), [(2, 40, 4), (4, 32, 2), (4, 35, 2), (4, 12, 1)])
 def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware, n, batch_size, runs):
-    """Bucketed tail (each run cut after its last real column) == one run over the padded batch."""
+    """Bucketed prefill and tail (runs cut after their last real column) == one run over the padded batch."""
     lengths = [3 + (i * 7) % 29 for i in range(batch_size)]
     batch = tiny_batch(lengths, seed=3)
     model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=n, k=1))
-    calls = []
-    hook = model.view.layer_modules()[1].register_forward_pre_hook(lambda *_: calls.append(1))
+    calls: list[int] = []
+    hooks = [
+        model.view.layer_modules()[i].register_forward_pre_hook(lambda *_, i=i: calls.append(i))
+        for i in (0, 1)
+    ]
     try:
         with torch.inference_mode():
             bucketed = model(batch, length_aware=length_aware)
     finally:
-        hook.remove()
-    assert len(calls) == runs  # layer 1 runs once per tail run (B is a multiple of N: no N=1 rest)
+        for hook in hooks:
+            hook.remove()
+    assert calls.count(0) == runs  # the prefill (layer 0 at k = 1) runs once per run, leftovers included
+    assert calls.count(1) == runs + (batch_size % n > 0)  # the tail once per run, + the N = 1 leftovers
     with torch.inference_mode():
         model.tail_buckets = 1
         single = model(batch, length_aware=length_aware)
@@ -215,9 +220,13 @@ def test_tail_buckets_on_a_causal_decoder():
         for k, v in tiny_batch([3 + (i * 5) % 17 for i in range(36)], seed=4).items()
         if k != "token_type_ids"
     }
+    left = {key: value.flip(1) for key, value in batch.items()}  # the same requests, left-padded
     model = _randomize(MuxModel.from_backbone(dec, kind="revmux", n=2, k=1))
     with torch.inference_mode():
         bucketed = model(batch, length_aware=True)
+        bucketed_left = model(left, length_aware=True)
         model.tail_buckets = 1
         single = model(batch, length_aware=True)
+        single_left = model(left, length_aware=True)
     torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bucketed_left, single_left, atol=1e-5, rtol=1e-5)

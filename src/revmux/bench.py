@@ -30,7 +30,7 @@ from revmux.errors import ConfigError, DataError, RevmuxError
 from revmux.model import MuxModel, plan_groups
 from revmux.prompting import prompt_texts
 
-VARIANTS = ("plain", "pipeline", "mux")
+VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DTYPES |= {"fp16": torch.float16, "float16": torch.float16}
 
@@ -194,6 +194,31 @@ def compile_layers(view: Any) -> float:
     return time.perf_counter() - start
 
 
+def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], object]:
+    """A closure running the plain model on the batch sorted by length, in as many runs as the mux path
+    uses, each cut after its own last real column: plain inference with the same padding savings, so
+    mux against it isolates what multiplexing itself buys."""
+    view = model.view
+    mask = batch["attention_mask"]
+    B, T = mask.shape
+    order = torch.argsort(mask.sum(1), descending=True, stable=True)
+    n_runs = model.runs_for(B // model.n if model.n > 1 else 0)
+    last_real = T - torch.argmax(mask.flip(1).to(torch.int8), dim=1)
+    subs = []
+    for rows in order.tensor_split(n_runs):
+        t = int(last_real[rows].max())
+        subs.append({key: value[rows][:, :t] for key, value in batch.items()})
+
+    def run() -> object:
+        with torch.inference_mode():
+            return [
+                view.model(**sub) if view.verbalizer_ids is None else view.forward_unsplit(sub)
+                for sub in subs
+            ]
+
+    return run
+
+
 def adapter_pass(
     model: MuxModel, batch_size: int, seq_len: int, device: torch.device
 ) -> Callable[[], object]:
@@ -316,7 +341,7 @@ def _bench_one(
         with torch.inference_mode():
             return model(batch, length_aware=setup.length_aware)
 
-    fns: dict[str, Callable[[], object]] = {"plain": plain}
+    fns: dict[str, Callable[[], object]] = {"plain": plain, "plain_sorted": sorted_plain(model, batch)}
     if pipe is not None:
         inputs: list[Any] = batch_texts
         if batch_pairs is not None:
@@ -348,6 +373,7 @@ def _bench_one(
         run[f"{name}_rps"] = bs / (t["ms"] / 1e3) if t else None
         run[f"{setup.memory.prefix}_{name}"] = t["peak_mb"] if t else None
     run |= {"speedup": speedup, "bound": bound, "efficiency": speedup / bound}
+    run["speedup_vs_sorted"] = timed["plain_sorted"]["ms"] / timed["mux"]["ms"]
     adapters = timed.get("adapters")
     run["adapter_ms"] = adapters["ms"] if adapters else None
     run["adapter_share"] = adapters["ms"] / timed["mux"]["ms"] if adapters else None
@@ -475,3 +501,9 @@ def fmt_share(run: dict[str, Any]) -> str:
     """A run's adapter share of the mux forward as a percentage cell, or n/a (N = 1, older results)."""
     value = run.get("adapter_share")
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def fmt_sorted(run: dict[str, Any]) -> str:
+    """A run's speedup over the length-sorted plain variant as a cell, or n/a (older results)."""
+    value = run.get("speedup_vs_sorted")
+    return "n/a" if value is None else f"{value:.2f}x"

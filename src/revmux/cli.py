@@ -515,7 +515,7 @@ def bench_cmd(
 
 def _bench_table(result: dict) -> Table:
     """The human table of a bench result: one row per batch size."""
-    from revmux.bench import fmt_mb, fmt_share, peak_mb
+    from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 
     table = Table(
         title=f"revmux bench: {result['model']} ({result['model_type']}, L={result['num_layers']}) "
@@ -529,6 +529,7 @@ def _bench_table(result: dict) -> Table:
         "speedup",
         "bound",
         "effic-\niency",
+        "vs sorted\nplain",
         "adapt.\n% mux",
         "peak MB\nplain/mux",
     ):
@@ -543,6 +544,7 @@ def _bench_table(result: dict) -> Table:
             f"{r['speedup']:.2f}x",
             f"{r['bound']:.2f}x",
             f"{r['efficiency']:.0%}",
+            fmt_sorted(r),
             fmt_share(r),
             f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
         )

@@ -121,8 +121,44 @@ class MuxModel(nn.Module):
     def forward(
         self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool | None = None
     ) -> Tensor:
-        """Logits (B, C) in input order for a tokenized batch of any size B."""
-        return self.forward_from_prefill(self.prefill(inputs), order=order, length_aware=length_aware).logits
+        """Logits (B, C) in input order for a tokenized batch of any size B.
+
+        The prefill runs in the same runs of consecutive groups as the tail (see `_tail`), each cut after
+        its own last real column; the result equals one prefill over the padded batch.
+        """
+        la = self.length_aware if length_aware is None else length_aware
+        mask = inputs.get("attention_mask")
+        if mask is None or self.runs_for(mask.shape[0] // self.n if self.n > 1 else 0) == 1:
+            return self.forward_from_prefill(self.prefill(inputs), order=order, length_aware=la).logits
+        perm = plan_groups(mask.sum(1), self.n, length_aware=la, order=order)
+        return self.forward_from_prefill(self._prefill_runs(inputs, perm), order=perm, length_aware=la).logits
+
+    def runs_for(self, groups: int) -> int:
+        """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
+        if self.view.reads_all_positions or groups == 0:
+            return 1
+        return max(1, min(self.tail_buckets, groups // self.min_bucket))
+
+    def _prefill_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> LayerState:
+        """`prefill` in the tail's runs of groups (in `perm` order), each cut after its last real column.
+
+        Columns past a run's cut are padding of every request in it: left as zeros, they are masked in the
+        composite (OR of the group's masks) and never read, so the result equals one padded prefill.
+        """
+        state = self.view.embed(inputs)
+        mask = state.attention_mask
+        B, T = mask.shape
+        G = B // self.n
+        last_real = T - torch.argmax(mask.flip(1).to(torch.int8), dim=1)  # (B,) end of real columns
+        hidden = torch.zeros_like(state.hidden)
+        runs = list(torch.arange(G, device=mask.device).tensor_split(self.runs_for(G)))
+        for i, groups in enumerate(runs):
+            stop = B if i == len(runs) - 1 else int(groups[-1] + 1) * self.n  # leftovers join the last run
+            rows = perm[int(groups[0]) * self.n : stop]
+            t = int(last_real[rows].max())
+            out = self.view.run_layers(_cut(_select(state, rows), t), 0, self.k)
+            hidden[rows, :t] = out.hidden
+        return state.with_hidden(hidden)
 
     def forward_from_prefill(
         self,
@@ -181,9 +217,7 @@ class MuxModel(nn.Module):
         cut: the columns kept are unchanged, so the result equals one run over the whole batch.
         """
         G, T = comp_mask.shape
-        n_runs = (
-            max(1, min(self.tail_buckets, G // self.min_bucket)) if not self.view.reads_all_positions else 1
-        )
+        n_runs = self.runs_for(G)
         if n_runs == 1:
             return self.view.run_layers(
                 self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers
@@ -309,6 +343,16 @@ def _select(state: LayerState, rows: Tensor) -> LayerState:
     if pos is not None and pos.shape[0] == state.hidden.shape[0]:
         pos = pos[rows]
     return LayerState(hidden=state.hidden[rows], attention_mask=state.attention_mask[rows], position_ids=pos)
+
+
+def _cut(state: LayerState, t: int) -> LayerState:
+    """The first `t` columns of `state` (trailing padding dropped)."""
+    pos = state.position_ids
+    return LayerState(
+        hidden=state.hidden[:, :t],
+        attention_mask=state.attention_mask[:, :t],
+        position_ids=None if pos is None else pos[:, :t],
+    )
 
 
 def _mux_options(config: MuxConfig) -> dict[str, Any]:
