@@ -175,6 +175,24 @@ def compile_section(eager: dict | None, compiled: dict | None) -> list[str]:
     return out + [""]
 
 
+def cache_section(c: dict | None) -> list[str]:
+    """Adapter training with the prefill/teacher cache vs running the backbone live."""
+    if not c:
+        return ["_No cache measurement yet: run benchmarks/cache_speedup.py._", ""]
+    return [
+        f"Command: `{c['command']}`  ",
+        f"Machine: {c['machine']}; date: {c['date']}  ",
+        f"{c['task']}, {c['rows']} train rows, revmux N={c['n']}, k={c['k']}, {c['epochs']} epoch(s), same seed "
+        "for both runs.",
+        "",
+        "| cache build (once) | epoch with cache | epoch without cache (live backbone) | speedup per epoch |",
+        "|---:|---:|---:|---:|",
+        f"| {c['cache_build_seconds']:.1f} s | {c['epoch_seconds_cached']:.1f} s | {c['epoch_seconds_live']:.1f} s "
+        f"| {c['speedup']:.2f}x |",
+        "",
+    ]
+
+
 def llm_section(llm: dict | None, rows: list[dict] | None) -> list[str]:
     """SmolLM2: zero-shot prompt teacher per task, multiplexed speed per (N, k), and any trained rows."""
     if not llm:
@@ -327,6 +345,9 @@ def main() -> None:
         *frontier_section(rows),
         "![accuracy drop vs speedup](frontier.png)" if rows else "",
         "",
+        "## Training with the prefill/teacher cache",
+        "",
+        *cache_section(_load("cache_speedup.json")),
         "## Throughput: MiniLM-L6 (6 layers, d=384), CPU",
         "",
         *bench_section("MiniLM", benches["minilm"]),
