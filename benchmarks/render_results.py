@@ -121,6 +121,11 @@ def bench_section(name: str, bench: dict | None) -> list[str]:
     return out + [""]
 
 
+def runs_by_cell(bench: dict) -> dict[tuple[int, int, int], dict]:
+    """A bench grid's runs keyed by (N, k, batch size)."""
+    return {(r["n"], r["k"], r["batch_size"]): r for rep in bench["reports"] for r in rep["runs"]}
+
+
 def length_aware_section(on: dict | None, off: dict | None) -> list[str]:
     if not (on and off):
         return ["_No length-aware comparison yet._", ""]
@@ -134,7 +139,7 @@ def length_aware_section(on: dict | None, off: dict | None) -> list[str]:
         "| slot waste, arrival order | padding in plain batch |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    runs_off = {(r["n"], r["k"], r["batch_size"]): r for rep in off["reports"] for r in rep["runs"]}
+    runs_off = runs_by_cell(off)
     for rep in on["reports"]:
         for r in rep["runs"]:
             o = runs_off.get((r["n"], r["k"], r["batch_size"]))
@@ -165,7 +170,7 @@ def compile_section(eager: dict | None, compiled: dict | None) -> list[str]:
         "| speedup eager | speedup compiled |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    eager_runs = {(r["n"], r["k"], r["batch_size"]): r for rep in eager["reports"] for r in rep["runs"]}
+    eager_runs = runs_by_cell(eager)
     for rep in compiled["reports"]:
         for r in rep["runs"]:
             e = eager_runs.get((r["n"], r["k"], r["batch_size"]))

@@ -14,17 +14,16 @@ from tests.test_finetune import _save_tiny
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_demo_runs_every_stage_and_leaves_servable_artifacts(tmp_path, minilm_path):
+def _tiny_settings(tmp_path, minilm_path, **overrides) -> DemoSettings:
+    """Demo settings on a tiny random BERT, one epoch each, one bench repeat."""
     model_dir = _save_tiny(tmp_path / "tiny", minilm_path)
-    settings = DemoSettings(
-        model=str(model_dir),
-        teacher_epochs=1,
-        adapter_epochs=1,
-        groupings=2,
-        bench_batch_size=8,
-        bench_repeats=1,
-        train_rows=96,
-        dev_rows=24,
+    base = {"teacher_epochs": 1, "adapter_epochs": 1, "bench_repeats": 1}
+    return DemoSettings(model=str(model_dir), **(base | overrides))
+
+
+def test_demo_runs_every_stage_and_leaves_servable_artifacts(tmp_path, minilm_path):
+    settings = _tiny_settings(
+        tmp_path, minilm_path, groupings=2, bench_batch_size=8, train_rows=96, dev_rows=24
     )
     result = run_demo(tmp_path / "demo", settings, progress=False)
     for key in ("teacher_accuracy", "accuracy_mean", "agreement", "partner_sensitivity"):
@@ -36,16 +35,8 @@ def test_demo_runs_every_stage_and_leaves_servable_artifacts(tmp_path, minilm_pa
 
 
 def test_demo_reruns_into_its_own_directory_and_refuses_foreign_ones(tmp_path, minilm_path):
-    model_dir = _save_tiny(tmp_path / "tiny", minilm_path)
-    settings = DemoSettings(
-        model=str(model_dir),
-        teacher_epochs=1,
-        adapter_epochs=1,
-        groupings=1,
-        bench_batch_size=4,
-        bench_repeats=1,
-        train_rows=48,
-        dev_rows=8,
+    settings = _tiny_settings(
+        tmp_path, minilm_path, groupings=1, bench_batch_size=4, train_rows=48, dev_rows=8
     )
     first = run_demo(tmp_path / "demo", settings, progress=False)
     second = run_demo(tmp_path / "demo", settings, progress=False)  # replaces its own outputs

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from revmux.errors import ConfigError, DataError, RevmuxError
-from revmux.model import MuxModel, plan_groups
+from revmux.model import MuxModel, plan_groups, real_ends
 from revmux.prompting import prompt_texts
 
 VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")
@@ -200,10 +200,10 @@ def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], obje
     mux against it isolates what multiplexing itself buys."""
     view = model.view
     mask = batch["attention_mask"]
-    B, T = mask.shape
+    B = mask.shape[0]
     order = torch.argsort(mask.sum(1), descending=True, stable=True)
     n_runs = model.runs_for(B // model.n if model.n > 1 else 0)
-    last_real = T - torch.argmax(mask.flip(1).to(torch.int8), dim=1)
+    last_real = real_ends(mask)
     subs = []
     for rows in order.tensor_split(n_runs):
         t = int(last_real[rows].max())

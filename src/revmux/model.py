@@ -63,7 +63,7 @@ class MuxModel(nn.Module):
         )
         self.length_aware = False
         self.tail_buckets = 4  # see `_tail`; 1 runs the tail once over the whole padded batch
-        self.min_bucket = 4  # composites per tail run at least (see `_tail`)
+        self.min_bucket = 4  # composites per prefill/tail run at least (see `runs_for`)
 
     @classmethod
     def from_backbone(
@@ -147,9 +147,9 @@ class MuxModel(nn.Module):
         """
         state = self.view.embed(inputs)
         mask = state.attention_mask
-        B, T = mask.shape
+        B = mask.shape[0]
         G = B // self.n
-        last_real = T - torch.argmax(mask.flip(1).to(torch.int8), dim=1)  # (B,) end of real columns
+        last_real = real_ends(mask)
         hidden = torch.zeros_like(state.hidden)
         runs = list(torch.arange(G, device=mask.device).tensor_split(self.runs_for(G)))
         for i, groups in enumerate(runs):
@@ -216,14 +216,14 @@ class MuxModel(nn.Module):
         grouping is length-aware) skip the padding of the batch's longest one. Only trailing padding is
         cut: the columns kept are unchanged, so the result equals one run over the whole batch.
         """
-        G, T = comp_mask.shape
+        G = comp_mask.shape[0]
         n_runs = self.runs_for(G)
         if n_runs == 1:
             return self.view.run_layers(
                 self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers
             ).hidden
         out = torch.zeros_like(comp)
-        last_real = T - torch.argmax(comp_mask.flip(1).to(torch.int8), dim=1)  # (G,) end of real columns
+        last_real = real_ends(comp_mask)
         for chunk in torch.arange(G, device=comp.device).tensor_split(n_runs):
             t = int(last_real[chunk].max())
             state = self.view.composite_state(comp[chunk, :t], comp_mask[chunk, :t])
@@ -343,6 +343,11 @@ def _select(state: LayerState, rows: Tensor) -> LayerState:
     if pos is not None and pos.shape[0] == state.hidden.shape[0]:
         pos = pos[rows]
     return LayerState(hidden=state.hidden[rows], attention_mask=state.attention_mask[rows], position_ids=pos)
+
+
+def real_ends(mask: Tensor) -> Tensor:
+    """(B,) for a (B, T) attention mask: one past each row's last real column (T for left padding)."""
+    return mask.shape[1] - torch.argmax(mask.flip(1).to(torch.int8), dim=1)
 
 
 def _cut(state: LayerState, t: int) -> LayerState:
