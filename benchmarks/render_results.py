@@ -230,14 +230,81 @@ def llm_section(llm: dict | None, rows: list[dict] | None) -> list[str]:
                 f"{fmt_share(r)} |"
             )
         out.append("")
-    trained = [r for r in rows or [] if r["backbone"] == "smollm2"]
-    if not trained:
-        out += [
-            "No SmolLM2 adapters trained yet: the accuracy rows (revmux N in {2, 4}, k in {8, 15}) and the "
-            "fine-tuned sequence-classification teacher are still to be measured.",
-            "",
-        ]
     return out
+
+
+LLM_GRID = [(2, 8), (4, 8), (2, 15), (4, 15)]  # the (N, k) cells the SmolLM2 rows are asked for
+
+
+def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[str]:
+    """SmolLM2 accuracy rows: the fine-tuned seq-cls teacher, and RevMUX adapters on the prompt teacher."""
+    out: list[str] = []
+    trained = trained or []
+    for task in ("sst2", "rte"):
+        sub = [r for r in trained if r["task"] == task]
+        out += [f"#### {task}", ""]
+        seqcls = [r for r in sub if r["teacher"] == "seqcls"]
+        for r in seqcls:
+            out += [
+                f"Sequence-classification teacher (LlamaForSequenceClassification, fully fine-tuned on "
+                f"{r['train_rows']:,} train rows, {r['epochs']} epoch(s), {r['train_seconds'] / 60:.1f} min): "
+                f"**{100 * r['teacher_accuracy']:.1f}%** on dev ({r['num_examples']} rows).",
+                "",
+            ]
+        if not seqcls:
+            out += ["Sequence-classification teacher: not measured yet.", ""]
+        prompt = sorted((r for r in sub if r["teacher"] == "prompt"), key=lambda r: (r["k"], r["n"]))
+        bench = {(b["n"], b["k"]): b for b in ((llm or {}).get("tasks", {}).get(task, {}).get("bench", []))}
+        if prompt:
+            out += [
+                "RevMUX adapters on the frozen zero-shot prompt + verbalizer teacher:",
+                "",
+                "| N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement | partner sens. | bound "
+                "| measured speedup (batch 32) | trainable params | train rows | train s |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for r in prompt:
+                ps, b = r.get("partner_sensitivity"), bench.get((r["n"], r["k"]))
+                speed = "—" if b is None else f"{b['speedup']:.2f}x"
+                out.append(
+                    f"| {r['n']} | {r['k']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} | "
+                    f"{100 * r['teacher_accuracy']:.1f} | {100 * (r['teacher_accuracy'] - r['accuracy_mean']):.1f} | "
+                    f"{100 * r['agreement']:.1f} | {'n/a' if ps is None else f'{100 * ps:.1f}%'} | "
+                    f"{r['bound']:.2f}x | {speed} | "
+                    f"{r['trainable_params']:,} | {r['train_rows']:,} | {r['train_seconds']:.0f} |"
+                )
+            out.append("")
+        missing = [
+            f"N={n}, k={k}" for n, k in LLM_GRID if not any((r["n"], r["k"]) == (n, k) for r in prompt)
+        ]
+        if missing:
+            out += [f"Adapters not trained yet: {'; '.join(missing)}.", ""]
+        if sub:
+            out += ["Commands:", "", *[f"- `{c}`" for c in sorted({r["command"] for r in sub})], ""]
+            out += [
+                f"Machine: {sub[0]['machine']}; dates: {', '.join(sorted({r['date'][:10] for r in sub}))}",
+                "",
+            ]
+    return out
+
+
+def cache_precision_section(c: dict | None) -> list[str]:
+    """What rounding SmolLM2's layer-k states to fp16 (the prefill cache's dtype) does to the teacher."""
+    if not c:
+        return ["_Not measured yet: run benchmarks/cache_precision.py._", ""]
+    out = [
+        f"Command: `{c['command']}`  ",
+        f"Machine: {c['machine']}; date: {c['date']}",
+        "",
+        "| task | k | rows | max abs state | mean abs state | max abs logit change | same prediction |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in c["rows"]:
+        out.append(
+            f"| {r['task']} | {r['k']} | {r['rows']} | {r['max_abs_state']:,.0f} | {r['mean_abs_state']:.2f} | "
+            f"{r['max_abs_logit_diff']:.4f} | {100 * r['same_prediction']:.1f}% |"
+        )
+    return out + [""]
 
 
 def load_section(load: dict | None) -> list[str]:
@@ -372,6 +439,12 @@ def main() -> None:
         "## Decoder LLM: SmolLM2-135M-Instruct (30 layers, d=576, Q4_1 weights dequantized), CPU",
         "",
         *llm_section(_load("smollm2.json"), rows),
+        "### SmolLM2 accuracy: trained adapters and the fine-tuned teacher",
+        "",
+        *llm_trained_section(_load("smollm2_trained.json"), _load("smollm2.json")),
+        "### fp16 prefill cache on SmolLM2",
+        "",
+        *cache_precision_section(_load("cache_precision.json")),
         "## torch.compile (MiniLM, CPU)",
         "",
         *compile_section(benches["minilm"], _load("bench_minilm_compile.json")),
