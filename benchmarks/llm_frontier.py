@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default="../shared/data/glue")
     ap.add_argument("--grid", default="2:8,4:8,2:15,4:15", help="N:k pairs to train, comma-separated.")
     ap.add_argument("--train-rows", type=int, default=2000)
-    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-groups", type=int, default=8, help="Groups per optimizer step.")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Peak learning rate of the adapters.")
     ap.add_argument("--groupings", type=int, default=10)
     ap.add_argument("--eval-rows", type=int, default=None, help="Evaluate on the first rows of dev only.")
     ap.add_argument("--max-length", type=int, default=256, help="Tokens per prompted request.")
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
                 n=n,
                 k=k,
                 epochs=args.epochs,
+                batch_groups=args.batch_groups,
+                lr=args.lr,
                 max_length=args.max_length,
                 max_train_rows=args.train_rows,
                 seed=args.seed,
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cache_build_seconds": result.cache_build_seconds,
                 "train_rows": min(args.train_rows, len(train_data)),
                 "epochs": args.epochs,
+                "batch_groups": args.batch_groups,
                 "eval_rows": len(dev),
                 "drop_points": 100 * (report.teacher_accuracy - report.accuracy_mean),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -247,7 +247,7 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
         for r in seqcls:
             out += [
                 f"Sequence-classification teacher (LlamaForSequenceClassification, fully fine-tuned on "
-                f"{r['train_rows']:,} train rows, {r['epochs']} epoch(s), {r['train_seconds'] / 60:.1f} min): "
+                f"{r['train_rows']:,} train rows, {r['epochs']} epoch(s), {r['train_seconds'] / 60:.1f} min wall including its hold-out check): "
                 f"**{100 * r['teacher_accuracy']:.1f}%** on dev ({r['num_examples']} rows).",
                 "",
             ]
