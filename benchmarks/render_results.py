@@ -354,7 +354,7 @@ def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
                 better = r["accuracy_mean"] > other["accuracy_mean"]
                 tag = "" if recipe(r) == "default" else f" ({recipe(r)})"
                 out.append(
-                    f"| revmux{tag} beats {other['mux']} at N={r['n']}, k={r['k']} | "
+                    f"| revmux{tag} beats {other['mux']}{' (default recipe)' if tag else ''} at N={r['n']}, k={r['k']} | "
                     f"{100 * r['accuracy_mean']:.1f} vs "
                     f"{100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
                 )
