@@ -24,13 +24,9 @@ from pathlib import Path
 
 import torch
 
+from revmux.cache import teacher_outputs
 from revmux.data import load_task, tokenize
 from revmux.prompting import default_prompt, load_prompted_backbone, prompt_data
-
-
-def _logits(view, state, k: int) -> torch.Tensor:  # noqa: ANN001
-    out = view.run_layers(state, k, view.num_layers)
-    return view.head(view.gather(out), out.attention_mask).float()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,9 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             for k in (int(x) for x in args.ks.split(",")):
                 state = view.run_layers(view.embed(enc), 0, k)
-                exact = _logits(view, state, k)
+                exact = teacher_outputs(view, state, k)[1].float()
                 rounded_state = view.composite_state(state.hidden.half().float(), state.attention_mask)
-                rounded = _logits(view, rounded_state, k)
+                rounded = teacher_outputs(view, rounded_state, k)[1].float()
                 real = state.hidden[state.attention_mask.bool()]
                 row = {
                     "task": task,

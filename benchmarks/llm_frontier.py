@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from llm_rows import parse_pairs  # the sibling script (benchmarks/ is on sys.path when run as a script)
 
 from revmux.backbones import load_backbone
 from revmux.data import load_task
@@ -39,11 +40,6 @@ from revmux.finetune import finetune
 from revmux.model import MuxModel
 from revmux.prompting import default_prompt, load_prompted_backbone
 from revmux.train.trainer import TrainConfig, train
-
-
-def _pairs(text: str) -> list[tuple[int, int]]:
-    """'2:8,4:15' -> [(2, 8), (4, 15)]."""
-    return [(int(n), int(k)) for n, k in (item.split(":") for item in text.split(",") if item)]
 
 
 def _save(out: Path, rows: list[dict]) -> None:
@@ -132,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
 
         spec = default_prompt("chat", task, dev.label_names, is_pair=dev.is_pair)
         view = load_prompted_backbone(args.model, spec)
-        for n, k in _pairs(args.grid):
+        for n, k in parse_pairs(args.grid):
             if _has(rows, task, "prompt", n, k):
                 print(f"skip {task} prompt N={n} k={k}: already in {out}")
                 continue

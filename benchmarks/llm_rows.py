@@ -31,7 +31,7 @@ from revmux.model import MuxModel
 from revmux.prompting import default_prompt, load_prompted_backbone
 
 
-def _pairs(text: str) -> list[tuple[int, int]]:
+def parse_pairs(text: str) -> list[tuple[int, int]]:
     """'2:8,4:15' -> [(2, 8), (4, 15)]."""
     out = []
     for item in text.split(","):
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{task}: zero-shot {args.style} teacher {100 * zero_shot['teacher_accuracy']:.1f}%", flush=True
         )
         bench_rows = []
-        for n, k in _pairs(args.bench):
+        for n, k in parse_pairs(args.bench):
             model = MuxModel.from_backbone(view, kind="revmux", n=n, k=k, backbone_path=args.model)
             rep = run_bench(
                 model,

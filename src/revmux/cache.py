@@ -158,7 +158,7 @@ class LivePrefill:
         sub = self.data.subset(rows.tolist())
         inputs = {k: v.to(view.device) for k, v in tokenize(view.tokenizer, sub, self.max_length).items()}
         state = view.run_layers(view.embed(inputs), 0, self.k)
-        reps, logits = _teacher(view, state, self.k)
+        reps, logits = teacher_outputs(view, state, self.k)
         labels = torch.tensor(sub.labels, dtype=torch.long, device=view.device)
         return state, reps.float(), logits.float(), labels
 
@@ -234,8 +234,9 @@ def _tokenizer(view: BackboneView) -> Any:
     return view.tokenizer
 
 
-def _teacher(view: BackboneView, state: LayerState, k: int) -> tuple[Tensor, Tensor]:
-    """(rep (B, d), logits) of the unmultiplexed model from layer k; all-position reads are mean-pooled."""
+def teacher_outputs(view: BackboneView, state: LayerState, k: int) -> tuple[Tensor, Tensor]:
+    """(rep (B, d), logits) of the unmultiplexed model run from layer-k `state` through layers [k, L) and
+    the head; all-position reads are mean-pooled."""
     out = view.run_layers(state, k, view.num_layers)
     rep = view.gather(out)
     logits = view.head(rep, out.attention_mask)
@@ -288,7 +289,7 @@ def _write(
                     "train with --no-cache, or choose another --k."
                 )
             states[idx] = h16.numpy()
-            rep, lg = _teacher(view, _trim(view, state, int(lengths[rows].max()), left), k)
+            rep, lg = teacher_outputs(view, _trim(view, state, int(lengths[rows].max()), left), k)
             reps[idx] = rep.to("cpu", torch.float16).numpy()
             logits[idx] = lg.to("cpu", torch.float32).numpy()
             bar.advance(task, len(rows))
