@@ -69,6 +69,11 @@ def main() -> None:
     ap.add_argument("--lambda-cos", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--up-norm", action="store_true", help="LayerNorm after Up (recipe experiment).")
+    ap.add_argument(
+        "--pca-composite", action="store_true", help="revmux: composite in the layer-k PCA basis (recipe)."
+    )
+    ap.add_argument("--batch-groups", type=int, default=32, help="Groups per optimizer step.")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Peak learning rate of the adapters.")
     ap.add_argument("--f-hidden", type=int, default=None, help="Width of F_n (default d).")
     ap.add_argument("--up-hidden", type=int, default=None, help="Hidden width of Up (default 2d).")
     ap.add_argument(
@@ -118,6 +123,9 @@ def main() -> None:
             lambda_cos=args.lambda_cos,
             seed=args.seed,
             up_norm=args.up_norm,
+            pca_composite=args.pca_composite,
+            batch_groups=args.batch_groups,
+            lr=args.lr,
             f_hidden=args.f_hidden,
             up_hidden=args.up_hidden,
         )

@@ -9,7 +9,7 @@ For each task:
   token), `--train-rows` rows and `--epochs` epochs from the layer-k prefill cache, evaluated on dev over
   `--groupings` random groupings (accuracy mean and std, teacher accuracy, agreement, partner sensitivity).
 
-Rows go to `--out` (default docs/results/smollm2_trained.json), keyed by (task, teacher, N, k); rows
+Rows go to `--out` (default docs/results/smollm2_trained.json), keyed by (task, teacher, N, k, recipe); rows
 already there are skipped and an interrupted adapter run resumes from its last epoch, so the script can be
 rerun until it finishes. Speeds of the same (N, k) come from benchmarks/llm_rows.py (docs/results/smollm2.json).
 
@@ -47,8 +47,9 @@ def _save(out: Path, rows: list[dict]) -> None:
     out.write_text(json.dumps(rows, indent=2) + "\n")
 
 
-def _has(rows: list[dict], task: str, teacher: str, n: int, k: int) -> bool:
-    return any((r["task"], r["teacher"], r["n"], r["k"]) == (task, teacher, n, k) for r in rows)
+def _has(rows: list[dict], task: str, teacher: str, n: int, k: int, recipe: str = "default") -> bool:
+    key = (task, teacher, n, k, recipe)
+    return any((r["task"], r["teacher"], r["n"], r["k"], r.get("recipe", "default")) == key for r in rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teacher-lr", type=float, default=3e-5)
     ap.add_argument("--teacher-max-length", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--pca-composite", action="store_true", help="Composite in the layer-k PCA basis (see RevMUX)."
+    )
+    ap.add_argument("--recipe", default="default", help="Name of this recipe; part of each row's key.")
     ap.add_argument("--work-dir", default="runs/llm")
     ap.add_argument("--out", default="docs/results/smollm2_trained.json")
     args = ap.parse_args(argv)
@@ -129,10 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         spec = default_prompt("chat", task, dev.label_names, is_pair=dev.is_pair)
         view = load_prompted_backbone(args.model, spec)
         for n, k in parse_pairs(args.grid):
-            if _has(rows, task, "prompt", n, k):
-                print(f"skip {task} prompt N={n} k={k}: already in {out}")
+            if _has(rows, task, "prompt", n, k, args.recipe):
+                print(f"skip {task} prompt N={n} k={k} ({args.recipe}): already in {out}")
                 continue
-            adapter_dir = work / f"revmux-n{n}-k{k}"
+            suffix = "" if args.recipe == "default" else f"-{args.recipe}"
+            adapter_dir = work / f"revmux-n{n}-k{k}{suffix}"
             config = TrainConfig(
                 kind="revmux",
                 n=n,
@@ -143,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_length=args.max_length,
                 max_train_rows=args.train_rows,
                 seed=args.seed,
+                pca_composite=args.pca_composite,
             )
             result = train(
                 view,
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                 "teacher": "prompt",
                 "prompt": spec.to_dict(),
                 "mux": "revmux",
+                "recipe": args.recipe,
                 "trainable_params": result.trainable_params,
                 "train_seconds": result.train_seconds,
                 "cache_build_seconds": result.cache_build_seconds,

@@ -253,22 +253,26 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
             ]
         if not seqcls:
             out += ["Sequence-classification teacher: not measured yet.", ""]
-        prompt = sorted((r for r in sub if r["teacher"] == "prompt"), key=lambda r: (r["k"], r["n"]))
+        prompt = sorted(
+            (r for r in sub if r["teacher"] == "prompt"),
+            key=lambda r: (r["k"], r["n"], recipe(r) != "default"),
+        )
         bench = {(b["n"], b["k"]): b for b in ((llm or {}).get("tasks", {}).get(task, {}).get("bench", []))}
         if prompt:
             out += [
                 "RevMUX adapters on the frozen zero-shot prompt + verbalizer teacher:",
                 "",
-                "| N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement | partner sens. | bound "
+                "| N | k | recipe | accuracy (mean ± std) | teacher | drop (pts) | agreement | partner sens. | bound "
                 "| measured speedup (batch 32) | trainable params | train rows | train s |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for r in prompt:
                 ps, b = r.get("partner_sensitivity"), bench.get((r["n"], r["k"]))
                 speed = "—" if b is None else f"{b['speedup']:.2f}x"
                 out.append(
-                    f"| {r['n']} | {r['k']} | {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} | "
-                    f"{100 * r['teacher_accuracy']:.1f} | {100 * (r['teacher_accuracy'] - r['accuracy_mean']):.1f} | "
+                    f"| {r['n']} | {r['k']} | {recipe(r)} | {100 * r['accuracy_mean']:.1f} ± "
+                    f"{100 * r['accuracy_std']:.1f} | {100 * r['teacher_accuracy']:.1f} | "
+                    f"{100 * (r['teacher_accuracy'] - r['accuracy_mean']):.1f} | "
                     f"{100 * r['agreement']:.1f} | {'n/a' if ps is None else f'{100 * ps:.1f}%'} | "
                     f"{r['bound']:.2f}x | {speed} | "
                     f"{r['trainable_params']:,} | {r['train_rows']:,} | {r['train_seconds']:.0f} |"

@@ -140,6 +140,21 @@ def test_save_load_identical_logits(view, kind, tmp_path):
         torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
 
 
+def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
+    batch = tiny_batch([5, 7, 3, 9, 4])
+    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1, pca_composite=True)
+    with torch.no_grad():
+        model.mux.init_down_pca(model.prefill(tiny_batch([9] * 12)).hidden.reshape(-1, view.hidden_size))
+    _randomize(model)  # parameters only: the basis and mean are buffers and keep their PCA values
+    assert not torch.equal(model.mux.composite_basis, torch.eye(view.hidden_size))
+    model.save_pretrained(tmp_path)
+    loaded = MuxModel.from_pretrained(tmp_path, view)
+    assert loaded.config.pca_composite
+    torch.testing.assert_close(loaded.mux.composite_mean, model.mux.composite_mean, atol=0, rtol=0)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
+
+
 def test_truncated_and_corrupted_checkpoints_raise_named_errors(view, tmp_path):
     MuxModel.from_backbone(view, kind="revmux", n=2, k=1).save_pretrained(tmp_path)
     weights = tmp_path / WEIGHTS_NAME

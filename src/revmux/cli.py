@@ -622,6 +622,13 @@ def train_cmd(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Run the prefill and teacher live (slow; no disk cache).")
     ] = False,
+    pca_composite: Annotated[
+        bool,
+        typer.Option(
+            "--pca-composite",
+            help="revmux: write the composite in the PCA basis of layer-k states (learns far faster on deep tails).",
+        ),
+    ] = False,
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
     ] = None,
@@ -649,6 +656,8 @@ def train_cmd(
         values |= {key: v for key, v in flags.items() if v is not None}
         if no_cache:
             values["use_cache"] = False
+        if pca_composite:
+            values["pca_composite"] = True
         cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None

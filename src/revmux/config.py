@@ -35,6 +35,7 @@ class MuxConfig:
     f_hidden: int | None = None
     up_hidden: int | None = None
     up_norm: bool = False
+    pca_composite: bool = False
     max_length: int = 128
     task: str | None = None
     prompt: dict[str, Any] | None = None  # revmux.prompting.PromptSpec.to_dict() of a prompted teacher

@@ -79,6 +79,7 @@ class MuxModel(nn.Module):
         f_hidden: int | None = None,
         up_hidden: int | None = None,
         up_norm: bool = False,
+        pca_composite: bool = False,
     ) -> MuxModel:
         """Fresh adapters of `kind` for `view` at width N and split point k."""
         config = MuxConfig(
@@ -95,6 +96,7 @@ class MuxModel(nn.Module):
             f_hidden=f_hidden,
             up_hidden=up_hidden,
             up_norm=up_norm,
+            pca_composite=pca_composite,
             max_length=max_length,
             task=task,
             prompt=view.prompt,
@@ -368,4 +370,6 @@ def _mux_options(config: MuxConfig) -> dict[str, Any]:
         opts["up_hidden"] = config.up_hidden
     if config.up_norm:
         opts["up_norm"] = True
+    if config.pca_composite:
+        opts["pca_composite"] = True
     return opts

@@ -33,12 +33,15 @@ def configs(draw: st.DrawFn) -> dict:
         "g": draw(st.integers(1, 3)),
         "t": draw(st.integers(1, 4)),
         "seed": draw(st.integers(0, 2**31 - 1)),
+        "pca": draw(st.booleans()),  # composite in a (random) PCA basis around a non-zero mean
     }
 
 
 def _make(s: dict) -> tuple[RevMUX, torch.Tensor]:
     torch.manual_seed(s["seed"])
-    m = RevMUX(s["n"], s["d"])
+    m = RevMUX(s["n"], s["d"], pca_composite=s.get("pca", False))
+    if m.pca_composite:
+        m.init_down_pca(torch.randn(2 * s["d"], s["d"]) * torch.rand(s["d"]) * 3 + torch.randn(s["d"]))
     randomize_f(m)
     return m, torch.randn(s["g"], s["n"], s["t"], s["d"])
 
@@ -176,6 +179,33 @@ def test_init_down_pca_reconstructs_low_rank_states() -> None:
         )
     with pytest.raises(ValueError, match="rows"):
         m.init_down_pca(torch.randn(3, d))
+
+
+def test_pca_composite_starts_as_request_0_reconstructed() -> None:
+    """With pca_composite, PCA init and zero F, the composite is mean + PCA reconstruction of request 0
+    plus request 1's coordinates in the next principal directions; without it, raw coordinates."""
+    n, d = 2, 24
+    torch.manual_seed(0)
+    states = torch.randn(400, d) * torch.linspace(4, 0.1, d) + 5 * torch.randn(d)
+    m = RevMUX(n, d, pca_composite=True)
+    m.init_down_pca(states)
+    basis, mean = m.composite_basis, m.composite_mean
+    torch.testing.assert_close(basis @ basis.T, torch.eye(d), atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean, states.mean(0), atol=1e-5, rtol=0)
+    for f in m.coupling.fs:
+        torch.nn.init.zeros_(f[2].weight)
+    h = states[:2].reshape(1, 2, 1, d)
+    with torch.no_grad():
+        c = m.mux(h)[0, 0]
+        top, nxt = basis[:12], basis[12:]
+        want = mean + top.T @ top @ (h[0, 0, 0] - mean) + nxt.T @ (top @ (h[0, 1, 0] - mean))
+        torch.testing.assert_close(c, want, atol=1e-4, rtol=1e-4)
+        plain = RevMUX(n, d)
+        plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("composite_")})
+        assert not torch.allclose(plain.mux(h)[0, 0], c, atol=1e-2)
+    assert {"composite_basis", "composite_mean"} <= set(m.state_dict())  # saved with the adapters
+    with pytest.raises(ValueError, match="d=24"):
+        RevMUX(n, d, pca_composite=True).init_down_pca(torch.randn(20, d))  # >= d_sub but < d rows
 
 
 def test_bad_shapes_raise() -> None:

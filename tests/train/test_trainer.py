@@ -209,3 +209,48 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
     assert MuxModel.from_pretrained(out).config.backbone_path == str(teacher.resolve())
     bad = CliRunner().invoke(app, [*args, "--n", "1"])
     assert bad.exit_code == 2 and "--n must be an integer >= 2" in bad.output
+
+
+def test_pca_composite_needs_revmux_and_pca_init():
+    assert TrainConfig(pca_composite=True).pca_composite
+    with pytest.raises(ConfigError, match="--pca-composite needs kind 'revmux'.*got kind 'ora'"):
+        TrainConfig(kind="ora", pca_composite=True)
+    with pytest.raises(ConfigError, match="pca_init false|pca_init False"):
+        TrainConfig(pca_composite=True, pca_init=False)
+
+
+def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    teacher = tmp_path / "teacher"
+    view.model.save_pretrained(teacher)
+    view.tokenizer.save_pretrained(teacher)
+    rows = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(data.texts, data.labels, strict=True)]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "adapter"
+    args = [
+        "train",
+        "--teacher",
+        str(teacher),
+        "--train",
+        str(tmp_path / "train.tsv"),
+        "--text-col",
+        "sentence",
+    ]
+    args += ["--n", "2", "--k", "1", "--epochs", "2", "--batch-groups", "8", "--max-length", "32"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--pca-composite"])
+    assert result.exit_code == 0, result.output
+    log = json.loads((out / LOG_NAME).read_text())
+    assert log["config"]["pca_composite"] is True
+    assert log["history"][-1]["ce"] < log["history"][0]["ce"]
+    loaded = MuxModel.from_pretrained(out, view)
+    assert loaded.config.pca_composite
+    basis = loaded.mux.composite_basis
+    torch.testing.assert_close(basis @ basis.T, torch.eye(basis.shape[0]), atol=1e-4, rtol=0)
+    assert not torch.allclose(basis, torch.eye(basis.shape[0]))  # set from the PCA, not left at identity
+    assert loaded.mux.composite_mean.abs().sum() > 0
+    first = load_file(out / "checkpoints" / "epoch-1" / WEIGHTS_NAME)
+    assert torch.equal(first["composite_basis"], basis)  # fixed: not trained, saved in every checkpoint
+    batch = tokenize(view.tokenizer, data.subset(list(range(6))), max_length=32)
+    with torch.inference_mode():
+        out_logits = loaded(batch)
+    assert out_logits.shape == (6, 2) and torch.isfinite(out_logits).all()

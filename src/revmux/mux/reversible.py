@@ -48,13 +48,27 @@ class RevMUX(Multiplexer):
     """Reversible multiplexer (kind "revmux"): composite = pack(coupling(Down(h_n))); demux inverts it.
 
     Options: f_hidden (width of each F, default d), up_hidden (Up's hidden width, default 2 * d),
-    up_norm (LayerNorm(d) after Up, default False).
+    up_norm (LayerNorm(d) after Up, default False), pca_composite (default False: see below).
+
+    With pca_composite the composite is written in the principal basis of layer-k states, centred at
+    their mean: c = mean + pack(y) @ V, where row i of the orthogonal V (d, d) is the i-th principal
+    direction (set by `init_down_pca`; identity and zero mean until then), so slot n fills directions
+    [n * d_sub, (n + 1) * d_sub). At init (PCA Down, coupling near the identity) the composite is then
+    the rank-d_sub PCA reconstruction of request 0's state plus the other requests in the next
+    principal directions, a state the frozen tail knows, instead of raw PCA coordinates centred at
+    zero. The demux applies the exact inverse, pack^-1((o - mean) @ V^T), so invertibility is kept.
     """
 
     kind = "revmux"
 
     def __init__(
-        self, n: int, d: int, f_hidden: int | None = None, up_hidden: int | None = None, up_norm: bool = False
+        self,
+        n: int,
+        d: int,
+        f_hidden: int | None = None,
+        up_hidden: int | None = None,
+        up_norm: bool = False,
+        pca_composite: bool = False,
     ) -> None:
         super().__init__(n, d)
         self.f_hidden = f_hidden if f_hidden is not None else d
@@ -65,6 +79,22 @@ class RevMUX(Multiplexer):
             nn.Linear(self.d_sub, self.up_hidden), nn.GELU(), nn.Linear(self.up_hidden, d)
         )
         self.up_norm = nn.LayerNorm(d) if up_norm else None
+        self.pca_composite = pca_composite
+        if pca_composite:  # fixed (not trained), saved with the adapters
+            self.register_buffer("composite_basis", torch.eye(d))
+            self.register_buffer("composite_mean", torch.zeros(d))
+
+    def to_composite(self, c: Tensor) -> Tensor:
+        """Packed slots (..., d) -> the composite the tail reads (identity unless pca_composite)."""
+        if not self.pca_composite:
+            return c
+        return self.composite_mean.to(c.dtype) + c @ self.composite_basis.to(c.dtype)
+
+    def from_composite(self, o: Tensor) -> Tensor:
+        """The exact inverse of `to_composite`: (..., d) tail output -> packed slots."""
+        if not self.pca_composite:
+            return o
+        return (o - self.composite_mean.to(o.dtype)) @ self.composite_basis.to(o.dtype).T
 
     def down(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, N, T, d_sub): the shared Down projection of every request."""
@@ -81,19 +111,22 @@ class RevMUX(Multiplexer):
     def mux(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, T, d) composites."""
         check_shape(h, self.n, self.d, "RevMUX.mux", 3)
-        return coupling_mux(self.down_proj, self.coupling, h.to(param_dtype(self)), self.d).to(h.dtype)
+        c = coupling_mux(self.down_proj, self.coupling, h.to(param_dtype(self)), self.d)
+        return self.to_composite(c).to(h.dtype)
 
     def invert(self, o: Tensor) -> Tensor:
         """(G, *, d) composite -> (G, N, *, d_sub): the exact coupling inverse (no Up), for verification."""
         check_shape(o, 0, self.d, "RevMUX.invert", 2)
-        x = self.coupling.inverse(unpack(o.to(param_dtype(self)), self.n, self.d_sub))
+        x = self.coupling.inverse(unpack(self.from_composite(o.to(param_dtype(self))), self.n, self.d_sub))
         return x.movedim(-2, 1).to(o.dtype)
 
     def demux(self, o: Tensor) -> Tensor:
         """(G, N, *, d) -> (G, N, *, d): row n is the composite at request n's read positions; only x^_n
         is recovered from it (N + 1 evaluations of F in all, not N * N), then Up."""
         check_shape(o, self.n, self.d, "RevMUX.demux", 3)
-        blocks = unpack(o.to(param_dtype(self)), self.n, self.d_sub)  # (G, N, *, N, d_sub)
+        blocks = unpack(
+            self.from_composite(o.to(param_dtype(self))), self.n, self.d_sub
+        )  # (G, N, *, N, d_sub)
         x = torch.stack([self.coupling.inverse_one(blocks[:, i], i) for i in range(self.n)], dim=1)
         return self.up(x).to(o.dtype)
 
@@ -106,15 +139,22 @@ class RevMUX(Multiplexer):
         reconstruction (before the optional LayerNorm): its first 2 * d_sub hidden units read +x and -x,
         and GELU(z) - GELU(-z) = z, so the last layer maps them through +V^T and -V^T with bias = mean.
         The other hidden units keep their random first layer and get zero output weights. Up is left
-        alone if up_hidden < 2 * d_sub.
+        alone if up_hidden < 2 * d_sub. With pca_composite the composite basis becomes all d principal
+        directions and its offset the mean (that needs M >= d rows).
         """
         states = states.reshape(-1, self.d)
-        if states.shape[0] < self.d_sub:
-            raise ValueError(f"init_down_pca needs >= d_sub={self.d_sub} rows, got {states.shape[0]}.")
+        need = self.d if self.pca_composite else self.d_sub
+        if states.shape[0] < need:
+            what = "d" if self.pca_composite else "d_sub"
+            raise ValueError(f"init_down_pca needs >= {what}={need} rows, got {states.shape[0]}.")
         dt, dev = param_dtype(self), self.down_proj.weight.device
         s = states.to(device=dev, dtype=torch.float64)
         mean = s.mean(dim=0)
-        v = torch.linalg.svd(s - mean, full_matrices=False).Vh[: self.d_sub]  # (d_sub, d)
+        vh = torch.linalg.svd(s - mean, full_matrices=False).Vh  # (min(M, d), d), rows by variance
+        v = vh[: self.d_sub]  # (d_sub, d)
+        if self.pca_composite:
+            self.composite_basis.copy_(vh.to(self.composite_basis))
+            self.composite_mean.copy_(mean.to(self.composite_mean))
         self.down_proj.weight.copy_(v.to(dt))
         self.down_proj.bias.copy_((-(v @ mean)).to(dt))
         if self.up_hidden < 2 * self.d_sub:

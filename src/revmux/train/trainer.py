@@ -71,6 +71,7 @@ class TrainConfig:
     f_hidden: int | None = None
     up_hidden: int | None = None
     up_norm: bool = False
+    pca_composite: bool = False  # revmux only: composite in the layer-k PCA basis (needs pca_init)
     use_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -111,9 +112,14 @@ class TrainConfig:
             raise bad("schedule", "'onecycle' or 'constant'")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
-        for name in ("pca_init", "up_norm", "use_cache"):
+        for name in ("pca_init", "up_norm", "pca_composite", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")
+        if self.pca_composite and (self.kind != "revmux" or not self.pca_init):
+            raise ConfigError(
+                f"{_flag('pca_composite')} needs kind 'revmux' and pca_init true (the basis comes from "
+                f"the PCA of layer-k states), got kind {self.kind!r}, pca_init {self.pca_init}."
+            )
 
     @property
     def rows_per_step(self) -> int:
@@ -357,7 +363,7 @@ def _new_model(
         model = MuxModel.from_backbone(
             view, kind=config.kind, n=config.n, k=config.k, backbone_path=backbone_path, task=task,
             max_length=config.max_length, f_hidden=config.f_hidden, up_hidden=config.up_hidden,
-            up_norm=config.up_norm,
+            up_norm=config.up_norm, pca_composite=config.pca_composite,
         )  # fmt: skip
     return model.to(view.device)
 
