@@ -182,15 +182,15 @@ def test_config_dict_and_yaml_round_trip(tmp_path):
         TrainConfig.from_yaml(path)
 
 
-def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
-    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+def _cli_train_args(view, data, tmp_path, rows: int) -> tuple:
+    """Save the toy teacher and `rows` toy rows as a TSV under tmp_path; (teacher dir, `revmux train` args)."""
     teacher = tmp_path / "teacher"
     view.model.save_pretrained(teacher)
     view.tokenizer.save_pretrained(teacher)
-    rows = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(data.texts[:80], data.labels[:80], strict=True)]
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "run.yaml").write_text("epochs: 5\nbatch_groups: 8\nmax_length: 32\nk: 1\n")
-    out = tmp_path / "adapter"
+    lines = ["sentence\tlabel"] + [
+        f"{t}\t{y}" for t, y in zip(data.texts[:rows], data.labels[:rows], strict=True)
+    ]
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
     args = [
         "train",
         "--teacher",
@@ -200,6 +200,14 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
         "--text-col",
         "sentence",
     ]
+    return teacher, args
+
+
+def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    teacher, args = _cli_train_args(view, data, tmp_path, rows=80)
+    (tmp_path / "run.yaml").write_text("epochs: 5\nbatch_groups: 8\nmax_length: 32\nk: 1\n")
+    out = tmp_path / "adapter"
     args += ["--n", "2", "--mux", "revmux", "--out", str(out), "--config", str(tmp_path / "run.yaml")]
     result = CliRunner().invoke(app, [*args, "--epochs", "1"])
     assert result.exit_code == 0, result.output
@@ -221,21 +229,8 @@ def test_pca_composite_needs_revmux_and_pca_init():
 
 def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_path, monkeypatch):
     monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
-    teacher = tmp_path / "teacher"
-    view.model.save_pretrained(teacher)
-    view.tokenizer.save_pretrained(teacher)
-    rows = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in zip(data.texts, data.labels, strict=True)]
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    _, args = _cli_train_args(view, data, tmp_path, rows=len(data))
     out = tmp_path / "adapter"
-    args = [
-        "train",
-        "--teacher",
-        str(teacher),
-        "--train",
-        str(tmp_path / "train.tsv"),
-        "--text-col",
-        "sentence",
-    ]
     args += ["--n", "2", "--k", "1", "--epochs", "2", "--batch-groups", "8", "--max-length", "32"]
     result = CliRunner().invoke(app, [*args, "--out", str(out), "--pca-composite"])
     assert result.exit_code == 0, result.output
