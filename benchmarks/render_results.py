@@ -346,7 +346,7 @@ def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
         if r:
             drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
             out.append(
-                f"| SST-2 MiniLM revmux N={n}, k<=2: within {limit:.1f} pts of the teacher | {drop:.1f} pts "
+                f"| SST-2 MiniLM revmux N={n}, k<=2: within {limit:.1f} pts of the teacher | {drop:.2f} pts "
                 f"(k={r['k']}, recipe {recipe(r)}) | {'yes' if drop <= limit else 'no'} |"
             )
     for r in sst:
