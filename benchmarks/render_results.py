@@ -352,16 +352,20 @@ def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
     for r in sst:
         if r["mux"] != "revmux":
             continue
-        for other in sst:
-            same = (other["n"], other["k"], recipe(other)) == (r["n"], r["k"], "default")
-            if other["mux"] in ("adapter", "datamux") and same:
-                better = r["accuracy_mean"] > other["accuracy_mean"]
-                tag = "" if recipe(r) == "default" else f" ({recipe(r)})"
-                out.append(
-                    f"| revmux{tag} beats {other['mux']}{' (default recipe)' if tag else ''} at N={r['n']}, k={r['k']} | "
-                    f"{100 * r['accuracy_mean']:.1f} vs "
-                    f"{100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
-                )
+        for kind in ("adapter", "datamux"):
+            # the baseline trained with the same recipe when there is one, else the default-recipe one
+            base = {recipe(o): o for o in sst if (o["mux"], o["n"], o["k"]) == (kind, r["n"], r["k"])}
+            other = base.get(recipe(r), base.get("default"))
+            if other is None:
+                continue
+            better = r["accuracy_mean"] > other["accuracy_mean"]
+            tag = "" if recipe(r) == "default" else f" ({recipe(r)})"
+            otag = "" if recipe(other) == recipe(r) else " (default recipe)"
+            out.append(
+                f"| revmux{tag} beats {kind}{otag} at N={r['n']}, k={r['k']} | "
+                f"{100 * r['accuracy_mean']:.1f} vs "
+                f"{100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
+            )
         if r["n"] == 2 and r.get("partner_sensitivity") is not None:
             ps = 100 * r["partner_sensitivity"]
             out.append(
