@@ -124,9 +124,8 @@ class RevMUX(Multiplexer):
         """(G, N, *, d) -> (G, N, *, d): row n is the composite at request n's read positions; only x^_n
         is recovered from it (N + 1 evaluations of F in all, not N * N), then Up."""
         check_shape(o, self.n, self.d, "RevMUX.demux", 3)
-        blocks = unpack(
-            self.from_composite(o.to(param_dtype(self))), self.n, self.d_sub
-        )  # (G, N, *, N, d_sub)
+        slots = self.from_composite(o.to(param_dtype(self)))
+        blocks = unpack(slots, self.n, self.d_sub)  # (G, N, *, N, d_sub)
         x = torch.stack([self.coupling.inverse_one(blocks[:, i], i) for i in range(self.n)], dim=1)
         return self.up(x).to(o.dtype)
 
@@ -143,9 +142,8 @@ class RevMUX(Multiplexer):
         directions and its offset the mean (that needs M >= d rows).
         """
         states = states.reshape(-1, self.d)
-        need = self.d if self.pca_composite else self.d_sub
+        what, need = ("d", self.d) if self.pca_composite else ("d_sub", self.d_sub)
         if states.shape[0] < need:
-            what = "d" if self.pca_composite else "d_sub"
             raise ValueError(f"init_down_pca needs >= {what}={need} rows, got {states.shape[0]}.")
         dt, dev = param_dtype(self), self.down_proj.weight.device
         s = states.to(device=dev, dtype=torch.float64)
