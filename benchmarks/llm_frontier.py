@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--pca-composite", action="store_true", help="Composite in the layer-k PCA basis (see RevMUX)."
     )
+    ap.add_argument(
+        "--shared-prefix", action="store_true", help="The common prompt prefix enters the tail as is."
+    )
     ap.add_argument("--recipe", default="default", help="Name of this recipe; part of each row's key.")
     ap.add_argument("--work-dir", default="runs/llm")
     ap.add_argument("--out", default="docs/results/smollm2_trained.json")
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                 max_train_rows=args.train_rows,
                 seed=args.seed,
                 pca_composite=args.pca_composite,
+                shared_prefix=args.shared_prefix,
             )
             result = train(
                 view,

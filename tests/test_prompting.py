@@ -252,3 +252,50 @@ def test_data_without_a_prompt_is_unchanged(tokenizer):
     data = TaskData(["a", "b"], ["c", "d"], [0, 1], ["x", "y"], "s")
     assert apply_prompt(tokenizer, None, data, 32) is data
     assert prompt_texts(tokenizer, None, ["a"], ["b"], 32) == (["a"], ["b"])
+
+
+def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_dir, tmp_path):
+    """--shared-prefix: the PCA init sees only the columns after the common chat prefix; the flag is saved."""
+    from revmux.cache import build_cache, real_token_states
+    from revmux.train.trainer import pca_states
+
+    spec = default_prompt("chat", "sst2", ["negative", "positive"])
+    view = load_prompted_backbone(llama_dir, spec)
+    data = toy_task(rows=64)
+    config = TrainConfig(
+        n=2, k=1, epochs=1, batch_groups=8, max_length=64, pca_composite=True, shared_prefix=True
+    )
+    result = train(
+        view, data, config, tmp_path / "adapter", backbone_path=str(llama_dir), task="sst2",
+        cache_root=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    assert result.best_epoch == 1
+    loaded = MuxModel.from_pretrained(tmp_path / "adapter", view)
+    assert loaded.config.shared_prefix and loaded.config.pca_composite
+
+    from revmux.prompting import prompt_data
+
+    source = build_cache(
+        view, 1, prompt_data(view, data, 64), 64, cache_root=tmp_path / "cache", progress=False
+    )
+    everything, after = real_token_states(source), pca_states(source, skip_shared_prefix=True)
+    state = source.batch(torch.arange(2))[0]
+    prefix = int((state.hidden[0] == state.hidden[1]).all(-1).to(torch.int8).cumprod(0).sum())
+    assert prefix > 5  # the chat template's system/user header is common to every row
+    assert everything.shape[0] - after.shape[0] >= prefix * 60  # the prefix of (nearly) every row is left out
+    first = state.hidden[0, 0]
+    assert not (after == first).all(-1).any() and (everything == first).all(-1).any()
+
+
+def test_cli_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    data = toy_task(rows=32)
+    path = tmp_path / "toy.jsonl"
+    rows = zip(data.texts, data.labels, strict=True)
+    path.write_text("".join(json.dumps({"text": t, "label": data.label_names[y]}) + "\n" for t, y in rows))
+    out = tmp_path / "adapter"
+    args = ["train", "--teacher", str(llama_dir), "--train", str(path), "--out", str(out), "--prompt-style"]
+    args += ["chat", "--verbalizer-words", "negative,positive", "--max-length", "64", "--epochs", "1"]
+    result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--shared-prefix"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is True

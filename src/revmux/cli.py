@@ -629,6 +629,14 @@ def train_cmd(
             help="revmux: write the composite in the PCA basis of layer-k states (learns far faster on deep tails).",
         ),
     ] = False,
+    shared_prefix: Annotated[
+        bool,
+        typer.Option(
+            "--shared-prefix",
+            help="Causal decoders: feed each group's common prompt prefix to the tail as is (exact prefix, "
+            "attention sink included); only the columns after it are multiplexed.",
+        ),
+    ] = False,
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
     ] = None,
@@ -658,6 +666,8 @@ def train_cmd(
             values["use_cache"] = False
         if pca_composite:
             values["pca_composite"] = True
+        if shared_prefix:
+            values["shared_prefix"] = True
         cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None

@@ -36,6 +36,7 @@ class MuxConfig:
     up_hidden: int | None = None
     up_norm: bool = False
     pca_composite: bool = False
+    shared_prefix: bool = False  # causal views: a group's common prefix enters the tail as is (see MuxModel)
     max_length: int = 128
     task: str | None = None
     prompt: dict[str, Any] | None = None  # revmux.prompting.PromptSpec.to_dict() of a prompted teacher

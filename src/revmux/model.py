@@ -80,6 +80,7 @@ class MuxModel(nn.Module):
         up_hidden: int | None = None,
         up_norm: bool = False,
         pca_composite: bool = False,
+        shared_prefix: bool = False,
     ) -> MuxModel:
         """Fresh adapters of `kind` for `view` at width N and split point k."""
         config = MuxConfig(
@@ -97,6 +98,7 @@ class MuxModel(nn.Module):
             up_hidden=up_hidden,
             up_norm=up_norm,
             pca_composite=pca_composite,
+            shared_prefix=shared_prefix,
             max_length=max_length,
             task=task,
             prompt=view.prompt,
@@ -191,11 +193,19 @@ class MuxModel(nn.Module):
             h = state.hidden[idx]  # (G, N, T, d)
             masks = mask[idx]  # (G, N, T)
             comp_mask = masks.amax(dim=1)  # OR of the group's masks
-            out = self._tail(self.mux.mux(h), comp_mask)  # (G, T, d)
-            if self.view.reads_all_positions:
+            comp = self.mux.mux(h)
+            ridx = (
+                None
+                if self.view.reads_all_positions
+                else self.view.read_index(masks.reshape(m, T)).view(G, N)
+            )
+            if self.config.shared_prefix and ridx is not None:
+                shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
+                comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
+            out = self._tail(comp, comp_mask)  # (G, T, d)
+            if ridx is None:
                 rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
             else:
-                ridx = self.view.read_index(masks.reshape(m, T)).view(G, N)
                 rows = out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
             per_request = self.mux.demux(rows).flatten(0, 1)  # (m, [T,] d)
             reads.append(per_request)
@@ -299,6 +309,11 @@ def check_compatible(config: MuxConfig, view: BackboneView, *, check_hash: bool)
             raise CheckpointError(
                 f"adapter was trained on a backbone with {what} {expected}, this backbone has {got}. {fix}"
             )
+    if config.shared_prefix and not view.causal:
+        raise ConfigError(
+            f"shared_prefix needs a causal decoder (a position must not see later ones), this backbone is "
+            f"{view.model_type!r}. Train without --shared-prefix for encoders and T5."
+        )
     if config.label_names and len(config.label_names) != view.num_labels:
         raise CheckpointError(
             f"adapter has {len(config.label_names)} labels {config.label_names}, the backbone's head has "
@@ -345,6 +360,23 @@ def _select(state: LayerState, rows: Tensor) -> LayerState:
     if pos is not None and pos.shape[0] == state.hidden.shape[0]:
         pos = pos[rows]
     return LayerState(hidden=state.hidden[rows], attention_mask=state.attention_mask[rows], position_ids=pos)
+
+
+def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-3) -> Tensor:
+    """(G, T) bool: the leading columns where every request of a group holds the same state.
+
+    h: (G, N, T, d) layer-k states; masks: (G, N, T); stop: (G,) first column that must stay
+    multiplexed (the group's earliest read position). A column is shared when all N requests have a
+    real token there whose state equals request 0's to `rtol` of its largest entry, and so have all
+    columns before it. In a causal model such a column is the requests' common prompt prefix: fed to
+    the tail as is, every layer computes it exactly as for each request alone, and the attention of
+    the multiplexed columns after it reads the true prefix (its attention sink included).
+    """
+    scale = h[:, :1].abs().amax(dim=-1)  # (G, 1, T)
+    same = ((h - h[:, :1]).abs().amax(dim=-1) <= rtol * scale) & masks.bool()  # (G, N, T)
+    lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
+    cols = torch.arange(h.shape[2], device=h.device)
+    return lead & (cols < stop.unsqueeze(1))
 
 
 def real_ends(mask: Tensor) -> Tensor:

@@ -249,3 +249,12 @@ def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_pa
     with torch.inference_mode():
         out_logits = loaded(batch)
     assert out_logits.shape == (6, 2) and torch.isfinite(out_logits).all()
+
+
+def test_cli_shared_prefix_on_an_encoder_is_a_clear_error(view, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    _, args = _cli_train_args(view, data, tmp_path, rows=40)
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--k", "1", "--shared-prefix"])
+    assert result.exit_code == 2 and "shared_prefix needs a causal decoder" in result.output
+    assert not (out / "mux_config.json").exists()

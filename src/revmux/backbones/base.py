@@ -53,10 +53,12 @@ class BackboneView(ABC):
     Subclasses implement `embed`, `run_layers`, `head`, and declare the `model_types` they cover.
     The head reads either one position per request (`read_index`) or, when
     `reads_all_positions` is True (T5's decoder cross-attends to every encoder position), all of them.
+    `causal` views (decoder-only LMs) compute a position from that position and earlier ones only.
     """
 
     model_types: ClassVar[tuple[str, ...]] = ()
     reads_all_positions: ClassVar[bool] = False
+    causal: ClassVar[bool] = False
 
     def __init__(self, model: Any, verbalizer_ids: Sequence[int] | None = None) -> None:
         self.model = model.eval()

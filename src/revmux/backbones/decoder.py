@@ -37,6 +37,7 @@ class DecoderView(BackboneView):
     """Layer-sliced view of a decoder-only LM with a sequence-classification or verbalized LM head."""
 
     model_types: ClassVar[tuple[str, ...]] = ("llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text")
+    causal: ClassVar[bool] = True
 
     def __init__(self, model: Any, verbalizer_ids: Sequence[int] | None = None) -> None:
         super().__init__(model, verbalizer_ids=verbalizer_ids)

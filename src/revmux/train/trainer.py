@@ -30,7 +30,7 @@ from revmux.cache import LivePrefill, PrefillCache, build_cache, real_token_stat
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, load_yaml
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.errors import ConfigError, DataError
-from revmux.model import MuxModel
+from revmux.model import MuxModel, shared_prefix_mask
 from revmux.mux.registry import valid_kinds
 from revmux.prompting import prompt_data
 from revmux.train.losses import mux_loss, pooled
@@ -72,6 +72,7 @@ class TrainConfig:
     up_hidden: int | None = None
     up_norm: bool = False
     pca_composite: bool = False  # revmux only: composite in the layer-k PCA basis (needs pca_init)
+    shared_prefix: bool = False  # causal decoders: a group's common prompt prefix enters the tail as is
     use_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -112,7 +113,7 @@ class TrainConfig:
             raise bad("schedule", "'onecycle' or 'constant'")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
-        for name in ("pca_init", "up_norm", "pca_composite", "use_cache"):
+        for name in ("pca_init", "up_norm", "pca_composite", "shared_prefix", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")
         if self.pca_composite and (self.kind != "revmux" or not self.pca_init):
@@ -251,7 +252,7 @@ def train(
     else:
         state = _State()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
-            model.mux.init_down_pca(real_token_states(sources[0]))
+            model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=config.shared_prefix))
     with _progress_bar(progress) as bar:
         bar_task = bar.add_task(
             "train", total=steps_per_epoch * config.epochs, completed=state.step,
@@ -312,6 +313,27 @@ def holdout_accuracy(
     return sum(accuracies) / len(accuracies)
 
 
+@torch.no_grad()
+def pca_states(
+    source: PrefillCache | LivePrefill, *, skip_shared_prefix: bool = False, max_tokens: int = 16384
+) -> Tensor:
+    """(M, d) layer-k states of real tokens for the PCA init; with `skip_shared_prefix`, only the columns
+    after the prompt prefix common to the rows (the only columns a shared-prefix model multiplexes)."""
+    if not skip_shared_prefix:
+        return real_token_states(source, max_tokens=max_tokens)
+    out: list[Tensor] = []
+    n = 0
+    for start in range(0, len(source), 256):
+        state = source.batch(torch.arange(start, min(start + 256, len(source))))[0]
+        h, mask = state.hidden.unsqueeze(0), state.attention_mask.unsqueeze(0)
+        shared = shared_prefix_mask(h, mask, torch.tensor([h.shape[2]], device=h.device))[0]
+        out.append(state.hidden[mask[0].bool() & ~shared][: max_tokens - n])
+        n += out[-1].shape[0]
+        if n >= max_tokens:
+            break
+    return torch.cat(out)
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The complete `checkpoints/epoch-{i}` with the largest i (one whose trainer_state.json exists)."""
     found = []
@@ -363,7 +385,7 @@ def _new_model(
         model = MuxModel.from_backbone(
             view, kind=config.kind, n=config.n, k=config.k, backbone_path=backbone_path, task=task,
             max_length=config.max_length, f_hidden=config.f_hidden, up_hidden=config.up_hidden,
-            up_norm=config.up_norm, pca_composite=config.pca_composite,
+            up_norm=config.up_norm, pca_composite=config.pca_composite, shared_prefix=config.shared_prefix,
         )  # fmt: skip
     return model.to(view.device)
 
