@@ -227,6 +227,7 @@ def test_cli_finetune_train_eval_with_a_chat_prompt(llama_dir, tmp_path):
     args = ["train", "--teacher", str(teacher), "--train", str(path), "--out", str(out), *prompt]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--batch-groups", "8", "--n", "2", "--k", "1"])
     assert result.exit_code == 0, result.output
+    assert "--shared-prefix feeds it to the tail" in " ".join(result.output.split())  # hint for decoders
     assert json.loads((out / "mux_config.json").read_text())["prompt"]["style"] == "chat"
 
     result = CliRunner().invoke(app, ["eval", "--adapter", str(out), "--eval", str(path), "--json"])
@@ -299,3 +300,4 @@ def test_cli_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--shared-prefix"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is True
+    assert "--shared-prefix feeds it" not in " ".join(result.output.split())

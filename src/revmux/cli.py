@@ -682,6 +682,11 @@ def train_cmd(
             view = load_backbone(teacher, verbalizer_ids=ids)
         backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
         name = task or (Path(train_file).stem if train_file else None)
+        if view.causal and view.prompt is not None and not cfg.shared_prefix:
+            console.print(
+                "note: every request starts with the same prompt; --shared-prefix feeds it to the tail as "
+                "is and only multiplexes what follows (adapters on prompted decoders learn far better)."
+            )
         result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)
     except RevmuxError as exc:
         _fail(exc)
