@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,14 +208,23 @@ def build_cache(
 
 
 def real_token_states(
-    source: PrefillCache | LivePrefill, max_tokens: int = 16384, chunk: int = 256
+    source: PrefillCache | LivePrefill,
+    max_tokens: int = 16384,
+    chunk: int = 256,
+    exclude: Callable[[LayerState], Tensor] | None = None,
 ) -> Tensor:
-    """(n, d) layer-k states of real tokens from the first rows of `source`, at most `max_tokens` (for PCA)."""
+    """(n, d) layer-k states of real tokens from the first rows of `source`, at most `max_tokens` (for PCA).
+
+    `exclude` maps a chunk's state to a (B, T) bool mask of columns to leave out as well.
+    """
     out: list[Tensor] = []
     n = 0
     for start in range(0, len(source), chunk):
         state = source.batch(torch.arange(start, min(start + chunk, len(source))))[0]
-        real = state.hidden[state.attention_mask.bool()]
+        keep = state.attention_mask.bool()
+        if exclude is not None:
+            keep = keep & ~exclude(state)
+        real = state.hidden[keep]
         out.append(real[: max_tokens - n])
         n += out[-1].shape[0]
         if n >= max_tokens:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from revmux.backbones import BackboneView, backbone_hash
+from revmux.backbones import BackboneView, LayerState, backbone_hash
 from revmux.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, load_yaml
 from revmux.data import TaskData, split_fixed, split_holdout
@@ -319,19 +319,15 @@ def pca_states(
 ) -> Tensor:
     """(M, d) layer-k states of real tokens for the PCA init; with `skip_shared_prefix`, only the columns
     after the prompt prefix common to the rows (the only columns a shared-prefix model multiplexes)."""
-    if not skip_shared_prefix:
-        return real_token_states(source, max_tokens=max_tokens)
-    out: list[Tensor] = []
-    n = 0
-    for start in range(0, len(source), 256):
-        state = source.batch(torch.arange(start, min(start + 256, len(source))))[0]
-        h, mask = state.hidden.unsqueeze(0), state.attention_mask.unsqueeze(0)
-        shared = shared_prefix_mask(h, mask, torch.tensor([h.shape[2]], device=h.device))[0]
-        out.append(state.hidden[mask[0].bool() & ~shared][: max_tokens - n])
-        n += out[-1].shape[0]
-        if n >= max_tokens:
-            break
-    return torch.cat(out)
+
+    def common_prefix(state: LayerState) -> Tensor:  # the rows of a chunk as one group, no read to stop at
+        h = state.hidden.unsqueeze(0)
+        return shared_prefix_mask(
+            h, state.attention_mask.unsqueeze(0), torch.tensor([h.shape[2]], device=h.device)
+        )[0]
+
+    exclude = common_prefix if skip_shared_prefix else None
+    return real_token_states(source, max_tokens=max_tokens, exclude=exclude)
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
