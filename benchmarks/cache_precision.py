@@ -1,6 +1,6 @@
 """What the fp16 prefill cache costs a decoder LLM: teacher logits from rounded vs exact layer-k states.
 
-The prefill cache (revmux.cache) stores layer-k states in fp16. SmolLM2's first-token states grow large
+The prefill cache (revmux.train.cache) stores layer-k states in fp16. SmolLM2's first-token states grow large
 (an attention sink), so this script measures, per task and k, the largest |state| (fp16 overflows past
 65,504, which the cache refuses with a clear error), and how far the unmultiplexed teacher's logits move
 when its layer-k states are rounded to fp16 before layers [k, L): max |logit difference| and the share of
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from revmux.cache import teacher_outputs
 from revmux.data import load_task, tokenize
 from revmux.prompting import default_prompt, load_prompted_backbone, prompt_data
+from revmux.train.cache import teacher_outputs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 from revmux.backbones import load_backbone
 from revmux.data import TaskData, load_task, split_fixed
 from revmux.evaluate import evaluate
-from revmux.finetune import finetune
 from revmux.model import MuxModel
+from revmux.train.finetune import finetune
 from revmux.train.trainer import TrainConfig, train
 
 

@@ -36,9 +36,9 @@ from llm_rows import parse_pairs  # the sibling script (benchmarks/ is on sys.pa
 from revmux.backbones import load_backbone
 from revmux.data import load_task
 from revmux.evaluate import evaluate
-from revmux.finetune import finetune
 from revmux.model import MuxModel
 from revmux.prompting import default_prompt, load_prompted_backbone
+from revmux.train.finetune import finetune
 from revmux.train.trainer import TrainConfig, train
 
 

@@ -9,7 +9,7 @@ import pytest
 from revmux.demo import DemoSettings, run_demo
 from revmux.errors import ConfigError
 from revmux.model import MuxModel
-from tests.test_finetune import _save_tiny
+from tests.train.test_finetune import _save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -257,7 +257,7 @@ def test_data_without_a_prompt_is_unchanged(tokenizer):
 
 def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_dir, tmp_path):
     """--shared-prefix: the PCA init sees only the columns after the common chat prefix; the flag is saved."""
-    from revmux.cache import build_cache, real_token_states
+    from revmux.train.cache import build_cache, real_token_states
     from revmux.train.trainer import pca_states
 
     spec = default_prompt("chat", "sst2", ["negative", "positive"])

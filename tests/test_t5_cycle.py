@@ -22,9 +22,9 @@ from revmux.bench import run_bench
 from revmux.cli import app
 from revmux.errors import ConfigError, RevmuxError
 from revmux.evaluate import evaluate
-from revmux.finetune import LOG_NAME, finetune
 from revmux.model import MuxModel
 from revmux.train import TrainConfig, train
+from revmux.train.finetune import LOG_NAME, finetune
 from tests.train import one_thread, toy_task
 
 WORDS = ["negative", "positive"]  # the toy task's label names, in label order

@@ -198,7 +198,7 @@ def finetune(
     LM head and learns to answer each class's token (T5 needs this).
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from revmux.finetune import finetune as run_finetune
+    from revmux.train.finetune import finetune as run_finetune
 
     try:
         data = _load_data(task, "train", data_dir, train, text_col, pair_col, label_col)

@@ -20,8 +20,8 @@ from revmux.bench import run_bench
 from revmux.data import load_task
 from revmux.errors import ConfigError
 from revmux.evaluate import evaluate
-from revmux.finetune import finetune
 from revmux.model import MuxModel
+from revmux.train.finetune import finetune
 from revmux.train.trainer import TrainConfig, train
 
 

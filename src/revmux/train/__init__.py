@@ -1,7 +1,7 @@
-"""Adapter training (backbone and head frozen): the losses and the plain training loop.
+"""Adapter training (backbone and head frozen): prefill/teacher cache, teacher fine-tuning, losses, the loop.
 
 `train(view, data, TrainConfig(...), out_dir, backbone_path=...)` trains, checkpoints and selects an
-adapter; `revmux.train.losses` holds the loss terms. Teacher fine-tuning lives in `revmux.finetune`.
+adapter; `revmux.train.losses` holds the loss terms. Teacher fine-tuning lives in `revmux.train.finetune`.
 """
 
 from revmux.train.losses import group_cos_penalty, info_nce, kd_kl, mux_loss

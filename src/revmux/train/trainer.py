@@ -2,11 +2,11 @@
 
 What it is: the recipe of METHOD.md section 4. The backbone and its head stay frozen; only the
 multiplexer's adapters train, with CE + InfoNCE + KD (+ the group cosine penalty) against the teacher
-outputs stored by `revmux.cache`. Groups are redrawn every epoch from a generator seeded by
+outputs stored by `revmux.train.cache`. Groups are redrawn every epoch from a generator seeded by
 (seed, epoch); checkpoints are selected on a slice held out from TRAIN; every epoch is checkpointed
 (adapter + optimizer state as safetensors, scalars as JSON, no pickle) so that `resume=True` ends with
 the same weights as an uninterrupted run.
-What it is not: teacher fine-tuning (`revmux.finetune`), evaluation on the reported split
+What it is not: teacher fine-tuning (`revmux.train.finetune`), evaluation on the reported split
 (`revmux.evaluate`), or a general-purpose Trainer.
 """
 
@@ -26,13 +26,13 @@ import torch
 from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
-from revmux.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, load_yaml
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel, shared_prefix_mask
 from revmux.mux.registry import valid_kinds
 from revmux.prompting import prompt_data
+from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.train.losses import mux_loss, pooled
 
 LOG_NAME = "train_log.json"

@@ -1,4 +1,4 @@
-"""revmux.cache: keyed reuse, crash safety, trimming for both padding sides, and teacher == unsplit model."""
+"""revmux.train.cache: keyed reuse, crash safety, trimming for both padding sides, and teacher == unsplit model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from revmux.cache import META_NAME, LivePrefill, build_cache, cache_key, real_token_states
 from revmux.data import tokenize
 from revmux.errors import ConfigError
+from revmux.train.cache import META_NAME, LivePrefill, build_cache, cache_key, real_token_states
 from tests.train import one_thread, toy_task, toy_view
 
 K, MAX_LENGTH = 1, 32

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from revmux.cli import app
 from revmux.data import TaskData
 from revmux.errors import ConfigError, DataError
-from revmux.finetune import LOG_NAME, finetune
+from revmux.train.finetune import LOG_NAME, finetune
 
 GOOD = ["great", "wonderful", "superb", "delightful", "excellent", "moving"]
 BAD = ["awful", "boring", "dreadful", "terrible", "tedious", "clumsy"]
