@@ -142,14 +142,14 @@ def test_save_load_identical_logits(view, kind, tmp_path):
 
 def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
     batch = tiny_batch([5, 7, 3, 9, 4])
-    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1, pca_composite=True)
+    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1)  # the PCA composite is the default
     with torch.no_grad():
         model.mux.init_down_pca(model.prefill(tiny_batch([9] * 12)).hidden.reshape(-1, view.hidden_size))
     _randomize(model)  # parameters only: the basis and mean are buffers and keep their PCA values
     assert not torch.equal(model.mux.composite_basis, torch.eye(view.hidden_size))
     model.save_pretrained(tmp_path)
     loaded = MuxModel.from_pretrained(tmp_path, view)
-    assert loaded.config.pca_composite
+    assert loaded.config.options["pca_composite"]
     torch.testing.assert_close(loaded.mux.composite_mean, model.mux.composite_mean, atol=0, rtol=0)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
@@ -245,3 +245,23 @@ def test_tail_buckets_on_a_causal_decoder():
         single_left = model(left, length_aware=True)
     torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(bucketed_left, single_left, atol=1e-5, rtol=1e-5)
+
+
+def test_adapter_saved_before_options_existed_loads_as_trained(view, tmp_path):
+    """mux_config.json of older adapters had flat f_hidden/up_hidden/pca_composite/up_norm keys and no
+    `options`: they load with what they were trained with (no PCA composite), not with today's defaults."""
+    batch = tiny_batch([5, 7, 3, 9])
+    model = _randomize(MuxModel.from_backbone(view, n=2, k=1, options={"pca_composite": False}))
+    model.save_pretrained(tmp_path)
+    path = tmp_path / CONFIG_NAME
+    data = json.loads(path.read_text())
+    del data["options"]
+    data |= {"f_hidden": None, "up_hidden": None, "up_norm": False, "pca_composite": False}
+    path.write_text(json.dumps(data))
+    loaded = MuxModel.from_pretrained(tmp_path, view)
+    assert loaded.config.options == {"pca_composite": False} and not loaded.mux.pca_composite
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
+    path.write_text(json.dumps(data | {"up_norm": True}))
+    with pytest.raises(CheckpointError, match="up_norm.*Re-train"):
+        MuxModel.from_pretrained(tmp_path, view)

@@ -227,8 +227,8 @@ def test_cli_finetune_train_eval_with_a_chat_prompt(llama_dir, tmp_path):
     args = ["train", "--teacher", str(teacher), "--train", str(path), "--out", str(out), *prompt]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--batch-groups", "8", "--n", "2", "--k", "1"])
     assert result.exit_code == 0, result.output
-    assert "--shared-prefix feeds it to the tail" in " ".join(result.output.split())  # hint for decoders
-    assert json.loads((out / "mux_config.json").read_text())["prompt"]["style"] == "chat"
+    saved = json.loads((out / "mux_config.json").read_text())
+    assert saved["prompt"]["style"] == "chat" and saved["shared_prefix"] is True  # automatic on decoders
 
     result = CliRunner().invoke(app, ["eval", "--adapter", str(out), "--eval", str(path), "--json"])
     assert result.exit_code == 0, result.output
@@ -263,16 +263,14 @@ def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_di
     spec = default_prompt("chat", "sst2", ["negative", "positive"])
     view = load_prompted_backbone(llama_dir, spec)
     data = toy_task(rows=64)
-    config = TrainConfig(
-        n=2, k=1, epochs=1, batch_groups=8, max_length=64, pca_composite=True, shared_prefix=True
-    )
+    config = TrainConfig(n=2, k=1, epochs=1, batch_groups=8, max_length=64)  # PCA, shared prefix: defaults
     result = train(
         view, data, config, tmp_path / "adapter", backbone_path=str(llama_dir), task="sst2",
         cache_root=tmp_path / "cache", progress=False,
     )  # fmt: skip
     assert result.best_epoch == 1
     loaded = MuxModel.from_pretrained(tmp_path / "adapter", view)
-    assert loaded.config.shared_prefix and loaded.config.pca_composite
+    assert loaded.config.shared_prefix and loaded.config.options["pca_composite"]
 
     from revmux.prompting import prompt_data
 
@@ -288,7 +286,8 @@ def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_di
     assert not (after == first).all(-1).any() and (everything == first).all(-1).any()
 
 
-def test_cli_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
+def test_cli_no_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
+    """shared_prefix is automatic on causal decoders; --no-shared-prefix turns it off."""
     monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
     data = toy_task(rows=32)
     path = tmp_path / "toy.jsonl"
@@ -297,7 +296,6 @@ def test_cli_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
     out = tmp_path / "adapter"
     args = ["train", "--teacher", str(llama_dir), "--train", str(path), "--out", str(out), "--prompt-style"]
     args += ["chat", "--verbalizer-words", "negative,positive", "--max-length", "64", "--epochs", "1"]
-    result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--shared-prefix"])
+    result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--no-shared-prefix"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is True
-    assert "--shared-prefix feeds it" not in " ".join(result.output.split())
+    assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is False

@@ -457,6 +457,7 @@ def _meta(
         "model": name,
         "model_type": view.model_type,
         "mux": cfg.kind,
+        "mux_options": dict(cfg.options),
         "n": cfg.n,
         "k": cfg.k,
         "num_layers": cfg.num_layers,

@@ -10,7 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N
+from revmux.config_flags import config_flags
 from revmux.errors import RevmuxError
+from revmux.mux.registry import options_help
+from revmux.train.config import TrainConfig
+from revmux.train.config import flag as train_flag
 
 app = typer.Typer(
     help="revmux: serve frozen transformer classifiers several times faster with reversible multiplexing.",
@@ -419,10 +424,13 @@ def bench_cmd(
     ] = None,
     k: Annotated[int | None, typer.Option("--k", min=0, help="Split layer (with --model).")] = None,
     mux: Annotated[str | None, typer.Option("--mux", help="Mux kind (with --model): revmux, ora...")] = None,
+    mux_option: MuxOption = None,
     batch_sizes: Annotated[
         str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")
     ] = "8,32,128",
-    max_length: Annotated[int, typer.Option(min=2, help="Tokens per request (longer are truncated).")] = 128,
+    max_length: Annotated[
+        int, typer.Option(min=2, help="Tokens per request (longer are truncated).")
+    ] = DEFAULT_MAX_LENGTH,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     dtype: Annotated[
         str | None, typer.Option(help="Backbone dtype: fp32, bf16 or fp16 (adapters stay fp32).")
@@ -460,9 +468,10 @@ def bench_cmd(
             "pass exactly one of --adapter DIR (a saved adapter) or --model DIR_OR_ZOO_NAME (fresh adapters)",
             param_hint="'--adapter' / '--model'",
         )
-    if adapter is not None and (n, k, mux) != (None, None, None):
+    if adapter is not None and ((n, k, mux) != (None, None, None) or mux_option):
         raise typer.BadParameter(
-            "--n, --k and --mux come from the adapter's mux_config.json; drop them, or use --model instead.",
+            "--n, --k, --mux and --mux-option come from the adapter's mux_config.json; drop them, or use "
+            "--model instead.",
             param_hint="'--n' / '--k' / '--mux'",
         )
     if texts is not None and (task is not None or data_dir is not None):
@@ -477,10 +486,15 @@ def bench_cmd(
         else:
             from revmux.backbones import load_backbone
 
-            kind, n_, k_ = mux or "revmux", n or 2, 1 if k is None else k
             view = load_backbone(model)
             muxed = MuxModel.from_backbone(
-                view, kind=kind, n=n_, k=k_, backbone_path=model, max_length=max_length
+                view,
+                kind=mux or DEFAULT_KIND,
+                n=DEFAULT_N if n is None else n,
+                k=DEFAULT_K if k is None else k,
+                backbone_path=model,
+                max_length=max_length,
+                options=_mux_options(mux_option),
             )
         report = run_bench(
             muxed,
@@ -577,7 +591,30 @@ def plot_cmd(
         console.print(f"wrote {path}")
 
 
+def _mux_options(pairs: list[str] | None) -> dict[str, str]:
+    """--mux-option KEY=VALUE (repeatable) -> {KEY: VALUE}; the kind's options dataclass converts and checks."""
+    from revmux.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--mux-option takes KEY=VALUE (e.g. pca_composite=false), got {pair!r}.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+MuxOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mux-option",
+        help="An option of the mux kind as KEY=VALUE (repeatable). " + options_help().replace("\n", "; "),
+    ),
+]
+
+
 @app.command("train")
+@config_flags(TrainConfig, flag=train_flag, exclude=("mux_options",), panel="Training config")
 def train_cmd(
     teacher: Annotated[
         str,
@@ -596,46 +633,9 @@ def train_cmd(
     text_col: Annotated[str, typer.Option(help="Text column of --train.")] = "text",
     pair_col: Annotated[str | None, typer.Option(help="Second-sentence column of --train.")] = None,
     label_col: Annotated[str, typer.Option(help="Label column of --train.")] = "label",
-    n: Annotated[int | None, typer.Option("--n", help="Requests per group N (default 2).")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Prefill layers k before the mux (default 2).")] = None,
-    mux: Annotated[
-        str | None, typer.Option("--mux", help="Mux kind: revmux, ora, adapter, datamux (default revmux).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training rows (default 2).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 1e-3).")] = None,
-    batch_groups: Annotated[int | None, typer.Option(help="Groups per optimizer step (default 32).")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per row (default 64).")] = None,
-    max_train_rows: Annotated[
-        int | None, typer.Option(help="Train on a stratified subset this size.")
-    ] = None,
-    lambda_nce: Annotated[float | None, typer.Option(help="Weight of InfoNCE (default 0.25).")] = None,
-    lambda_kd: Annotated[float | None, typer.Option(help="Weight of the KD term (default 1.0).")] = None,
-    lambda_cos: Annotated[
-        float | None, typer.Option(help="Weight of the cosine penalty (default 0).")
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed of init, groupings and hold-out (default 0).")
-    ] = None,
+    mux_option: MuxOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest epoch in --out.")
-    ] = False,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Run the prefill and teacher live (slow; no disk cache).")
-    ] = False,
-    pca_composite: Annotated[
-        bool,
-        typer.Option(
-            "--pca-composite",
-            help="revmux: write the composite in the PCA basis of layer-k states (learns far faster on deep tails).",
-        ),
-    ] = False,
-    shared_prefix: Annotated[
-        bool,
-        typer.Option(
-            "--shared-prefix",
-            help="Causal decoders: feed each group's common prompt prefix to the tail as is (exact prefix, "
-            "attention sink included); only the columns after it are multiplexed.",
-        ),
     ] = False,
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
@@ -646,6 +646,7 @@ def train_cmd(
     prompt_style: PromptStyle = None,
     verbalizer_words: VerbalizerWords = None,
     instruction: Instruction = None,
+    overrides: dict | None = None,
 ) -> None:
     """Train the adapters of a frozen teacher to serve N requests per forward pass; keep the best epoch."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -653,21 +654,13 @@ def train_cmd(
 
     from revmux.backbones import load_backbone
     from revmux.config import load_yaml
-    from revmux.train.trainer import TrainConfig
     from revmux.train.trainer import train as run_train
 
-    flags = {"n": n, "k": k, "kind": mux, "epochs": epochs, "lr": lr, "batch_groups": batch_groups}
-    flags |= {"max_length": max_length, "max_train_rows": max_train_rows, "seed": seed}
-    flags |= {"lambda_nce": lambda_nce, "lambda_kd": lambda_kd, "lambda_cos": lambda_cos}
     try:
         values = load_yaml(config) if config else {}
-        values |= {key: v for key, v in flags.items() if v is not None}
-        if no_cache:
-            values["use_cache"] = False
-        if pca_composite:
-            values["pca_composite"] = True
-        if shared_prefix:
-            values["shared_prefix"] = True
+        values |= overrides or {}
+        if mux_option:
+            values["mux_options"] = dict(values.get("mux_options") or {}) | _mux_options(mux_option)
         cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
@@ -682,11 +675,6 @@ def train_cmd(
             view = load_backbone(teacher, verbalizer_ids=ids)
         backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
         name = task or (Path(train_file).stem if train_file else None)
-        if view.causal and view.prompt is not None and not cfg.shared_prefix:
-            console.print(
-                "note: every request starts with the same prompt; --shared-prefix feeds it to the tail as "
-                "is and only multiplexes what follows (adapters on prompted decoders learn far better)."
-            )
         result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)
     except RevmuxError as exc:
         _fail(exc)

@@ -1,25 +1,42 @@
-"""Configuration dataclasses saved as JSON beside the weights (`mux_config.json`)."""
+"""MuxConfig (saved as `mux_config.json` beside the weights) and the one loader every config uses.
+
+`config_from_dict` builds any config dataclass (MuxConfig, TrainConfig, ServeConfig, the Ray options)
+from YAML, JSON or `key=value` strings: unknown keys are refused, values converted to the fields'
+types, and errors name the flag.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from revmux.errors import CheckpointError, ConfigError
+from revmux.errors import CheckpointError, ConfigError, RevmuxError
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "mux_config.json"
 WEIGHTS_NAME = "mux_model.safetensors"
+# One default per knob, shared by the library, `revmux train`, `revmux bench` and the server.
+DEFAULT_KIND = "revmux"
+DEFAULT_N = 2
+DEFAULT_K = 2
+DEFAULT_MAX_LENGTH = 128  # tokens per request (longer ones are truncated)
 
 
 @dataclass
 class MuxConfig:
-    """What an adapter checkpoint is: the mux kind, N, k, widths, and the backbone it was trained on.
+    """What an adapter checkpoint is: the mux kind and its options, N, k, and the backbone it was trained on.
 
-    `d_sub` = hidden_size // n is the width of one request's slot in the composite.
+    `d_sub` = hidden_size // n is the width of one request's slot in the composite. `options` holds every
+    field of the kind's options dataclass (e.g. `RevMUX.Options`), resolved when the adapter was made, so a
+    later change of a default never changes a saved adapter.
     """
 
     kind: str
@@ -32,12 +49,9 @@ class MuxConfig:
     backbone_hash: str = ""
     label_names: list[str] = field(default_factory=list)
     verbalizer_ids: list[int] | None = None
-    f_hidden: int | None = None
-    up_hidden: int | None = None
-    up_norm: bool = False
-    pca_composite: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # the mux kind's resolved options (see revmux.mux)
     shared_prefix: bool = False  # causal views: a group's common prefix enters the tail as is (see MuxModel)
-    max_length: int = 128
+    max_length: int = DEFAULT_MAX_LENGTH
     task: str | None = None
     prompt: dict[str, Any] | None = None  # revmux.prompting.PromptSpec.to_dict() of a prompted teacher
     format_version: int = FORMAT_VERSION
@@ -81,12 +95,10 @@ class MuxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "mux config") -> MuxConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise CheckpointError(f"{source} has unknown keys {unknown}; expected only {sorted(names)}.")
+        """Build from a saved mapping; configs written before `options` existed are migrated."""
+        data = _migrate_mux_config(dict(data), source)
         try:
-            return cls(**data)
+            return config_from_dict(cls, data, source=source, error=CheckpointError)
         except TypeError as exc:
             raise CheckpointError(f"{source} is incomplete: {exc}. Re-save the adapter with revmux.") from exc
 
@@ -110,6 +122,115 @@ class MuxConfig:
 def speedup_bound(num_layers: int, k: int, n: int) -> float:
     """S(k, N) = L / (k + (L - k) / N): the best speedup the cost model allows."""
     return num_layers / (k + (num_layers - k) / n)
+
+
+def _migrate_mux_config(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Fold the flat adapter keys of older configs (f_hidden, up_hidden, pca_composite, up_norm) into
+    `options`, spelling out the values those adapters were built with."""
+    if "options" in data:
+        return data
+    legacy = {
+        key: data.pop(key) for key in ("f_hidden", "up_hidden", "pca_composite", "up_norm") if key in data
+    }
+    if not legacy:
+        return data
+    if legacy.pop("up_norm", False):
+        raise CheckpointError(
+            f"{source} was trained with up_norm (a LayerNorm after Up), which revmux no longer builds (it did "
+            "not help: see docs/results/notes.md). Re-train the adapter with this revmux."
+        )
+    kind = data.get("kind")
+    takes = {
+        "revmux": ("f_hidden", "up_hidden", "pca_composite"),
+        "ora": ("f_hidden", "up_hidden"),
+        "adapter": ("f_hidden", "up_hidden"),
+        "datamux": ("up_hidden",),
+    }.get(kind, ())
+    data["options"] = {key: value for key, value in legacy.items() if key in takes and value is not None}
+    if kind == "revmux":
+        data["options"].setdefault("pca_composite", False)  # off in every adapter saved before options
+    return data
+
+
+# ------------------------------------------------------------------------------ one loader for every config
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_from_dict(
+    cls: type[T],
+    data: Mapping[str, Any],
+    *,
+    source: str,
+    flag: Callable[[str], str] = _flag,
+    error: type[RevmuxError] = ConfigError,
+) -> T:
+    """`cls(**data)` for a config dataclass, with unknown keys refused and values converted to the fields'
+    types (YAML, JSON, `key=value` strings: "1e-3" -> 1e-3, "true" -> True, "1,2,4" -> [1, 2, 4],
+    "2:32,4:64" -> {2: 32, 4: 64}, "none" -> None). Errors name the key as a flag and the source;
+    the dataclass's own `__post_init__` checks ranges."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise error(f"{source} has unknown keys {unknown}; expected only {sorted(names)}.")
+    values = {name: coerce(value, hints[name], flag(name)) for name, value in data.items()}
+    try:
+        return cls(**values)
+    except RevmuxError as exc:
+        raise type(exc)(f"{exc} (from {source})") from exc
+
+
+def load_config(
+    cls: type[T], path: str | Path | None, overrides: Mapping[str, Any] | None = None, **kwargs: Any
+) -> T:
+    """A config dataclass from a YAML file's values, then `overrides` (None meaning not given)."""
+    values = load_yaml(path) if path else {}
+    values |= {k: v for k, v in (overrides or {}).items() if v is not None}
+    return config_from_dict(cls, values, source=f"--config {path}" if path else "flags", **kwargs)
+
+
+def coerce(value: Any, hint: Any, flag: str) -> Any:
+    """`value` converted to the type `hint` when it is spelled as a string (or an int for a float);
+    anything else is returned unchanged for the dataclass to check."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        spelled_none = isinstance(value, str) and value.strip().lower() in ("none", "null")
+        if value is None or spelled_none or (value == "" and inner != [str]):
+            return None
+        return coerce(value, inner[0], flag) if len(inner) == 1 else value
+    if hint is bool and isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "yes", "on", "1"):
+            return True
+        if low in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{flag} takes true or false, got {value!r}.")
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            return hint(value.strip())
+        except ValueError:
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigError(f"{flag} takes {kind}, got {value!r}.") from None
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is list and args:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)):
+            return [coerce(v, args[0], flag) for v in value]
+    if origin is dict and len(args) == 2:
+        if isinstance(value, str):
+            pairs = [p.partition(":") for p in value.split(",") if p.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ConfigError(f"{flag} takes key:value pairs like 2:32,4:64, got {value!r}.")
+            value = {a: b for a, _, b in pairs}
+        if isinstance(value, dict):
+            return {coerce(a, args[0], flag): coerce(b, args[1], flag) for a, b in value.items()}
+    return value
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

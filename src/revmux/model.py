@@ -16,9 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash, load_backbone
-from revmux.config import WEIGHTS_NAME, MuxConfig
+from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, WEIGHTS_NAME, MuxConfig
 from revmux.errors import CheckpointError, ConfigError
-from revmux.mux import Multiplexer, build_mux
+from revmux.mux import Multiplexer, build_mux, resolve_options
 
 
 @dataclass
@@ -57,9 +57,7 @@ class MuxModel(nn.Module):
         self.__dict__["view"] = view  # not a submodule: frozen, never saved, never put in train mode
         self.config = config
         self.mux = (
-            mux
-            if mux is not None
-            else build_mux(config.kind, config.n, config.hidden_size, **_mux_options(config))
+            mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **config.options)
         )
         self.length_aware = False
         self.tail_buckets = 4  # see `_tail`; 1 runs the tail once over the whole padded batch
@@ -70,19 +68,22 @@ class MuxModel(nn.Module):
         cls,
         view: BackboneView,
         *,
-        kind: str = "revmux",
-        n: int = 2,
-        k: int = 1,
+        kind: str = DEFAULT_KIND,
+        n: int = DEFAULT_N,
+        k: int = DEFAULT_K,
         backbone_path: str | Path = "",
         task: str | None = None,
-        max_length: int = 128,
-        f_hidden: int | None = None,
-        up_hidden: int | None = None,
-        up_norm: bool = False,
-        pca_composite: bool = False,
-        shared_prefix: bool = False,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        options: Mapping[str, Any] | None = None,
+        shared_prefix: bool | None = None,
     ) -> MuxModel:
-        """Fresh adapters of `kind` for `view` at width N and split point k."""
+        """Fresh adapters of `kind` for `view` at width N and split point k.
+
+        `options` are the kind's knobs (`revmux.mux.resolve_options`; unset ones take the kind's defaults).
+        `shared_prefix` None means automatic: on for causal decoders (where it is exact), off elsewhere.
+        """
+        if shared_prefix is None:
+            shared_prefix = view.causal
         config = MuxConfig(
             kind=kind,
             n=n,
@@ -94,10 +95,7 @@ class MuxModel(nn.Module):
             backbone_hash=backbone_hash(view.model),
             label_names=view.label_names,
             verbalizer_ids=view.verbalizer_ids,
-            f_hidden=f_hidden,
-            up_hidden=up_hidden,
-            up_norm=up_norm,
-            pca_composite=pca_composite,
+            options=resolve_options(kind, options) if n > 1 else {},
             shared_prefix=shared_prefix,
             max_length=max_length,
             task=task,
@@ -392,16 +390,3 @@ def _cut(state: LayerState, t: int) -> LayerState:
         attention_mask=state.attention_mask[:, :t],
         position_ids=None if pos is None else pos[:, :t],
     )
-
-
-def _mux_options(config: MuxConfig) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    if config.f_hidden is not None:
-        opts["f_hidden"] = config.f_hidden
-    if config.up_hidden is not None:
-        opts["up_hidden"] = config.up_hidden
-    if config.up_norm:
-        opts["up_norm"] = True
-    if config.pca_composite:
-        opts["pca_composite"] = True
-    return opts

@@ -34,7 +34,7 @@ def test_shapes(kind: str, n: int, d: int) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_param_trainable_and_reached_by_backward(kind: str) -> None:
-    m = build_mux(kind, 3, 30, up_norm=True)
+    m = build_mux(kind, 3, 30)
     c = m.mux(torch.randn(2, 3, 4, 30))
     m.demux(_rows(c, 3)).pow(2).sum().backward()
     params = dict(m.named_parameters())
@@ -144,7 +144,7 @@ def test_unknown_kind_names_valid_kinds() -> None:
 
 
 def test_options_pass_through_and_are_checked() -> None:
-    m = build_mux("ora", 2, 16, f_hidden=5, up_hidden=6, up_norm=None)
+    m = build_mux("ora", 2, 16, f_hidden=5, up_hidden="6", seed=None)
     assert m.coupling.f_hidden == 5 and m.demuxer.inp.out_features == 6
     assert build_mux("datamux", 2, 16, f_hidden=None).n == 2  # None options fall back to defaults
     with pytest.raises(ConfigError, match="f_hidden"):

@@ -9,7 +9,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from revmux.mux import IdentityMux, RevMUX, build_mux
+from revmux.errors import ConfigError
+from revmux.mux import IdentityMux, RevMUX, RevMUXOptions, build_mux
 
 PROPERTY = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -138,7 +139,7 @@ def test_revmux_with_n1_is_a_one_chain() -> None:
 
 
 def test_every_param_gets_a_gradient_through_identity_tail() -> None:
-    m = RevMUX(3, 20, up_norm=True)
+    m = RevMUX(3, 20)
     h = torch.randn(2, 3, 4, 20)
     c = m.mux(h)
     m.demux(c[:, None, 0].expand(2, 3, 20)).pow(2).sum().backward()
@@ -157,11 +158,14 @@ def test_bf16_input_returns_bf16_from_fp32_adapters() -> None:
 
 
 def test_options() -> None:
-    m = RevMUX(4, 30, f_hidden=7, up_hidden=9, up_norm=True)
+    m = RevMUX(4, 30, f_hidden=7, up_hidden=9, pca_composite=False)
     assert m.d_sub == 7 and m.coupling.f_hidden == 7 and m.up_proj[0].out_features == 9
-    assert isinstance(m.up_norm, torch.nn.LayerNorm)
+    assert not m.pca_composite and "composite_basis" not in m.state_dict()
     m = RevMUX(4, 30)
-    assert m.coupling.f_hidden == 30 and m.up_proj[0].out_features == 60 and m.up_norm is None
+    assert m.coupling.f_hidden == 30 and m.up_proj[0].out_features == 60
+    assert m.pca_composite and m.options == RevMUXOptions()  # the PCA composite is the default
+    with pytest.raises(ConfigError, match="up_norm"):
+        RevMUX(4, 30, up_norm=True)  # removed: it lost (see docs/results/notes.md)
 
 
 def test_init_down_pca_reconstructs_low_rank_states() -> None:
@@ -200,7 +204,7 @@ def test_pca_composite_starts_as_request_0_reconstructed() -> None:
         top, nxt = basis[:12], basis[12:]
         want = mean + top.T @ top @ (h[0, 0, 0] - mean) + nxt.T @ (top @ (h[0, 1, 0] - mean))
         torch.testing.assert_close(c, want, atol=1e-4, rtol=1e-4)
-        plain = RevMUX(n, d)
+        plain = RevMUX(n, d, pca_composite=False)
         plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("composite_")})
         assert not torch.allclose(plain.mux(h)[0, 0], c, atol=1e-2)
     assert {"composite_basis", "composite_mean"} <= set(m.state_dict())  # saved with the adapters

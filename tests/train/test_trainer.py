@@ -42,7 +42,7 @@ def run(view, data, tmp_path_factory):
     """One 4-epoch run (PCA init off, so that there is something left to learn)."""
     before = {k: v.clone() for k, v in view.model.state_dict().items()}
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(epochs=4, pca_init=False, **FAST)
+    config = TrainConfig(epochs=4, pca_init=False, mux_options={"pca_composite": False}, **FAST)
     result = train(
         view, data, config, out, backbone_path="toy", task="toy", cache_root=out / "cache", progress=False
     )
@@ -149,7 +149,7 @@ def test_live_prefill_matches_the_cache_up_to_fp16(view, data, tmp_path):
         ("schedule", "cosine", "--schedule must be 'onecycle' or 'constant'"),
         ("kind", "mixer", "--mux must be one of"),
         ("max_train_rows", 1, "--max-train-rows must be an integer >= 2 or unset"),
-        ("use_cache", "yes", "--use-cache must be true or false"),
+        ("use_cache", "yes", "--cache must be true or false"),
     ],
 )
 def test_config_errors_name_the_flag(field, value, message):
@@ -219,12 +219,27 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "--n must be an integer >= 2" in bad.output
 
 
-def test_pca_composite_needs_revmux_and_pca_init():
-    assert TrainConfig(pca_composite=True).pca_composite
-    with pytest.raises(ConfigError, match="--pca-composite needs kind 'revmux'.*got kind 'ora'"):
-        TrainConfig(kind="ora", pca_composite=True)
-    with pytest.raises(ConfigError, match="pca_init false|pca_init False"):
-        TrainConfig(pca_composite=True, pca_init=False)
+def test_pca_composite_is_the_default_and_needs_pca_init():
+    assert TrainConfig().mux_options == {"f_hidden": None, "up_hidden": None, "pca_composite": True}
+    assert "pca_composite" not in TrainConfig(kind="ora").mux_options
+    with pytest.raises(ConfigError, match=r"'ora' does not take option\(s\) \['pca_composite'\]"):
+        TrainConfig(kind="ora", mux_options={"pca_composite": True})
+    with pytest.raises(ConfigError, match="needs --pca-init"):
+        TrainConfig(pca_init=False)
+    off = TrainConfig(pca_init=False, mux_options={"pca_composite": "false"})
+    assert off.mux_options["pca_composite"] is False
+
+
+def test_configs_saved_before_mux_options_migrate():
+    """Older train logs and checkpoints spelled the adapter knobs as flat keys."""
+    old = TrainConfig.from_dict({"f_hidden": 8, "up_hidden": None, "up_norm": False, "pca_composite": False})
+    assert old.mux_options == {"f_hidden": 8, "up_hidden": None, "pca_composite": False}
+    assert TrainConfig.from_dict({"kind": "ora", "pca_composite": False}).mux_options == {
+        "f_hidden": None,
+        "up_hidden": None,
+    }
+    with pytest.raises(ConfigError, match="up_norm is no longer supported"):
+        TrainConfig.from_dict({"up_norm": True})
 
 
 def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_path, monkeypatch):
@@ -232,13 +247,16 @@ def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_pa
     _, args = _cli_train_args(view, data, tmp_path, rows=len(data))
     out = tmp_path / "adapter"
     args += ["--n", "2", "--k", "1", "--epochs", "2", "--batch-groups", "8", "--max-length", "32"]
-    result = CliRunner().invoke(app, [*args, "--out", str(out), "--pca-composite"])
+    for bad, message in (("pca_composite=maybe", "takes true or false"), ("gain=2", "does not take")):
+        refused = CliRunner().invoke(app, [*args, "--out", str(out), "--mux-option", bad])
+        assert refused.exit_code == 2 and message in refused.output and not out.exists()
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])  # no flag: the PCA composite by default
     assert result.exit_code == 0, result.output
     log = json.loads((out / LOG_NAME).read_text())
-    assert log["config"]["pca_composite"] is True
+    assert log["config"]["mux_options"]["pca_composite"] is True
     assert log["history"][-1]["ce"] < log["history"][0]["ce"]
     loaded = MuxModel.from_pretrained(out, view)
-    assert loaded.config.pca_composite
+    assert loaded.config.options["pca_composite"]
     basis = loaded.mux.composite_basis
     torch.testing.assert_close(basis @ basis.T, torch.eye(basis.shape[0]), atol=1e-4, rtol=0)
     assert not torch.allclose(basis, torch.eye(basis.shape[0]))  # set from the PCA, not left at identity

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from revmux.config import config_from_dict
 from revmux.errors import ConfigError
+
+
+@dataclass
+class MuxOptions:
+    """A mux kind's own knobs. Each kind subclasses it beside its class; every field carries a default and
+    `metadata={"help": ...}`, and reaches `revmux train --mux-option KEY=VALUE`, the saved MuxConfig,
+    eval, bench and serve without further wiring."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 class Multiplexer(nn.Module, ABC):
@@ -21,9 +35,11 @@ class Multiplexer(nn.Module, ABC):
     """
 
     kind: ClassVar[str] = ""
+    Options: ClassVar[type[MuxOptions]] = MuxOptions
 
-    def __init__(self, n: int, d: int) -> None:
+    def __init__(self, n: int, d: int, **options: Any) -> None:
         super().__init__()
+        self.options = self.parse_options(options)
         if n < 1:
             raise ConfigError(f"N must be >= 1, got {n}.")
         if d < n:
@@ -31,6 +47,21 @@ class Multiplexer(nn.Module, ABC):
         self.n = n
         self.d = d
         self.d_sub = d // n
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any] | None = None) -> MuxOptions:
+        """`cls.Options` from a mapping (values may be strings; None means the default), or ConfigError
+        naming the options the kind takes."""
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        names = sorted(f.name for f in dataclasses.fields(cls.Options))
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"mux kind {cls.kind!r} does not take option(s) {unknown}; it takes {names or 'none'}."
+            )
+        return config_from_dict(
+            cls.Options, given, source=f"options of mux kind {cls.kind!r}", flag=lambda name: name
+        )
 
     @abstractmethod
     def mux(self, h: Tensor) -> Tensor:

@@ -6,13 +6,35 @@ is reversible: all demultiplex with trained MLPs. Pure tensor code: no transform
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from revmux.mux.base import Multiplexer
+from revmux.mux.base import Multiplexer, MuxOptions
 from revmux.mux.coupling import ReversibleCoupling
+from revmux.mux.registry import register_mux
 from revmux.mux.reversible import check_shape, coupling_mux, pack, param_dtype
+
+F_HIDDEN_HELP = {"help": "width of the mixer MLP or of each coupling F (default d)"}
+UP_HIDDEN_HELP = {"help": "hidden width of the MLP demux (default d)"}
+
+
+@dataclass
+class MLPDemuxOptions(MuxOptions):
+    """Knobs of kinds "adapter" and "ora"."""
+
+    f_hidden: int | None = field(default=None, metadata=F_HIDDEN_HELP)
+    up_hidden: int | None = field(default=None, metadata=UP_HIDDEN_HELP)
+
+
+@dataclass
+class DataMUXOptions(MuxOptions):
+    """Knobs of kind "datamux"."""
+
+    up_hidden: int | None = field(default=None, metadata=UP_HIDDEN_HELP)
+    seed: int = field(default=0, metadata={"help": "seed of the fixed Gaussian vectors"})
 
 
 def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -26,12 +48,11 @@ class BlockDemux(nn.Module):
     Only block n of the last layer is computed for row n (one (hidden x d) product per row, not N).
     """
 
-    def __init__(self, n: int, d: int, hidden: int, norm: bool = False) -> None:
+    def __init__(self, n: int, d: int, hidden: int) -> None:
         super().__init__()
         self.n, self.d = n, d
         self.inp = nn.Linear(d, hidden)
         self.out = nn.Linear(hidden, n * d)
-        self.norm = nn.LayerNorm(d) if norm else None
 
     def forward(self, o: Tensor) -> Tensor:
         """(G, N, *, d) -> (G, N, *, d)."""
@@ -39,26 +60,26 @@ class BlockDemux(nn.Module):
         hid = F.gelu(self.inp(o)).reshape(g, self.n, -1, self.inp.out_features)  # (G, N, P, H)
         w = self.out.weight.view(self.n, self.d, -1)  # block n = rows [n * d, (n + 1) * d)
         b = self.out.bias.view(self.n, 1, self.d)
-        out = (torch.einsum("gnph,ndh->gnpd", hid, w) + b).reshape(o.shape)
-        return self.norm(out) if self.norm is not None else out
+        return (torch.einsum("gnph,ndh->gnpd", hid, w) + b).reshape(o.shape)
 
 
+@register_mux
 class VanillaAdapter(Multiplexer):
     """Kind "adapter": concat the N shared-Down projections (contiguous, zero-padded), mix with a residual
     MLP d -> f_hidden -> d; demux with an MLP d -> up_hidden -> N * d, block n for request n.
 
-    Options: f_hidden (mixer width, default d), up_hidden (demux width, default d), up_norm.
+    Options (`MLPDemuxOptions`): f_hidden (mixer width, default d), up_hidden (demux width, default d).
     """
 
     kind = "adapter"
+    Options = MLPDemuxOptions
 
-    def __init__(
-        self, n: int, d: int, f_hidden: int | None = None, up_hidden: int | None = None, up_norm: bool = False
-    ) -> None:
-        super().__init__(n, d)
+    def __init__(self, n: int, d: int, **options: object) -> None:
+        super().__init__(n, d, **options)
+        f_hidden, up_hidden = self.options.f_hidden, self.options.up_hidden  # type: ignore[attr-defined]
         self.down_proj = nn.Linear(d, self.d_sub)
         self.mixer = mlp(d, f_hidden if f_hidden is not None else d, d)
-        self.demuxer = BlockDemux(n, d, up_hidden if up_hidden is not None else d, up_norm)
+        self.demuxer = BlockDemux(n, d, up_hidden if up_hidden is not None else d)
 
     def down(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, N, T, d_sub)."""
@@ -77,24 +98,25 @@ class VanillaAdapter(Multiplexer):
         return self.demuxer(o.to(param_dtype(self))).to(o.dtype)
 
 
+@register_mux
 class ORA(Multiplexer):
     """Kind "ora" ("only the multiplexer is reversible"): RevMUX's Down + coupling multiplexer, and an
     MLP demux d -> up_hidden -> N * d like the adapter's (NOT the coupling inverse).
 
     Every part, the demux included, is a registered submodule, so an optimizer over `parameters()`
-    trains all of it (the authors' code left ORA's demux out). Options: f_hidden (width of each F,
-    default d), up_hidden (demux width, default d), up_norm.
+    trains all of it (the authors' code left ORA's demux out). Options (`MLPDemuxOptions`): f_hidden
+    (width of each F, default d), up_hidden (demux width, default d).
     """
 
     kind = "ora"
+    Options = MLPDemuxOptions
 
-    def __init__(
-        self, n: int, d: int, f_hidden: int | None = None, up_hidden: int | None = None, up_norm: bool = False
-    ) -> None:
-        super().__init__(n, d)
+    def __init__(self, n: int, d: int, **options: object) -> None:
+        super().__init__(n, d, **options)
+        f_hidden, up_hidden = self.options.f_hidden, self.options.up_hidden  # type: ignore[attr-defined]
         self.down_proj = nn.Linear(d, self.d_sub)
         self.coupling = ReversibleCoupling(n, self.d_sub, f_hidden if f_hidden is not None else d)
-        self.demuxer = BlockDemux(n, d, up_hidden if up_hidden is not None else d, up_norm)
+        self.demuxer = BlockDemux(n, d, up_hidden if up_hidden is not None else d)
 
     def down(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, N, T, d_sub)."""
@@ -112,25 +134,25 @@ class ORA(Multiplexer):
         return self.demuxer(o.to(param_dtype(self))).to(o.dtype)
 
 
+@register_mux
 class DataMUX(Multiplexer):
     """Kind "datamux" (Murahari et al., 2022): composite = mean_n(h_n * v_n) with fixed Gaussian v_n in R^d;
     demux row n with its own MLP_n d -> up_hidden -> d.
 
     The v_n are a registered (saved, non-trainable) buffer drawn from a generator seeded with `seed`.
-    There is no Down (`down` returns None). Options: up_hidden (default d), up_norm, seed.
+    There is no Down (`down` returns None). Options (`DataMUXOptions`): up_hidden (default d), seed.
     """
 
     kind = "datamux"
+    Options = DataMUXOptions
 
-    def __init__(
-        self, n: int, d: int, up_hidden: int | None = None, up_norm: bool = False, seed: int = 0
-    ) -> None:
-        super().__init__(n, d)
-        gen = torch.Generator().manual_seed(seed)
+    def __init__(self, n: int, d: int, **options: object) -> None:
+        super().__init__(n, d, **options)
+        opts: DataMUXOptions = self.options  # type: ignore[assignment]
+        gen = torch.Generator().manual_seed(opts.seed)
         self.register_buffer("vectors", torch.randn(n, d, generator=gen))
-        hidden = up_hidden if up_hidden is not None else d
+        hidden = opts.up_hidden if opts.up_hidden is not None else d
         self.demuxers = nn.ModuleList(mlp(d, hidden, d) for _ in range(n))
-        self.up_norm = nn.LayerNorm(d) if up_norm else None
 
     def mux(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, T, d)."""
@@ -143,7 +165,4 @@ class DataMUX(Multiplexer):
         """(G, N, *, d) -> (G, N, *, d): MLP_n on row n."""
         check_shape(o, self.n, self.d, "DataMUX.demux", 3)
         x = o.to(param_dtype(self))
-        out = torch.stack([f(x[:, i]) for i, f in enumerate(self.demuxers)], dim=1)
-        if self.up_norm is not None:
-            out = self.up_norm(out)
-        return out.to(o.dtype)
+        return torch.stack([f(x[:, i]) for i, f in enumerate(self.demuxers)], dim=1).to(o.dtype)

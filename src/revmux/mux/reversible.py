@@ -7,12 +7,15 @@ interleaving, section 8). Pure tensor code: no transformers, no backbone, no tra
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from revmux.mux.base import Multiplexer
+from revmux.mux.base import Multiplexer, MuxOptions
 from revmux.mux.coupling import ReversibleCoupling
+from revmux.mux.registry import register_mux
 
 
 def check_shape(t: Tensor, n: int, d: int, what: str, min_dim: int) -> None:
@@ -44,11 +47,24 @@ def coupling_mux(down_proj: nn.Linear, coupling: ReversibleCoupling, h: Tensor, 
     return pack(coupling(x), d)
 
 
+@dataclass
+class RevMUXOptions(MuxOptions):
+    """Knobs of kind "revmux"."""
+
+    f_hidden: int | None = field(default=None, metadata={"help": "width of each coupling F (default d)"})
+    up_hidden: int | None = field(default=None, metadata={"help": "hidden width of Up (default 2 * d)"})
+    pca_composite: bool = field(
+        default=True,
+        metadata={"help": "write the composite in the PCA basis of layer-k states (see RevMUX)"},
+    )
+
+
+@register_mux
 class RevMUX(Multiplexer):
     """Reversible multiplexer (kind "revmux"): composite = pack(coupling(Down(h_n))); demux inverts it.
 
-    Options: f_hidden (width of each F, default d), up_hidden (Up's hidden width, default 2 * d),
-    up_norm (LayerNorm(d) after Up, default False), pca_composite (default False: see below).
+    Options (`RevMUXOptions`): f_hidden (width of each F, default d), up_hidden (Up's hidden width,
+    default 2 * d), pca_composite (default True: see below).
 
     With pca_composite the composite is written in the principal basis of layer-k states, centred at
     their mean: c = mean + pack(y) @ V, where row i of the orthogonal V (d, d) is the i-th principal
@@ -60,25 +76,19 @@ class RevMUX(Multiplexer):
     """
 
     kind = "revmux"
+    Options = RevMUXOptions
 
-    def __init__(
-        self,
-        n: int,
-        d: int,
-        f_hidden: int | None = None,
-        up_hidden: int | None = None,
-        up_norm: bool = False,
-        pca_composite: bool = False,
-    ) -> None:
-        super().__init__(n, d)
-        self.f_hidden = f_hidden if f_hidden is not None else d
-        self.up_hidden = up_hidden if up_hidden is not None else 2 * d
+    def __init__(self, n: int, d: int, **options: object) -> None:
+        super().__init__(n, d, **options)
+        opts: RevMUXOptions = self.options  # type: ignore[assignment]
+        self.f_hidden = opts.f_hidden if opts.f_hidden is not None else d
+        self.up_hidden = opts.up_hidden if opts.up_hidden is not None else 2 * d
+        pca_composite = opts.pca_composite
         self.down_proj = nn.Linear(d, self.d_sub)
         self.coupling = ReversibleCoupling(n, self.d_sub, self.f_hidden)
         self.up_proj = nn.Sequential(
             nn.Linear(self.d_sub, self.up_hidden), nn.GELU(), nn.Linear(self.up_hidden, d)
         )
-        self.up_norm = nn.LayerNorm(d) if up_norm else None
         self.pca_composite = pca_composite
         if pca_composite:  # fixed (not trained), saved with the adapters
             self.register_buffer("composite_basis", torch.eye(d))
@@ -102,11 +112,8 @@ class RevMUX(Multiplexer):
         return self.down_proj(h.to(param_dtype(self))).to(h.dtype)
 
     def up(self, x: Tensor) -> Tensor:
-        """(..., d_sub) -> (..., d): the shared Up MLP (and LayerNorm if up_norm)."""
-        out = self.up_proj(x.to(param_dtype(self)))
-        if self.up_norm is not None:
-            out = self.up_norm(out)
-        return out.to(x.dtype)
+        """(..., d_sub) -> (..., d): the shared Up MLP."""
+        return self.up_proj(x.to(param_dtype(self))).to(x.dtype)
 
     def mux(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, T, d) composites."""
@@ -135,7 +142,7 @@ class RevMUX(Multiplexer):
 
         Down(h) = V (h - mean), V the (d_sub, d) principal directions. Up is set so that, with the
         coupling at the identity, Up(Down(h)) = mean + V^T V (h - mean) is exactly the rank-d_sub PCA
-        reconstruction (before the optional LayerNorm): its first 2 * d_sub hidden units read +x and -x,
+        reconstruction: its first 2 * d_sub hidden units read +x and -x,
         and GELU(z) - GELU(-z) = z, so the last layer maps them through +V^T and -V^T with bias = mean.
         The other hidden units keep their random first layer and get zero output weights. Up is left
         alone if up_hidden < 2 * d_sub. With pca_composite the composite basis becomes all d principal

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from revmux.config import load_yaml
+from revmux.config import config_from_dict, load_config
 from revmux.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -84,35 +84,14 @@ class ServeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "serve config") -> ServeConfig:
-        """Build from a mapping (YAML); width_thresholds keys and widths may be strings ("2")."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source} has unknown keys {unknown}; expected only {sorted(names)}.")
-        values = dict(data)
-        if isinstance(values.get("widths"), str):
-            values["widths"] = parse_widths(values["widths"])
-        if isinstance(values.get("width_thresholds"), str):
-            values["width_thresholds"] = parse_thresholds(values["width_thresholds"])
-        elif isinstance(values.get("width_thresholds"), dict):
-            values["width_thresholds"] = {
-                _to_int(k, "width_thresholds"): _to_int(v, "width_thresholds")
-                for k, v in values["width_thresholds"].items()
-            }
-        for name in ("max_queue_delay_ms", "request_timeout_ms", "drain_timeout_s", "fallback_margin"):
-            if isinstance(values.get(name), int) and not isinstance(values[name], bool):
-                values[name] = float(values[name])
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"{exc} (from {source})") from exc
+        """Build from a mapping (YAML, builder arguments); strings such as "2", "1,2,4" or "2:32,4:64" are
+        converted to the fields' types by the shared loader."""
+        return config_from_dict(cls, data, source=source)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ServeConfig:
+    def from_yaml(cls, path: str | Path | None, overrides: dict[str, Any] | None = None) -> ServeConfig:
         """The YAML file's values, then `overrides` (flags given, None meaning not given)."""
-        values = load_yaml(path) if path else {}
-        values |= {k: v for k, v in (overrides or {}).items() if v is not None}
-        return cls.from_dict(values, source=f"--config {path}" if path else "flags")
+        return load_config(cls, path, overrides)
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The knobs as a JSON-able dict; the API key is never echoed."""
@@ -122,36 +101,8 @@ class ServeConfig:
         return data
 
 
-def parse_widths(text: str) -> list[int]:
-    """ "1,2,4" -> [1, 2, 4], or ConfigError naming --widths."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--widths takes comma-separated integers like 1,2,4; got {text!r}.") from None
-
-
-def parse_thresholds(text: str) -> dict[int, int]:
-    """ "2:32,4:64" -> {2: 32, 4: 64}, or ConfigError naming --width-thresholds."""
-    out: dict[int, int] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        width, sep, depth = part.partition(":")
-        if not sep:
-            raise ConfigError(f"--width-thresholds takes N:depth pairs like 2:32,4:64; got {text!r}.")
-        out[_to_int(width, "width_thresholds")] = _to_int(depth, "width_thresholds")
-    return out
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def _to_int(value: Any, name: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{_flag(name)} takes integers; got {value!r}.") from None
 
 
 def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None:

@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'revmux.serve.ray_app needs Ray Serve; install it with pip install "revmux[ray]".'
     ) from exc
 
-from revmux.config import CONFIG_NAME
+from revmux.config import CONFIG_NAME, config_from_dict
 from revmux.errors import CheckpointError, ConfigError, RevmuxError
 from revmux.serve.config import ServeConfig
 
@@ -49,7 +49,6 @@ log = logging.getLogger("revmux.serve")
 APP_NAME = "revmux"
 REPLICA_HEADER = "x-revmux-replica"
 SOURCES = ("adapter", "pack", "model", "config")
-TEXT_KNOBS = ("host", "api_key", "device", "log_level", "widths", "width_thresholds")  # kept as given
 
 
 @dataclass
@@ -102,7 +101,7 @@ def parse_args(args: dict[str, Any]) -> tuple[ServeConfig, dict[str, str | None]
             f"revmux.serve.ray_app got unknown argument(s) {unknown}; it takes {', '.join(SOURCES)}, "
             f"the ServeConfig knobs ({', '.join(sorted(knob_names))}) and {', '.join(sorted(option_names))}."
         )
-    knobs = {k: v if k in TEXT_KNOBS else _scalar(v) for k, v in args.items() if k in knob_names}
+    knobs = {k: v for k, v in args.items() if k in knob_names}
     config = ServeConfig.from_yaml(args.get("config"), knobs)
     sources = {k: _path(args.get(k)) for k in ("adapter", "pack", "model")}
     if (sources["adapter"] is None) == (sources["pack"] is None):
@@ -119,7 +118,8 @@ def parse_args(args: dict[str, Any]) -> tuple[ServeConfig, dict[str, str | None]
             f"pack={sources['pack']} is not a directory; pass a directory of adapter directories "
             "(it must exist at this path on every Ray node)."
         )
-    options = RayOptions(**{k: _scalar(v) for k, v in args.items() if k in option_names and v is not None})
+    given = {k: v for k, v in args.items() if k in option_names and v is not None}
+    options = config_from_dict(RayOptions, given, source="revmux.serve.ray_app", flag=lambda name: name)
     return config, sources, options
 
 
@@ -235,19 +235,6 @@ def _replica_id() -> str:
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:  # outside a replica, or an older Ray's context
         return f"pid-{os.getpid()}"
-
-
-def _scalar(value: Any) -> Any:
-    """A `key=value` string as the YAML scalar it spells ("2" -> 2, "0.5" -> 0.5, "true" -> True)."""
-    if not isinstance(value, str):
-        return value
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else value
 
 
 def _path(value: Any) -> str | None:

@@ -4,8 +4,9 @@
 adapter; `revmux.train.losses` holds the loss terms. Teacher fine-tuning lives in `revmux.train.finetune`.
 """
 
+from revmux.train.config import TrainConfig
 from revmux.train.losses import group_cos_penalty, info_nce, kd_kl, mux_loss
-from revmux.train.trainer import TrainConfig, TrainResult, holdout_accuracy, select_rows, train
+from revmux.train.trainer import TrainResult, holdout_accuracy, select_rows, train
 
 __all__ = [
     "TrainConfig",

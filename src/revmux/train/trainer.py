@@ -12,7 +12,6 @@ What it is not: teacher fine-tuning (`revmux.train.finetune`), evaluation on the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -26,132 +25,19 @@ import torch
 from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
-from revmux.config import CONFIG_NAME, WEIGHTS_NAME, load_yaml
+from revmux.config import CONFIG_NAME, WEIGHTS_NAME
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel, shared_prefix_mask
-from revmux.mux.registry import valid_kinds
 from revmux.prompting import prompt_data
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
+from revmux.train.config import TrainConfig
 from revmux.train.losses import mux_loss, pooled
 
 LOG_NAME = "train_log.json"
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
 HOLDOUT_GROUPINGS = 2
-_FLAGS = {"kind": "--mux"}
-
-
-def _flag(name: str) -> str:
-    return _FLAGS.get(name, "--" + name.replace("_", "-"))
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run's result; saved in every checkpoint and in train_log.json."""
-
-    kind: str = "revmux"
-    n: int = 2
-    k: int = 2
-    epochs: int = 2
-    batch_groups: int = 32  # groups per optimizer step: batch_groups * n requests
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    schedule: str = "onecycle"  # "onecycle" | "constant"
-    warmup_fraction: float = 0.1
-    lambda_nce: float = 0.25
-    lambda_kd: float = 1.0
-    lambda_cos: float = 0.0
-    max_length: int = 64
-    max_train_rows: int | None = None
-    holdout_fraction: float = 0.05
-    holdout_max_rows: int = 1000
-    seed: int = 0
-    pca_init: bool = True  # Down from a PCA of layer-k states, when the mux has `init_down_pca`
-    f_hidden: int | None = None
-    up_hidden: int | None = None
-    up_norm: bool = False
-    pca_composite: bool = False  # revmux only: composite in the layer-k PCA basis (needs pca_init)
-    shared_prefix: bool = False  # causal decoders: a group's common prompt prefix enters the tail as is
-    use_cache: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(name: str, want: str) -> ConfigError:
-            return ConfigError(f"{_flag(name)} must be {want}, got {getattr(self, name)!r}.")
-
-        ints = {
-            "n": 2,
-            "k": 0,
-            "epochs": 1,
-            "batch_groups": 1,
-            "max_length": 2,
-            "holdout_max_rows": 1,
-            "seed": 0,
-        }
-        for name, low in ints.items():
-            v = getattr(self, name)
-            if not _is_int(v) or v < low:
-                raise bad(
-                    name,
-                    f"an integer >= {low}" + (" (N = 1 has no adapters to train)" if name == "n" else ""),
-                )
-        for name, low in {"max_train_rows": 2, "f_hidden": 1, "up_hidden": 1}.items():
-            v = getattr(self, name)
-            if v is not None and (not _is_int(v) or v < low):
-                raise bad(name, f"an integer >= {low} or unset")
-        for name in ("lr", "weight_decay", "warmup_fraction", "lambda_nce", "lambda_kd", "lambda_cos"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
-                raise bad(name, "a finite number >= 0")
-        if self.lr <= 0:
-            raise bad("lr", "> 0")
-        if not self.warmup_fraction < 1:
-            raise bad("warmup_fraction", "in [0, 1)")
-        if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
-            raise bad("holdout_fraction", "in (0, 1)")
-        if self.schedule not in ("onecycle", "constant"):
-            raise bad("schedule", "'onecycle' or 'constant'")
-        if self.kind not in valid_kinds():
-            raise bad("kind", "one of " + ", ".join(valid_kinds()))
-        for name in ("pca_init", "up_norm", "pca_composite", "shared_prefix", "use_cache"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "true or false")
-        if self.pca_composite and (self.kind != "revmux" or not self.pca_init):
-            raise ConfigError(
-                f"{_flag('pca_composite')} needs kind 'revmux' and pca_init true (the basis comes from "
-                f"the PCA of layer-k states), got kind {self.kind!r}, pca_init {self.pca_init}."
-            )
-
-    @property
-    def rows_per_step(self) -> int:
-        """Requests per optimizer step: batch_groups * n."""
-        return self.batch_groups * self.n
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
-        """Build from a mapping (YAML/JSON); numbers written as strings ("1e-3") are converted."""
-        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{source} has unknown keys {unknown}; expected only {sorted(fields)}.")
-        values = {}
-        for name, value in data.items():
-            kind = fields[name]
-            if isinstance(value, str) and "float" in kind:
-                value = _convert(value, float)
-            elif isinstance(value, str) and kind.startswith("int"):
-                value = _convert(value, int)
-            elif isinstance(value, int) and not isinstance(value, bool) and "float" in kind:
-                value = float(value)
-            values[name] = value
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(load_yaml(path), source=str(path))
 
 
 @dataclass
@@ -252,7 +138,7 @@ def train(
     else:
         state = _State()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
-            model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=config.shared_prefix))
+            model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=model.config.shared_prefix))
     with _progress_bar(progress) as bar:
         bar_task = bar.add_task(
             "train", total=steps_per_epoch * config.epochs, completed=state.step,
@@ -343,17 +229,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 # ----------------------------------------------------------------------------------------------- internals
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _convert(value: str, to: type) -> Any:
-    try:
-        return to(value)
-    except ValueError:
-        return value  # __post_init__ names the flag and the value
-
-
 def _generator(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) % (2**63 - 1))
 
@@ -380,8 +255,7 @@ def _new_model(
         torch.manual_seed(config.seed)  # repeatable adapter init without touching the caller's RNG
         model = MuxModel.from_backbone(
             view, kind=config.kind, n=config.n, k=config.k, backbone_path=backbone_path, task=task,
-            max_length=config.max_length, f_hidden=config.f_hidden, up_hidden=config.up_hidden,
-            up_norm=config.up_norm, pca_composite=config.pca_composite, shared_prefix=config.shared_prefix,
+            max_length=config.max_length, options=config.mux_options, shared_prefix=config.shared_prefix,
         )  # fmt: skip
     return model.to(view.device)
 
@@ -516,7 +390,7 @@ def _save_checkpoint(
 def _resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str]) -> dict[str, Any]:
     """The checkpoint's trainer state, or ConfigError when resuming it would not continue the same run."""
     doc = json.loads((checkpoint / STATE_NAME).read_text())
-    saved, now = doc["config"], config.to_dict()
+    saved, now = _saved_config(doc["config"]), config.to_dict()
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
         detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
@@ -531,6 +405,14 @@ def _resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str
                 "the same --teacher and data, or train into a new --out without --resume."
             )
     return doc
+
+
+def _saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config as this revmux spells it (older checkpoints had flat adapter keys)."""
+    try:
+        return TrainConfig.from_dict(saved, source="checkpoint").to_dict()
+    except ConfigError:
+        return saved
 
 
 def _restore(

@@ -1,0 +1,93 @@
+"""Typer options derived from a config dataclass, so that a knob is written once (field, default, help).
+
+`@config_flags(TrainConfig, flag=...)` adds one `--flag` per scalar field of the dataclass to a typer
+command (help from `field(metadata={"help": ...})`, the default shown from the field), and passes the
+flags the user gave as one `overrides` dict: the command applies them over its YAML/recipe values, and
+the dataclass checks them. Flags left out stay None and override nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+import typer
+
+SCALARS = (bool, int, float, str)
+
+
+def config_flags(
+    cls: type,
+    *,
+    flag: Callable[[str], str],
+    exclude: Iterable[str] = (),
+    dest: str = "overrides",
+    panel: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for a typer command taking `dest: dict`: one option per scalar field of `cls`."""
+    skip = set(exclude)
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(func, eval_str=True)
+        extra = [
+            _parameter(f, hint, flag(f.name), panel)
+            for f, hint in _fields(cls)
+            if f.name not in skip and f.name not in sig.parameters
+        ]
+        names = [p.name for p in extra]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name, None) for name in names}
+            return func(*args, **kwargs, **{dest: {k: v for k, v in given.items() if v is not None}})
+
+        params = [p for p in sig.parameters.values() if p.name != dest]
+        wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def flag_names(cls: type, *, flag: Callable[[str], str], exclude: Iterable[str] = ()) -> dict[str, str]:
+    """field name -> flag, for every field `config_flags` turns into an option."""
+    skip = set(exclude)
+    return {f.name: flag(f.name) for f, _ in _fields(cls) if f.name not in skip}
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, type]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        base = _scalar(hints[f.name])
+        if base is not None:
+            out.append((f, base))
+    return out
+
+
+def _scalar(hint: Any) -> type | None:
+    """bool/int/float/str for `X` or `X | None`; None for anything else (lists, dicts: not flags)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = inner[0] if len(inner) == 1 else None
+    return hint if hint in SCALARS else None
+
+
+def _parameter(f: dataclasses.Field, base: type, name: str, panel: str | None) -> inspect.Parameter:
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = None
+    shown = "unset" if default is None else default
+    text = f"{f.metadata.get('help', f.name)} (default {shown})"
+    decl = f"{name}/--no-{name.removeprefix('--')}" if base is bool else name
+    option = typer.Option(decl, help=text, show_default=False, rich_help_panel=panel)
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[base | None, option]
+    )

@@ -1,0 +1,144 @@
+"""TrainConfig: everything that decides an adapter training run's result.
+
+Each field is written once here, with its default and its help (`metadata["help"]`): `revmux train`
+derives one flag per field from it (`--batch-groups`, `--lambda-kd`, ...), recipes
+(`revmux/configs/recipes/*.yaml`) and `--config FILE` use the field names as keys, and the resolved
+config is saved in every checkpoint and in train_log.json. The mux kind's own knobs live in its options
+dataclass (`revmux.mux`) and arrive here as `mux_options`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, config_from_dict, load_yaml
+from revmux.errors import ConfigError
+from revmux.mux.registry import resolve_options, valid_kinds
+
+FLAGS = {
+    "kind": "--mux",
+    "use_cache": "--cache",
+}  # field -> flag where the flag is not the field name with dashes
+
+
+def flag(name: str) -> str:
+    """The `revmux train` flag of a TrainConfig field."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run's result; saved in every checkpoint and in train_log.json."""
+
+    kind: str = field(default=DEFAULT_KIND, metadata=_help("mux kind: revmux, ora, adapter, datamux"))
+    n: int = field(default=DEFAULT_N, metadata=_help("requests per group N"))
+    k: int = field(default=DEFAULT_K, metadata=_help("prefill layers k before the mux"))
+    epochs: int = field(default=2, metadata=_help("passes over the training rows"))
+    batch_groups: int = field(default=32, metadata=_help("groups per optimizer step"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
+    schedule: str = field(default="onecycle", metadata=_help("learning-rate schedule: onecycle or constant"))
+    warmup_fraction: float = field(default=0.1, metadata=_help("share of steps warming up (onecycle)"))
+    lambda_nce: float = field(default=0.25, metadata=_help("weight of InfoNCE against the teacher's reps"))
+    lambda_kd: float = field(default=1.0, metadata=_help("weight of KL to the teacher's logits"))
+    lambda_cos: float = field(default=0.0, metadata=_help("weight of the group cosine penalty"))
+    max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata=_help("tokens per row (longer: truncated)"))
+    max_train_rows: int | None = field(default=None, metadata=_help("train on a stratified subset this size"))
+    holdout_fraction: float = field(default=0.05, metadata=_help("share of train held out for selection"))
+    holdout_max_rows: int = field(default=1000, metadata=_help("cap on the hold-out's rows"))
+    seed: int = field(default=0, metadata=_help("seed of init, groupings and hold-out"))
+    pca_init: bool = field(default=True, metadata=_help("Down (and the PCA composite) from layer-k PCA"))
+    mux_options: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("the mux kind's options (--mux-option KEY=VALUE)")
+    )
+    shared_prefix: bool | None = field(
+        default=None,
+        metadata=_help("causal decoders: common prompt prefix enters the tail as is (default: on for them)"),
+    )
+    use_cache: bool = field(default=True, metadata=_help("cache layer-k states and teacher outputs on disk"))
+
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> ConfigError:
+            return ConfigError(f"{flag(name)} must be {want}, got {getattr(self, name)!r}.")
+
+        ints = {"n": 2, "k": 0, "epochs": 1, "batch_groups": 1, "max_length": 2, "holdout_max_rows": 1}
+        for name, low in (ints | {"seed": 0}).items():
+            v = getattr(self, name)
+            if not _is_int(v) or v < low:
+                note = " (N = 1 has no adapters to train)" if name == "n" else ""
+                raise bad(name, f"an integer >= {low}{note}")
+        if self.max_train_rows is not None and (not _is_int(self.max_train_rows) or self.max_train_rows < 2):
+            raise bad("max_train_rows", "an integer >= 2 or unset")
+        for name in ("lr", "weight_decay", "warmup_fraction", "lambda_nce", "lambda_kd", "lambda_cos"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
+                raise bad(name, "a finite number >= 0")
+        if self.lr <= 0:
+            raise bad("lr", "> 0")
+        if not self.warmup_fraction < 1:
+            raise bad("warmup_fraction", "in [0, 1)")
+        if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
+            raise bad("holdout_fraction", "in (0, 1)")
+        if self.schedule not in ("onecycle", "constant"):
+            raise bad("schedule", "'onecycle' or 'constant'")
+        if self.kind not in valid_kinds():
+            raise bad("kind", "one of " + ", ".join(valid_kinds()))
+        for name in ("pca_init", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
+        if self.shared_prefix is not None and not isinstance(self.shared_prefix, bool):
+            raise bad("shared_prefix", "true, false or unset (automatic)")
+        if not isinstance(self.mux_options, dict):
+            raise ConfigError(f"mux_options must be a mapping of option to value, got {self.mux_options!r}.")
+        self.mux_options = resolve_options(self.kind, self.mux_options)  # checked; every option spelled out
+        if self.mux_options.get("pca_composite") and not self.pca_init:
+            raise ConfigError(
+                "the PCA composite needs --pca-init (its basis comes from the PCA of layer-k states): keep "
+                "--pca-init, or pass --mux-option pca_composite=false with --no-pca-init."
+            )
+
+    @property
+    def rows_per_step(self) -> int:
+        """Requests per optimizer step: batch_groups * n."""
+        return self.batch_groups * self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "train config") -> TrainConfig:
+        """Build from a mapping (YAML/JSON/flags); strings such as "1e-3" are converted. Configs written
+        before `mux_options` existed (flat f_hidden, up_hidden, pca_composite keys) are migrated."""
+        return config_from_dict(cls, _migrate(dict(data), source), source=source, flag=flag)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(load_yaml(path), source=str(path))
+
+
+def _migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
+    legacy = {
+        key: data.pop(key) for key in ("f_hidden", "up_hidden", "pca_composite", "up_norm") if key in data
+    }
+    if legacy.pop("up_norm", False):
+        raise ConfigError(f"{source}: up_norm is no longer supported (it did not help); remove it.")
+    if legacy:
+        options = dict(data.get("mux_options") or {})
+        options |= {k: v for k, v in legacy.items() if v is not None}
+        if data.get("kind", DEFAULT_KIND) not in ("revmux", "reversible"):
+            options.pop("pca_composite", None)
+            if data.get("kind") == "datamux":
+                options.pop("f_hidden", None)
+        data["mux_options"] = options
+    return data
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
