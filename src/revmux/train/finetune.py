@@ -130,7 +130,7 @@ def finetune(
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    accuracy = holdout_accuracy(
+    accuracy = classifier_accuracy(
         model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2, classify=classify
     )
     out = Path(out_dir)
@@ -162,7 +162,7 @@ def finetune(
 
 
 @torch.inference_mode()
-def holdout_accuracy(
+def classifier_accuracy(
     model: Any,
     tokenizer: Any,
     data: TaskData,
