@@ -299,7 +299,7 @@ def holdout_accuracy(
 ) -> float:
     """Accuracy on `source` averaged over `groupings` random groupings with fixed seeds (same every epoch),
     through evaluation's grouping loop (`revmux.evaluate.predict_grouping`)."""
-    from revmux.evaluate import predict_grouping  # evaluation imports nothing from training
+    from revmux.evaluate import predict_grouping  # the grouping loop of `revmux eval`
 
     was_training = model.training
     model.eval()
