@@ -21,6 +21,7 @@ from revmux.bench import (
     sorted_plain,
 )
 from revmux.cli import app
+from revmux.data import model_inputs
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
 from revmux.plots import frontier_series, throughput_series
@@ -111,7 +112,7 @@ def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir
     model = _model(tiny_dir, n=2)
     texts, _, _ = bench_texts()
     enc = model.view.tokenizer(texts[:40], padding="longest", return_tensors="pt")
-    batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    batch = model_inputs(enc)
     widths = []
     hook = model.view.model.register_forward_pre_hook(
         lambda _m, _a, kw: widths.append(tuple(kw["input_ids"].shape)), with_kwargs=True
@@ -120,7 +121,7 @@ def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir
         outs = sorted_plain(model, batch)()
     finally:
         hook.remove()
-    assert len(outs) == model.runs_for(20) == 4  # as many runs as the mux path: 20 groups -> 4 runs
+    assert len(outs) == model.run_count(20) == 4  # as many runs as the mux path: 20 groups -> 4 runs
     lengths = batch["attention_mask"].sum(1)
     order = torch.argsort(lengths, descending=True, stable=True)
     starts = [0, 10, 20, 30]

@@ -12,9 +12,9 @@ from revmux.data import (
     BUNDLED_SST2_DIR,
     TASKS,
     TaskData,
-    batches,
     load_hf_dataset,
     load_task,
+    model_inputs,
     read_table,
     split_fixed,
     split_holdout,
@@ -280,11 +280,6 @@ def test_split_fixed_qnli_4463_1000() -> None:
         split_fixed(dev, len(dev), seed=0)
 
 
-def test_batches() -> None:
-    assert list(batches(5, 2)) == [slice(0, 2), slice(2, 4), slice(4, 5)]
-    assert list(batches(0, 3)) == []
-
-
 # ---------------------------------------------------------------------------------------------- tokenize
 
 
@@ -309,3 +304,10 @@ def test_tokenize_single_and_pair(tokenizer) -> None:
     assert enc["token_type_ids"][0].max() == 1  # second segment marked
     sep = tokenizer.sep_token_id
     assert (enc["input_ids"][0] == sep).sum() == 2
+
+
+def test_model_inputs_keeps_only_what_backbones_accept(tokenizer) -> None:
+    enc = tokenizer(["a", "bb cc"], padding=True, return_offsets_mapping=True, return_length=True)
+    assert set(enc) > {"input_ids", "attention_mask", "token_type_ids"}
+    assert list(model_inputs(enc)) == ["input_ids", "attention_mask", "token_type_ids"]
+    assert model_inputs({"input_ids": [1], "offset_mapping": [(0, 1)]}) == {"input_ids": [1]}

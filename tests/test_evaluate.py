@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -15,8 +16,9 @@ from revmux.backbones import load_backbone
 from revmux.cli import app
 from revmux.data import TaskData, load_task, tokenize
 from revmux.errors import ConfigError, DataError
-from revmux.evaluate import evaluate, grouping_predictions
+from revmux.evaluate import _prefill, evaluate, grouping_predictions
 from revmux.model import MuxModel
+from revmux.train.cache import build_cache
 
 KEYS = {
     "task",
@@ -127,6 +129,64 @@ def test_groups_match_muxmodel_on_the_same_permutation(view, tiny_dir, dev, padd
         expected = model(tokenize(v.tokenizer, dev, 128), order=perm).argmax(-1)
     assert torch.equal(pred, expected)
     assert pred[perm[-1]] == teacher[perm[-1]]
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory, minilm_path) -> Path:
+    """A tiny random Llama classifier (causal, right padding) saved with the real MiniLM tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny_llama")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+        id2label={0: "negative", 1: "positive"}, initializer_range=0.2,
+    )  # fmt: skip
+    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(minilm_path).save_pretrained(directory)
+    return directory
+
+
+def _ragged(rows: int = 41) -> TaskData:
+    """Rows of very different lengths (1 to 60 words): short requests get grouped with long ones."""
+    words = ["a", "gripping", "film", "dull", "and", "overlong", "story", "with", "great", "acting"]
+    texts = [" ".join(words[(i * j + j) % 10] for j in range(1 + (i * 17) % 60)) for i in range(rows)]
+    return TaskData(texts, None, [i % 2 for i in range(rows)], ["negative", "positive"], "ragged")
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_eval_predictions_equal_muxmodel_forward_on_the_same_groupings(family, tiny_dir, llama_dir):
+    """`revmux eval` feeds the mux what serving feeds it: row for row the predictions of MuxModel.forward
+    on the same groupings, although evaluation prefills once in small length-sorted chunks."""
+    directory = tiny_dir if family == "bert" else llama_dir
+    model = _mux(load_backbone(directory), directory, 2)
+    data = _ragged()
+    _, preds = grouping_predictions(model, data, groupings=3, batch_size=2, seed=11)
+    inputs = tokenize(model.view.tokenizer, data, model.config.max_length)
+    assert inputs["attention_mask"].sum(1).min() <= 3 and inputs["attention_mask"].shape[1] >= 60
+    for r, pred in enumerate(preds):
+        perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(11 + r))
+        with torch.inference_mode():
+            expected = model(inputs, order=perm).argmax(-1)
+        assert torch.equal(pred, expected), f"grouping {r}"
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_eval_cache_and_serving_prefill_the_same_layer_k_states(family, tiny_dir, llama_dir, tmp_path):
+    """Evaluation's prefill, the training cache and one padded prefill agree at every column, padding included."""
+    directory = tiny_dir if family == "bert" else llama_dir
+    model = _mux(load_backbone(directory), directory, 2, k=2)
+    data = _ragged(rows=13)
+    inputs = tokenize(model.view.tokenizer, data, model.config.max_length)
+    with torch.inference_mode():
+        states, teacher = _prefill(model, data, 4, None, False)
+        full = model.prefill(inputs).hidden
+        plain = model.view.forward_unsplit(inputs).argmax(-1)
+    torch.testing.assert_close(states.hidden, full, atol=1e-5, rtol=1e-5)
+    assert torch.equal(states.mask, inputs["attention_mask"]) and torch.equal(teacher, plain)
+    cache = build_cache(model.view, 2, data, model.config.max_length, cache_root=tmp_path, progress=False)
+    cached = torch.from_numpy(np.array(cache.states)).float()
+    torch.testing.assert_close(cached, full, atol=1e-3, rtol=2e-3)  # stored in fp16
+    assert torch.equal(torch.from_numpy(np.array(cache.masks)).long(), inputs["attention_mask"])
 
 
 def test_seed_determinism_and_grouping_count(view, tiny_dir, dev):

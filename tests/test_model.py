@@ -208,12 +208,12 @@ def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_awa
     assert calls.count(0) == runs  # the prefill (layer 0 at k = 1) runs once per run, leftovers included
     assert calls.count(1) == runs + (batch_size % n > 0)  # the tail once per run, + the N = 1 leftovers
     with torch.inference_mode():
-        model.tail_buckets = 1
+        model.max_runs = 1
         single = model(batch, length_aware=length_aware)
     torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)
 
 
-def test_tail_buckets_on_a_causal_decoder():
+def test_bucketed_runs_on_a_causal_decoder():
     from transformers import AutoModelForSequenceClassification, LlamaConfig
 
     from revmux.backbones import view_for
@@ -240,7 +240,7 @@ def test_tail_buckets_on_a_causal_decoder():
     with torch.inference_mode():
         bucketed = model(batch, length_aware=True)
         bucketed_left = model(left, length_aware=True)
-        model.tail_buckets = 1
+        model.max_runs = 1
         single = model(batch, length_aware=True)
         single_left = model(left, length_aware=True)
     torch.testing.assert_close(bucketed, single, atol=1e-5, rtol=1e-5)

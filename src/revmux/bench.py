@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from revmux.data import model_inputs
 from revmux.errors import ConfigError, DataError, RevmuxError
-from revmux.model import MuxModel, plan_groups, real_ends
+from revmux.model import MuxModel, plan_groups
 from revmux.prompting import prompt_texts
+from revmux.runs import bucketed_runs
 
 VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -202,12 +204,11 @@ def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], obje
     mask = batch["attention_mask"]
     B = mask.shape[0]
     order = torch.argsort(mask.sum(1), descending=True, stable=True)
-    n_runs = model.runs_for(B // model.n if model.n > 1 else 0)
-    last_real = real_ends(mask)
-    subs = []
-    for rows in order.tensor_split(n_runs):
-        t = int(last_real[rows].max())
-        subs.append({key: value[rows][:, :t] for key, value in batch.items()})
+    n_runs = model.run_count(B // model.n if model.n > 1 else 0)
+    subs = [
+        {key: value[rows][:, cols] for key, value in batch.items()}
+        for rows, cols in bucketed_runs(mask, order, n_runs)
+    ]
 
     def run() -> object:
         with torch.inference_mode():
@@ -331,7 +332,7 @@ def _bench_one(
     batch_texts, batch_pairs = prompt_texts(view.tokenizer, view.prompt, batch_texts, batch_pairs, max_length)
     kw = {"padding": "longest", "truncation": True, "max_length": max_length, "return_tensors": "pt"}
     enc = view.tokenizer(batch_texts, text_pair=batch_pairs, **kw)
-    batch = {k: enc[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+    batch = {k: v.to(dev) for k, v in model_inputs(enc).items()}
 
     def plain() -> object:
         with torch.inference_mode():

@@ -240,21 +240,20 @@ def split_fixed(data: TaskData, n_heldout: int, *, seed: int) -> tuple[TaskData,
     return rest_data, held_data
 
 
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(encoding: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a tokenizer's output that the backbones accept (`MODEL_INPUT_KEYS`), nothing else."""
+    return {k: encoding[k] for k in MODEL_INPUT_KEYS if k in encoding}
+
+
 def tokenize(tokenizer: Any, data: TaskData, max_length: int) -> dict[str, torch.Tensor]:
     """Tokenize all rows into one padded batch: input_ids, attention_mask (+ token_type_ids if given)."""
     if len(data) == 0:
         raise DataError(f"{data.source}: no rows to tokenize.")
     kw = {"padding": "longest", "truncation": True, "max_length": max_length, "return_tensors": "pt"}
-    enc = tokenizer(data.texts, text_pair=data.pairs, **kw)
-    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
-
-
-def batches(n: int, batch_size: int) -> Iterator[slice]:
-    """Consecutive slices covering range(n), `batch_size` rows each (the last may be shorter)."""
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}.")
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
+    return model_inputs(tokenizer(data.texts, text_pair=data.pairs, **kw))
 
 
 # ----------------------------------------------------------------------------------------------- internals

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,18 +57,14 @@ class EvalReport:
 
 @dataclass
 class _Prefilled:
-    """Layer-k states of every row, padded to the set's longest on the tokenizer's padding side."""
+    """Layer-k states of every row at the set's full padded width T, padding columns included."""
 
     hidden: Tensor  # (M, T, d)
     mask: Tensor  # (M, T)
-    lengths: Tensor  # (M,)
-    left_padded: bool
 
     def rows(self, view: Any, idx: Tensor) -> LayerState:
-        """A LayerState for rows `idx`, trimmed to their longest (left padding keeps the last columns)."""
-        T = int(self.lengths[idx].max())
-        cols = slice(self.mask.shape[1] - T, None) if self.left_padded else slice(0, T)
-        return view.composite_state(self.hidden[idx, cols], self.mask[idx, cols])
+        """A LayerState for rows `idx`, trimmed to the columns holding their real tokens (`view.trim`)."""
+        return view.trim(LayerState(self.hidden[idx], self.mask[idx]))
 
 
 def evaluate(
@@ -158,21 +155,39 @@ def grouping_predictions(
         for r in _steps(range(groupings), progress, "groupings"):
             perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
             pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
-            for s in range(0, m, chunk):
-                idx = perm[s : min(s + chunk, m)]
-                order = torch.arange(idx.numel(), device=view.device)
-                logits = model.forward_from_prefill(
-                    states.rows(view, idx.to(view.device)), order=order
-                ).logits
-                pred[idx] = logits.argmax(-1).cpu()
+            predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm[:m], chunk, pred)
             preds.append(pred)
     return teacher, preds
+
+
+def predict_grouping(
+    model: MuxModel, states: Callable[[Tensor], LayerState], perm: Tensor, rows_per_pass: int, out: Tensor
+) -> Tensor:
+    """Write into `out` (M,) the predictions for the rows of `perm`, whose consecutive runs of N are the groups.
+
+    `states(rows)` gives the layer-k states of `rows`; `rows_per_pass` rows (a multiple of N for whole
+    groups) go through `forward_from_prefill` at a time, the last `len(rows) mod N` of a pass at N = 1.
+    The grouping loop of evaluation and of the training hold-out. Returns `out`.
+    """
+    for rows in perm.split(rows_per_pass):
+        if not rows.numel():
+            continue
+        order = torch.arange(rows.numel(), device=model.view.device)
+        logits = model.forward_from_prefill(states(rows), order=order).logits
+        out[rows] = logits.argmax(-1).to(out.device)
+    return out
 
 
 def _prefill(
     model: MuxModel, data: TaskData, chunk: int, max_length: int | None, progress: bool
 ) -> tuple[_Prefilled, Tensor]:
-    """Tokenize once, prefill layers [0, k) in length-sorted chunks; teacher predictions from the same states."""
+    """Tokenize once and prefill layers [0, k) in length-sorted chunks; teacher predictions from the same states.
+
+    Every row is prefilled at the set's full padded width T, so its padding columns hold the states the
+    backbone computes there, as in serving (`MuxModel.forward`) and the training cache: a short request
+    grouped with a longer one is mixed with its own padding states, not zeros. The teacher runs on each
+    chunk trimmed to its real columns.
+    """
     view = model.view
     tokenizer = view.tokenizer
     if tokenizer is None:
@@ -180,20 +195,15 @@ def _prefill(
     inputs = tokenize(tokenizer, data, max_length or model.config.max_length)
     mask = inputs["attention_mask"]
     M, T = mask.shape
-    lengths = mask.sum(1)
-    left = getattr(tokenizer, "padding_side", "right") == "left"
     hidden = torch.zeros(M, T, view.hidden_size, dtype=view.dtype, device=view.device)
     teacher = torch.empty(M, dtype=torch.long)
-    sorted_rows = torch.argsort(lengths, stable=True)
+    sorted_rows = torch.argsort(mask.sum(1), stable=True)
     for s in _steps(range(0, M, chunk), progress, "prefill"):
         idx = sorted_rows[s : s + chunk]
-        t = int(lengths[idx].max())
-        cols = slice(T - t, None) if left else slice(0, t)
-        batch = {key: v[idx, cols].to(view.device) for key, v in inputs.items()}
-        state = model.prefill(batch)
-        hidden[idx.to(view.device), cols] = state.hidden
-        teacher[idx] = model.teacher_from_prefill(state)[1].argmax(-1).cpu()
-    return _Prefilled(hidden, mask.to(view.device), lengths.to(view.device), left), teacher
+        state = model.prefill({key: v[idx].to(view.device) for key, v in inputs.items()})
+        hidden[idx.to(view.device)] = state.hidden
+        teacher[idx] = model.teacher_from_prefill(view.trim(state))[1].argmax(-1).cpu()
+    return _Prefilled(hidden, mask.to(view.device)), teacher
 
 
 def _share(hits: Tensor) -> float:

@@ -19,6 +19,7 @@ from revmux.backbones import BackboneView, LayerState, backbone_hash, load_backb
 from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, WEIGHTS_NAME, MuxConfig
 from revmux.errors import CheckpointError, ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
+from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, run_count
 
 
 @dataclass
@@ -59,9 +60,10 @@ class MuxModel(nn.Module):
         self.mux = (
             mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **config.options)
         )
-        self.length_aware = False
-        self.tail_buckets = 4  # see `_tail`; 1 runs the tail once over the whole padded batch
-        self.min_bucket = 4  # composites per prefill/tail run at least (see `runs_for`)
+        # prefill and tail run in up to `max_runs` runs of at least `min_groups_per_run` composites, each
+        # cut after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
+        self.max_runs = MAX_RUNS
+        self.min_groups_per_run = MIN_GROUPS_PER_RUN
 
     @classmethod
     def from_backbone(
@@ -121,25 +123,26 @@ class MuxModel(nn.Module):
         return self.view.run_layers(state, 0, self.k)
 
     def forward(
-        self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool | None = None
+        self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool = False
     ) -> Tensor:
         """Logits (B, C) in input order for a tokenized batch of any size B.
 
         The prefill runs in the same runs of consecutive groups as the tail (see `_tail`), each cut after
         its own last real column; the result equals one prefill over the padded batch.
         """
-        la = self.length_aware if length_aware is None else length_aware
         mask = inputs.get("attention_mask")
-        if mask is None or self.runs_for(mask.shape[0] // self.n if self.n > 1 else 0) == 1:
-            return self.forward_from_prefill(self.prefill(inputs), order=order, length_aware=la).logits
-        perm = plan_groups(mask.sum(1), self.n, length_aware=la, order=order)
-        return self.forward_from_prefill(self._prefill_runs(inputs, perm), order=perm, length_aware=la).logits
+        if mask is None or self.run_count(mask.shape[0] // self.n if self.n > 1 else 0) == 1:
+            return self.forward_from_prefill(
+                self.prefill(inputs), order=order, length_aware=length_aware
+            ).logits
+        perm = plan_groups(mask.sum(1), self.n, length_aware=length_aware, order=order)
+        return self.forward_from_prefill(self._prefill_runs(inputs, perm), order=perm).logits
 
-    def runs_for(self, groups: int) -> int:
+    def run_count(self, groups: int) -> int:
         """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
-        if self.view.reads_all_positions or groups == 0:
+        if self.view.reads_all_positions:
             return 1
-        return max(1, min(self.tail_buckets, groups // self.min_bucket))
+        return run_count(groups, max_runs=self.max_runs, min_groups_per_run=self.min_groups_per_run)
 
     def _prefill_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> LayerState:
         """`prefill` in the tail's runs of groups (in `perm` order), each cut after its last real column.
@@ -149,17 +152,11 @@ class MuxModel(nn.Module):
         """
         state = self.view.embed(inputs)
         mask = state.attention_mask
-        B = mask.shape[0]
-        G = B // self.n
-        last_real = real_ends(mask)
         hidden = torch.zeros_like(state.hidden)
-        runs = list(torch.arange(G, device=mask.device).tensor_split(self.runs_for(G)))
-        for i, groups in enumerate(runs):
-            stop = B if i == len(runs) - 1 else int(groups[-1] + 1) * self.n  # leftovers join the last run
-            rows = perm[int(groups[0]) * self.n : stop]
-            t = int(last_real[rows].max())
-            out = self.view.run_layers(_cut(_select(state, rows), t), 0, self.k)
-            hidden[rows, :t] = out.hidden
+        runs = self.run_count(mask.shape[0] // self.n)
+        for rows, cols in bucketed_runs(mask, perm, runs, group_size=self.n):  # leftovers join the last run
+            out = self.view.run_layers(_cut(_select(state, rows), cols.stop), 0, self.k)
+            hidden[rows, : cols.stop] = out.hidden
         return state.with_hidden(hidden)
 
     def forward_from_prefill(
@@ -167,7 +164,7 @@ class MuxModel(nn.Module):
         state: LayerState,
         *,
         order: Tensor | None = None,
-        length_aware: bool | None = None,
+        length_aware: bool = False,
         return_down: bool = False,
     ) -> MuxOutput:
         """Mux groups of N from layer-k states, run the tail once per group, demux, read the head.
@@ -178,9 +175,7 @@ class MuxModel(nn.Module):
         mask = state.attention_mask
         B, T = mask.shape
         N = self.n
-        lengths = mask.sum(1)
-        la = self.length_aware if length_aware is None else length_aware
-        perm = plan_groups(lengths, N, length_aware=la, order=order)
+        perm = plan_groups(mask.sum(1), N, length_aware=length_aware, order=order)
         G = B // N if N > 1 else 0
         m = G * N
         reads: list[Tensor] = []
@@ -220,31 +215,27 @@ class MuxModel(nn.Module):
         return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
 
     def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
-        """Layers [k, L) on composites (G, T, d), in up to `tail_buckets` runs of consecutive composites.
+        """Layers [k, L) on composites (G, T, d), in up to `max_runs` runs of consecutive composites.
 
         Each run is cut after its own last real column, so composites of short requests (adjacent when
         grouping is length-aware) skip the padding of the batch's longest one. Only trailing padding is
         cut: the columns kept are unchanged, so the result equals one run over the whole batch.
         """
         G = comp_mask.shape[0]
-        n_runs = self.runs_for(G)
+        n_runs = self.run_count(G)
         if n_runs == 1:
             return self.view.run_layers(
                 self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers
             ).hidden
         out = torch.zeros_like(comp)
-        last_real = real_ends(comp_mask)
-        for chunk in torch.arange(G, device=comp.device).tensor_split(n_runs):
-            t = int(last_real[chunk].max())
-            state = self.view.composite_state(comp[chunk, :t], comp_mask[chunk, :t])
-            out[chunk, :t] = self.view.run_layers(state, self.k, self.view.num_layers).hidden
+        for chunk, cols in bucketed_runs(comp_mask, torch.arange(G, device=comp.device), n_runs):
+            state = self.view.composite_state(comp[chunk, cols], comp_mask[chunk, cols])
+            out[chunk, cols] = self.view.run_layers(state, self.k, self.view.num_layers).hidden
         return out
 
     def teacher_from_prefill(self, state: LayerState) -> tuple[Tensor, Tensor]:
         """The unmultiplexed model from layer k: (what the head reads, logits). The teacher of training."""
-        out = self.view.run_layers(state, self.k, self.view.num_layers)
-        rep = self.view.gather(out)
-        return rep, self.view.head(rep, out.attention_mask)
+        return self.view.complete(state, self.k)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -375,11 +366,6 @@ def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-
     lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
     cols = torch.arange(h.shape[2], device=h.device)
     return lead & (cols < stop.unsqueeze(1))
-
-
-def real_ends(mask: Tensor) -> Tensor:
-    """(B,) for a (B, T) attention mask: one past each row's last real column (T for left padding)."""
-    return mask.shape[1] - torch.argmax(mask.flip(1).to(torch.int8), dim=1)
 
 
 def _cut(state: LayerState, t: int) -> LayerState:

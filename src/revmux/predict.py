@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from revmux.data import model_inputs
 from revmux.errors import ConfigError, InputError
 from revmux.model import MuxModel
 from revmux.prompting import prompt_texts
@@ -53,8 +54,7 @@ def predict(
                 max_length=limit,
                 return_tensors="pt",
             )
-            keys = ("input_ids", "attention_mask", "token_type_ids")
-            inputs = {key: enc[key].to(view.device) for key in keys if key in enc}
+            inputs = {key: v.to(view.device) for key, v in model_inputs(enc).items()}
             probs = model(inputs).float().softmax(-1)
             scores, ids = probs.topk(k, dim=-1)
             for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):

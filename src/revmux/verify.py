@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from revmux.backbones import BackboneView
+from revmux.data import model_inputs
 from revmux.mux import RevMUX
 
 SAMPLE_SENTENCES = (
@@ -67,9 +68,7 @@ def sample_inputs(view: BackboneView, texts: Sequence[str] = SAMPLE_SENTENCES) -
     if view.tokenizer is None:
         raise ValueError("the view has no tokenizer; load it with revmux.backbones.load_backbone")
     enc = view.tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-    return {
-        k: v.to(view.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-    }
+    return {k: v.to(view.device) for k, v in model_inputs(enc).items()}
 
 
 @torch.inference_mode()

@@ -150,3 +150,18 @@ def test_real_token_states_and_missing_tokenizer(view, data, tmp_path):
         build_cache(bare, K, data, MAX_LENGTH, cache_root=tmp_path, progress=False)
     with pytest.raises(ConfigError, match="--k must be in"):
         build_cache(view, 3, data, MAX_LENGTH, cache_root=tmp_path, progress=False)
+
+
+def test_teacher_outputs_are_the_one_teacher_pass(view, data):
+    """teacher_outputs, MuxModel.teacher_from_prefill and forward_unsplit are one computation (BackboneView.complete)."""
+    from revmux.model import MuxModel
+
+    rows = torch.arange(0, 12)
+    live = LivePrefill(view, K, data, MAX_LENGTH)
+    state, reps, logits, _ = live.batch(rows)
+    model = MuxModel.from_backbone(view, n=2, k=K)
+    with torch.inference_mode():
+        model_reps, model_logits = model.teacher_from_prefill(state)
+        plain = view.forward_unsplit(tokenize(view.tokenizer, data.subset(rows.tolist()), MAX_LENGTH))
+    assert torch.equal(reps, model_reps.float()) and torch.equal(logits, model_logits.float())
+    torch.testing.assert_close(logits, plain, atol=1e-5, rtol=1e-5)

@@ -15,7 +15,8 @@ from revmux.data import tokenize
 from revmux.errors import ConfigError
 from revmux.model import MuxModel
 from revmux.train import TrainConfig, select_rows, train
-from revmux.train.trainer import LOG_NAME, OPTIM_NAME, STATE_NAME, _scheduler
+from revmux.train.cache import LivePrefill
+from revmux.train.trainer import LOG_NAME, OPTIM_NAME, STATE_NAME, _generator, _scheduler, holdout_accuracy
 from tests.train import one_thread, toy_task, toy_view
 
 FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3}
@@ -133,6 +134,28 @@ def test_live_prefill_matches_the_cache_up_to_fp16(view, data, tmp_path):
     assert live.history[0]["loss"] == pytest.approx(cached.history[0]["loss"], abs=2e-3)
     assert live.best_holdout_accuracy == pytest.approx(cached.best_holdout_accuracy, abs=0.1)
     assert not list((tmp_path / "cache").glob(".tmp*"))
+
+
+def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
+    """The hold-out (through evaluation's grouping loop) equals a direct count per step of rows."""
+    model = MuxModel.from_backbone(view, n=2, k=1)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.mux.parameters():
+            p.normal_(0.0, 0.3)
+    source = LivePrefill(view, 1, data.subset(range(45)), 32)  # odd: every grouping has a leftover
+    config = TrainConfig(**{**FAST, "batch_groups": 4})
+    expected = []
+    with torch.no_grad():
+        for r in range(2):
+            perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
+            correct = 0
+            for rows in perm.split(config.rows_per_step):
+                state, _, _, labels = source.batch(rows)
+                logits = model.forward_from_prefill(state, order=torch.arange(len(rows))).logits
+                correct += int((logits.argmax(-1) == labels).sum())
+            expected.append(correct / len(source))
+    assert holdout_accuracy(model, source, config, groupings=2) == sum(expected) / 2
 
 
 @pytest.mark.parametrize(

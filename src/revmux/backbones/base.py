@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from revmux.errors import ConfigError
+from revmux.runs import real_columns
 
 _HASH_IGNORED_CONFIG_KEYS = {
     "transformers_version",
@@ -127,6 +128,12 @@ class BackboneView(ABC):
         """State for a composite sequence (mixed requests) with the given mask, positions as the model's default."""
         return LayerState(hidden=hidden, attention_mask=attention_mask, position_ids=None)
 
+    def trim(self, state: LayerState) -> LayerState:
+        """`state` cut to the columns holding its rows' real tokens (leading padding too, for left padding),
+        rebuilt with `composite_state`: how layer-k states of a few rows are fed to layers [k, L)."""
+        cols = real_columns(state.attention_mask, leading=True)
+        return self.composite_state(state.hidden[:, cols], state.attention_mask[:, cols])
+
     def read_index(self, attention_mask: Tensor) -> Tensor:
         """(B,) position the head reads for each request (CLS for encoders; overridden by decoders)."""
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
@@ -142,6 +149,15 @@ class BackboneView(ABC):
     def head(self, read: Tensor, attention_mask: Tensor) -> Tensor:
         """Frozen head on what `gather` returned: logits (B, num_labels)."""
 
+    def complete(self, state: LayerState, start: int) -> tuple[Tensor, Tensor]:
+        """Layers [start, L) and the head on `state`, unmultiplexed: (what the head read, logits).
+
+        The teacher pass of training and evaluation, and the N = 1 leftovers of a multiplexed batch.
+        """
+        out = self.run_layers(state, start, self.num_layers)
+        read = self.gather(out)
+        return read, self.head(read, out.attention_mask)
+
     @abstractmethod
     def forward_unsplit(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """The Hugging Face model's own forward: logits (B, num_labels). The reference for exactness."""
@@ -150,10 +166,7 @@ class BackboneView(ABC):
         """embed -> [0, k) -> [k, L) -> head: must equal `forward_unsplit` for every k in [0, L]."""
         if not 0 <= k <= self.num_layers:
             raise ConfigError(f"split point k must be in [0, {self.num_layers}], got {k}.")
-        state = self.embed(inputs)
-        state = self.run_layers(state, 0, k)
-        state = self.run_layers(state, k, self.num_layers)
-        return self.head(self.gather(state), state.attention_mask)
+        return self.complete(self.run_layers(self.embed(inputs), 0, k), k)[1]
 
     def _check_range(self, start: int, stop: int) -> None:
         if not 0 <= start <= stop <= self.num_layers:

@@ -22,6 +22,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 
 from revmux.backbones.base import BackboneView, LayerState
 from revmux.errors import ConfigError, UnsupportedModelError
+from revmux.runs import last_real_index
 
 # Families whose *Model.forward keys masks (and layers) by `config.layer_types`.
 _LAYER_TYPED = frozenset({"qwen2", "gemma2", "gemma3_text"})
@@ -116,8 +117,7 @@ class DecoderView(BackboneView):
 
     def read_index(self, attention_mask: Tensor) -> Tensor:
         """(B,) index of each row's last real token, for right and left padding alike."""
-        t = attention_mask.shape[1]
-        return t - 1 - attention_mask.flip(1).to(torch.long).argmax(dim=1)
+        return last_real_index(attention_mask)
 
     def head(self, read: Tensor, attention_mask: Tensor) -> Tensor:
         """Final norm, then `score`, or `lm_head` (+ gemma2/3 final softcap) restricted to the verbalizer."""

@@ -28,8 +28,6 @@ VIEWS: dict[str, str] = {
     "t5": "revmux.backbones.t5:T5View",
 }
 
-ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet")
-DECODER_TYPES = ("llama", "qwen2", "mistral", "gemma", "gemma2", "gemma3_text")
 SEQ2SEQ_TYPES = ("t5",)
 
 

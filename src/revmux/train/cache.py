@@ -35,6 +35,8 @@ from revmux.backbones import BackboneView, LayerState, backbone_hash
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError
 from revmux.paths import cache_dir
+from revmux.runs import real_columns
+from revmux.train.losses import pooled
 
 CACHE_FORMAT = 1
 META_NAME = "meta.json"
@@ -127,13 +129,11 @@ class PrefillCache:
         the last T' for left padding; the state is rebuilt with `view.composite_state` (default positions).
         """
         idx = rows.detach().cpu().numpy().astype(np.int64)
-        masks = self.masks[idx]
-        T = masks.shape[1]
-        t = int(masks.sum(1).max())
-        cols = slice(T - t, T) if self.left_padded else slice(0, t)
+        masks = torch.from_numpy(np.ascontiguousarray(self.masks[idx]))
+        cols = real_columns(masks, leading=True)
         device = self.view.device
         hidden = torch.from_numpy(np.ascontiguousarray(self.states[idx, cols])).to(device, self.view.dtype)
-        mask = torch.from_numpy(np.ascontiguousarray(masks[:, cols])).to(device, torch.long)
+        mask = masks[:, cols].to(device, torch.long)
         reps = torch.from_numpy(np.asarray(self.teacher_reps[idx])).to(device, torch.float32)
         logits = torch.from_numpy(np.asarray(self.teacher_logits[idx])).to(device, torch.float32)
         labels = torch.from_numpy(self.labels[idx]).to(device)
@@ -151,6 +151,11 @@ class LivePrefill:
 
     def __len__(self) -> int:
         return len(self.data)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(M,) gold labels of every row, as `PrefillCache.labels`."""
+        return np.asarray(self.data.labels, dtype=np.int64)
 
     @torch.no_grad()
     def batch(self, rows: Tensor) -> Batch:
@@ -246,19 +251,9 @@ def _tokenizer(view: BackboneView) -> Any:
 
 def teacher_outputs(view: BackboneView, state: LayerState, k: int) -> tuple[Tensor, Tensor]:
     """(rep (B, d), logits) of the unmultiplexed model run from layer-k `state` through layers [k, L) and
-    the head; all-position reads are mean-pooled."""
-    out = view.run_layers(state, k, view.num_layers)
-    rep = view.gather(out)
-    logits = view.head(rep, out.attention_mask)
-    if rep.dim() == 3:
-        m = out.attention_mask.to(rep.dtype).unsqueeze(-1)
-        rep = (rep * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return rep, logits
-
-
-def _trim(view: BackboneView, state: LayerState, t: int, left: bool) -> LayerState:
-    cols = slice(state.hidden.shape[1] - t, None) if left else slice(0, t)
-    return view.composite_state(state.hidden[:, cols], state.attention_mask[:, cols])
+    the head (`view.complete`); all-position reads are mean-pooled over real tokens."""
+    rep, logits = view.complete(state, k)
+    return pooled(rep, state.attention_mask), logits
 
 
 def _write(
@@ -279,9 +274,7 @@ def _write(
     mask = enc["attention_mask"]
     M, T = mask.shape
     d, C = view.hidden_size, view.num_labels
-    lengths = mask.sum(1)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    left = meta["padding_side"] == "left"
+    order = torch.argsort(mask.sum(1), descending=True, stable=True)
     states = np.memmap(directory / _FILES["states"], dtype=np.float16, mode="w+", shape=(M, T, d))
     reps = np.zeros((M, d), dtype=np.float16)
     logits = np.zeros((M, C), dtype=np.float32)
@@ -299,7 +292,7 @@ def _write(
                     "train with --no-cache, or choose another --k."
                 )
             states[idx] = h16.numpy()
-            rep, lg = teacher_outputs(view, _trim(view, state, int(lengths[rows].max()), left), k)
+            rep, lg = teacher_outputs(view, view.trim(state), k)
             reps[idx] = rep.to("cpu", torch.float16).numpy()
             logits[idx] = lg.to("cpu", torch.float32).numpy()
             bar.advance(task, len(rows))

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from revmux.data import TaskData, split_holdout
+from revmux.data import TaskData, model_inputs, split_holdout
 from revmux.errors import ConfigError, DataError, RevmuxError
 
 LOG_NAME = "finetune_log.json"
@@ -130,7 +130,7 @@ def finetune(
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    accuracy = holdout_accuracy(
+    accuracy = classifier_accuracy(
         model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2, classify=classify
     )
     out = Path(out_dir)
@@ -162,7 +162,7 @@ def finetune(
 
 
 @torch.inference_mode()
-def holdout_accuracy(
+def classifier_accuracy(
     model: Any,
     tokenizer: Any,
     data: TaskData,
@@ -253,8 +253,7 @@ def _check_args(
 def _encode(tokenizer: Any, data: TaskData, max_length: int) -> dict[str, Any]:
     """Unpadded token ids of every row (truncated to `max_length`) and their lengths."""
     enc = tokenizer(data.texts, text_pair=data.pairs, truncation=True, max_length=max_length)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    out: dict[str, Any] = {k: enc[k] for k in keys}
+    out: dict[str, Any] = model_inputs(enc)
     out["lengths"] = [len(ids) for ids in enc["input_ids"]]
     return out
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from revmux.runs import masked_mean
+
 
 def info_nce(student: Tensor, teacher: Tensor, scale: float = 20.0) -> Tensor:
     """InfoNCE of student reps (B, d) against teacher reps (B, d): cosine similarity * `scale`,
@@ -51,10 +53,7 @@ def group_cos_penalty(down: Tensor, mask: Tensor | None = None) -> Tensor:
 
 def pooled(rep: Tensor, attention_mask: Tensor) -> Tensor:
     """(B, d) as is; (B, T, d) -> masked mean over real tokens (B, d), for heads that read every position."""
-    if rep.dim() == 2:
-        return rep
-    m = attention_mask.to(rep.dtype).unsqueeze(-1)
-    return (rep * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return rep if rep.dim() == 2 else masked_mean(rep, attention_mask)
 
 
 def mux_loss(

@@ -183,18 +183,19 @@ def holdout_accuracy(
     config: TrainConfig,
     groupings: int = HOLDOUT_GROUPINGS,
 ) -> float:
-    """Accuracy on `source` averaged over `groupings` random groupings with fixed seeds (same every epoch)."""
+    """Accuracy on `source` averaged over `groupings` random groupings with fixed seeds (same every epoch),
+    through evaluation's grouping loop (`revmux.evaluate.predict_grouping`)."""
+    from revmux.evaluate import predict_grouping  # the grouping loop of `revmux eval`
+
     was_training = model.training
     model.eval()
+    labels = torch.as_tensor(source.labels, dtype=torch.long)
     accuracies = []
     for r in range(groupings):
         perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
-        correct = 0
-        for rows in perm.split(config.rows_per_step):
-            state, _, _, labels = source.batch(rows)
-            logits = model.forward_from_prefill(state, order=torch.arange(len(rows))).logits
-            correct += int((logits.argmax(-1) == labels).sum())
-        accuracies.append(correct / len(source))
+        pred = torch.full_like(labels, -1)
+        predict_grouping(model, lambda rows: source.batch(rows)[0], perm, config.rows_per_step, pred)
+        accuracies.append(int((pred == labels).sum()) / len(source))
     model.train(was_training)
     return sum(accuracies) / len(accuracies)
 

@@ -1,0 +1,97 @@
+"""Runs: where padding is in a padded batch, and how the batch is cut into runs that skip it.
+
+What it is: pure functions on (B, T) attention masks and row orderings, shared by the prefill and
+tail of `MuxModel`, the length-sorted plain baseline of `revmux bench`, the prefill cache of training
+and evaluation. A *run* is a set of consecutive rows of an ordering (whole groups of N when
+multiplexing) that a backbone slice processes together, cut to the columns holding its real tokens.
+Cutting only trailing padding keeps every kept column exact; leading padding (left-padded
+tokenizers) is cut only where the caller's positions allow it (`leading=True`).
+
+How many runs: `run_count(G)` splits G composites into at most `MAX_RUNS` runs of at least
+`MIN_GROUPS_PER_RUN` groups each (1 run: no split). These are the two knobs, also attributes of
+`MuxModel` (`max_runs`, `min_groups_per_run`).
+What it is not: anything that runs a model or knows about tokenizers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+MAX_RUNS = 4  # runs a batch is cut into at most (1: one run over the whole padded batch)
+MIN_GROUPS_PER_RUN = 4  # composites per run at least, so short runs do not cost more than they save
+
+
+def real_ends(mask: Tensor) -> Tensor:
+    """(B,) for a (B, T) attention mask: one past each row's last real column (T for left padding)."""
+    return mask.shape[1] - torch.argmax(mask.flip(1).to(torch.int8), dim=1)
+
+
+def last_real_index(mask: Tensor) -> Tensor:
+    """(B,) index of each row's last real column, for right and left padding alike."""
+    return real_ends(mask).to(torch.long) - 1
+
+
+def real_columns(mask: Tensor, *, leading: bool = False) -> slice:
+    """The columns of a (B, T) mask that hold a real token of some row: [0, last end), or with
+    `leading` also without the columns before the earliest first real token (left padding)."""
+    stop = int(real_ends(mask).max()) if mask.shape[0] else 0
+    start = int(torch.argmax(mask.to(torch.int8), dim=1).min()) if leading and mask.shape[0] else 0
+    return slice(start, stop)
+
+
+def run_count(groups: int, *, max_runs: int = MAX_RUNS, min_groups_per_run: int = MIN_GROUPS_PER_RUN) -> int:
+    """How many runs `groups` composites are cut into: at most `max_runs`, each of at least
+    `min_groups_per_run` groups (1: no split)."""
+    if groups <= 0:
+        return 1
+    return max(1, min(max_runs, groups // max(1, min_groups_per_run)))
+
+
+def split_runs(
+    order: Tensor, runs: int | None = None, *, group_size: int = 1, rows_per_run: int | None = None
+) -> list[Tensor]:
+    """Cut the ordering `order` (B,) into runs of consecutive rows.
+
+    `runs`: that many runs of whole groups of `group_size` rows, as equal as `tensor_split` makes them;
+    the last B mod `group_size` rows (leftovers) join the last run. `rows_per_run`: runs of that many
+    rows instead (the last may be shorter).
+    """
+    if rows_per_run is not None:
+        return list(order.split(rows_per_run))
+    B = order.shape[0]
+    G = B // group_size
+    if runs is None or runs <= 1 or G == 0:
+        return [order]
+    q, r = divmod(G, runs)
+    sizes = [q + 1] * r + [q] * (runs - r)
+    stops, total = [], 0
+    for size in sizes:
+        if size:
+            total += size * group_size
+            stops.append(total)
+    stops[-1] = B
+    starts = [0, *stops[:-1]]
+    return [order[a:b] for a, b in zip(starts, stops, strict=True)]
+
+
+def bucketed_runs(
+    mask: Tensor,
+    order: Tensor,
+    runs: int | None = None,
+    *,
+    group_size: int = 1,
+    rows_per_run: int | None = None,
+    leading: bool = False,
+) -> list[tuple[Tensor, slice]]:
+    """(rows, columns) per run of `split_runs(order, ...)`: each run's rows and `real_columns` of them."""
+    out = []
+    for rows in split_runs(order, runs, group_size=group_size, rows_per_run=rows_per_run):
+        out.append((rows, real_columns(mask[rows], leading=leading)))
+    return out
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, d) -> (B, d): the mean over each row's real tokens (mask (B, T), 1 for real)."""
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
