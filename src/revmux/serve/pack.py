@@ -4,8 +4,9 @@ What it is: `load_pack(pack=DIR)` loads every adapter directory in DIR (DIR itse
 mux_config.json, else its direct subdirectories that do, e.g. DIR/n2, DIR/n4; `checkpoints/` of
 a training run are skipped), or `load_pack(adapter=DIR)` loads one. N = 1 is always the teacher
 itself (the Hugging Face model's own forward), so a single N = 4 adapter serves widths {1, 4}.
-Every adapter must name the same backbone (content hash) and labels, and each N appears once;
-anything else is a CheckpointError naming the directories and the fix, raised before serving.
+Every adapter must name the same backbone (content hash) and labels, encode requests alike (the same
+`RequestEncoder`: prompt, max_length, verbalizer ids, tokenizer), and each N appears once; anything
+else is a CheckpointError naming the directories, the difference and the fix, raised before serving.
 What it is not: a model registry or hot reload.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from revmux.backbones import BackboneView, backbone_hash, load_backbone
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, MuxConfig
+from revmux.encoding import RequestEncoder
 from revmux.errors import CheckpointError, ConfigError
 from revmux.model import MuxModel, check_compatible
 
@@ -31,6 +33,7 @@ class AdapterPack:
     weight_hashes: dict[int, str] = field(default_factory=dict)
     backbone: str = ""
     backbone_hash: str = ""
+    encoder: RequestEncoder | None = None  # the one encoder all adapters share (checked by load_pack)
 
     @property
     def widths(self) -> list[int]:
@@ -43,9 +46,14 @@ class AdapterPack:
                 return list(model.config.label_names)
         return self.view.label_names
 
+    def __post_init__(self) -> None:
+        if self.encoder is None:
+            first = next(iter(self.models.values()), None)
+            self.encoder = first.encoder if first is not None else RequestEncoder(self.view.tokenizer)
+
     @property
     def max_length(self) -> int:
-        return max((m.config.max_length for m in self.models.values()), default=128)
+        return self.encoder.max_length
 
 
 def find_adapter_dirs(pack: str | Path) -> list[Path]:
@@ -101,9 +109,12 @@ def load_pack(
     view = load_backbone(
         backbone, verbalizer_ids=first.verbalizer_ids, num_labels=len(first.label_names) or None
     )
+    encoder = _check_one_encoder(configs, view, backbone, model)
     if device != "cpu":
         view.model.to(device)
-    result = AdapterPack(view=view, backbone=backbone, backbone_hash=backbone_hash(view.model))
+    result = AdapterPack(
+        view=view, backbone=backbone, backbone_hash=backbone_hash(view.model), encoder=encoder
+    )
     for d, cfg in configs.items():
         if cfg.n == 1:
             continue  # N = 1 is the teacher itself
@@ -143,3 +154,36 @@ def _check_one_teacher(configs: dict[Path, MuxConfig]) -> None:
                 f"the pack mixes label sets: {d0} has {c0.label_names}, {d} has {c.label_names}. "
                 "A pack holds adapters of one task."
             )
+
+
+def _check_one_encoder(
+    configs: dict[Path, MuxConfig], view: BackboneView, backbone: str, model: str | Path | None
+) -> RequestEncoder:
+    """The pack's one RequestEncoder; CheckpointError naming both adapters and the difference otherwise.
+
+    Each adapter's tokenizer is the one of the backbone it names (the served `backbone`'s when `model`
+    overrides them or the path is gone), so a pack cannot silently serve one adapter another's prompt or tokens.
+    """
+    from revmux.backbones.registry import load_tokenizer
+
+    tokenizers: dict[str, object] = {}
+
+    def tokenizer_of(cfg: MuxConfig) -> object:
+        path = cfg.backbone_path
+        if model is not None or not path or path == backbone or not Path(path).exists():
+            return view.tokenizer
+        if path not in tokenizers:
+            tokenizers[path] = load_tokenizer(path)
+        return tokenizers[path]
+
+    items = [(d, RequestEncoder.from_config(c, tokenizer_of(c))) for d, c in configs.items()]
+    d0, e0 = items[0]
+    for d, e in items[1:]:
+        diff = e0.difference(e)
+        if diff is not None:
+            raise CheckpointError(
+                f"the pack mixes request encoders: {d0} and {d} differ in {diff}. A pack serves every "
+                "width with one prompt, max_length, verbalizer and tokenizer; re-train the odd adapter with "
+                "the others' settings, or serve it from another pack."
+            )
+    return RequestEncoder.from_config(configs[d0], view.tokenizer)
