@@ -13,8 +13,10 @@ What it is not: a model registry or hot reload.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from revmux.backbones import BackboneView, backbone_hash, load_backbone
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, MuxConfig
@@ -77,14 +79,12 @@ def find_adapter_dirs(pack: str | Path) -> list[Path]:
     return found
 
 
-def load_pack(
-    *,
-    pack: str | Path | None = None,
-    adapter: str | Path | None = None,
-    model: str | Path | None = None,
-    device: str = "cpu",
-) -> AdapterPack:
-    """Load the adapters of `pack` (or the one `adapter`) on one backbone (`model`, or the one they name)."""
+def check_pack(*, pack: str | Path | None = None, adapter: str | Path | None = None) -> dict[Path, MuxConfig]:
+    """The configs of `pack`'s adapters (or the one `adapter`), checked from mux_config.json alone.
+
+    One teacher, one label set, one N per adapter, one request encoder (prompt, max_length, verbalizer
+    ids): the checks that need no backbone, run by `load_pack` and by the Ray app before it deploys.
+    """
     if (pack is None) == (adapter is None):
         raise ConfigError(
             "pass exactly one of --adapter DIR (one adapter) or --pack DIR (adapters for several N)."
@@ -100,6 +100,20 @@ def load_pack(
         dirs = find_adapter_dirs(pack)
     configs = {d: MuxConfig.load(d) for d in dirs}
     _check_one_teacher(configs)
+    _check_one_encoder(configs, lambda cfg: None)
+    return configs
+
+
+def load_pack(
+    *,
+    pack: str | Path | None = None,
+    adapter: str | Path | None = None,
+    model: str | Path | None = None,
+    device: str = "cpu",
+) -> AdapterPack:
+    """Load the adapters of `pack` (or the one `adapter`) on one backbone (`model`, or the one they name)."""
+    configs = check_pack(pack=pack, adapter=adapter)
+    dirs = list(configs)
     first = configs[dirs[0]]
     backbone = str(model or first.backbone_path)
     if not backbone:
@@ -109,7 +123,7 @@ def load_pack(
     view = load_backbone(
         backbone, verbalizer_ids=first.verbalizer_ids, num_labels=len(first.label_names) or None
     )
-    encoder = _check_one_encoder(configs, view, backbone, model)
+    encoder = _check_one_encoder(configs, _tokenizers(view, backbone, model))
     if device != "cpu":
         view.model.to(device)
     result = AdapterPack(
@@ -157,25 +171,10 @@ def _check_one_teacher(configs: dict[Path, MuxConfig]) -> None:
 
 
 def _check_one_encoder(
-    configs: dict[Path, MuxConfig], view: BackboneView, backbone: str, model: str | Path | None
+    configs: dict[Path, MuxConfig], tokenizer_of: Callable[[MuxConfig], Any]
 ) -> RequestEncoder:
-    """The pack's one RequestEncoder; CheckpointError naming both adapters and the difference otherwise.
-
-    Each adapter's tokenizer is the one of the backbone it names (the served `backbone`'s when `model`
-    overrides them or the path is gone), so a pack cannot silently serve one adapter another's prompt or tokens.
-    """
-    from revmux.backbones.registry import load_tokenizer
-
-    tokenizers: dict[str, object] = {}
-
-    def tokenizer_of(cfg: MuxConfig) -> object:
-        path = cfg.backbone_path
-        if model is not None or not path or path == backbone or not Path(path).exists():
-            return view.tokenizer
-        if path not in tokenizers:
-            tokenizers[path] = load_tokenizer(path)
-        return tokenizers[path]
-
+    """The first adapter's RequestEncoder; CheckpointError naming both adapters and the difference
+    when another would encode a request differently (a pack serves every width with one encoder)."""
     items = [(d, RequestEncoder.from_config(c, tokenizer_of(c))) for d, c in configs.items()]
     d0, e0 = items[0]
     for d, e in items[1:]:
@@ -186,4 +185,22 @@ def _check_one_encoder(
                 "width with one prompt, max_length, verbalizer and tokenizer; re-train the odd adapter with "
                 "the others' settings, or serve it from another pack."
             )
-    return RequestEncoder.from_config(configs[d0], view.tokenizer)
+    return e0
+
+
+def _tokenizers(view: BackboneView, backbone: str, model: str | Path | None) -> Callable[[MuxConfig], Any]:
+    """Each adapter's tokenizer: that of the backbone it names, or the served `backbone`'s when `model`
+    overrides them, the path is the served one or is gone."""
+    from revmux.backbones.registry import load_tokenizer
+
+    loaded: dict[str, Any] = {}
+
+    def tokenizer_of(cfg: MuxConfig) -> Any:
+        path = cfg.backbone_path
+        if model is not None or not path or path == backbone or not Path(path).exists():
+            return view.tokenizer
+        if path not in loaded:
+            loaded[path] = load_tokenizer(path)
+        return loaded[path]
+
+    return tokenizer_of
