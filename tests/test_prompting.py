@@ -308,3 +308,17 @@ def test_cli_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is True
     assert "--shared-prefix feeds it" not in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["finetune", "train", "eval"])
+def test_cli_resolves_prompt_and_verbalizer_once_with_one_error(llama_dir, tmp_path, command):
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": "negative"}) + "\n" for t in ["a", "b"]))
+    source = {"finetune": ["--model", str(llama_dir), "--train", str(path), "--out", str(tmp_path / "o")]}
+    source["train"] = ["--teacher", str(llama_dir), "--train", str(path), "--out", str(tmp_path / "o")]
+    source["eval"] = ["--model", str(llama_dir), "--eval", str(path)]
+    both = ["--prompt-style", "chat", "--verbalizer", "1,2"]
+    result = CliRunner().invoke(app, [command, *source[command], *both])
+    assert result.exit_code == 2 and "--prompt-style gives the verbalizer" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, [command, *source[command], "--instruction", "Rate it."])
+    assert result.exit_code == 2 and "go with --prompt-style" in " ".join(result.output.split())
