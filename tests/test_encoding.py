@@ -8,10 +8,11 @@ import transformers
 
 from revmux.config import MuxConfig
 from revmux.data import TaskData, tokenize
-from revmux.encoding import RequestEncoder
+from revmux.encoding import RequestEncoder, tokenizer_fingerprint
 from revmux.errors import ConfigError, InputError
 from revmux.model import MuxModel
 from revmux.prompting import apply_prompt, default_prompt, prompt_texts
+from revmux.train.cache import tokenizer_fingerprint as cache_tokenizer_fingerprint
 from tests.test_prompting import bpe_tokenizer
 from tests.tiny import tiny_bert
 
@@ -96,6 +97,7 @@ def test_from_config_describe_and_difference(chat_tok, plain_tok, spec):
     assert (encoder.prompt, encoder.max_length, encoder.verbalizer_ids) == (spec, 48, (5, 9))
     described = encoder.describe()
     assert described["prompt"] == spec.to_dict() and len(described["tokenizer"]) == 16
+    assert tokenizer_fingerprint(chat_tok) == cache_tokenizer_fingerprint(chat_tok)  # one digest for both
     assert encoder.difference(RequestEncoder.from_config(config, chat_tok)) is None
     assert "max_length 48 vs 64" in encoder.difference(encoder.replace(max_length=64))
     assert encoder.difference(encoder.replace(prompt=None)).startswith("prompt ")

@@ -145,7 +145,7 @@ class RequestEncoder:
             "max_length": self.max_length,
             "truncation": self.truncation,
             "verbalizer_ids": None if self.verbalizer_ids is None else list(self.verbalizer_ids),
-            "tokenizer": None if self.tokenizer is None else tokenizer_id(self.tokenizer),
+            "tokenizer": None if self.tokenizer is None else tokenizer_fingerprint(self.tokenizer)[:16],
         }
 
     to_dict = describe
@@ -174,31 +174,21 @@ class RequestEncoder:
                 raise InputError(_too_long(len(ids), self.max_length, i))
 
 
-def tokenizer_id(tokenizer: Any) -> str:
-    """sha256 (16 hex) of what decides a tokenizer's ids: class, vocabulary, special tokens, sides."""
-    cached = getattr(tokenizer, "_revmux_id", None)
-    if cached is not None:
-        return cached
-    payload = [
-        type(tokenizer).__name__,
-        getattr(tokenizer, "padding_side", None),
-        getattr(tokenizer, "truncation_side", None),
-        sorted(tokenizer.get_vocab().items()),
-        sorted(map(str, getattr(tokenizer, "all_special_tokens", []))),
-    ]
-    digest = hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:16]
-    try:
-        tokenizer._revmux_id = digest  # the vocabulary does not change under a loaded tokenizer
-    except AttributeError:
-        pass
-    return digest
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what decides the token ids: tokenizer class, vocabulary, padding and truncation sides.
+
+    The same digest as the prefill cache's key (revmux.train.cache).
+    """
+    vocab = sorted(tokenizer.get_vocab().items())
+    payload = [type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side, vocab]
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
 
 def _tokenizer_name(tokenizer: Any) -> str:
     if tokenizer is None:
         return "none"
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return f"{name} ({tokenizer_id(tokenizer)})"
+    return f"{name} ({tokenizer_fingerprint(tokenizer)[:16]})"
 
 
 def _too_long(n_tokens: int, max_length: int, row: int | None = None) -> str:
