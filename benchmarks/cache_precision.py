@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from revmux.data import load_task, tokenize
-from revmux.prompting import default_prompt, load_prompted_backbone, prompt_data
+from revmux.prompting import apply_prompt, default_prompt, load_prompted_backbone
 from revmux.train.cache import teacher_outputs
 
 
@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.tasks.split(","):
         dev = load_task(task, "dev", args.data_dir)
         dev = dev.subset(list(range(min(args.rows, len(dev)))))
-        view = load_prompted_backbone(
-            args.model, default_prompt("chat", task, dev.label_names, is_pair=dev.is_pair)
+        spec = default_prompt("chat", task, dev.label_names, is_pair=dev.is_pair)
+        view = load_prompted_backbone(args.model, spec)
+        enc = tokenize(
+            view.tokenizer, apply_prompt(view.tokenizer, spec, dev, args.max_length), args.max_length
         )
-        enc = tokenize(view.tokenizer, prompt_data(view, dev, args.max_length), args.max_length)
         with torch.inference_mode():
             for k in (int(x) for x in args.ks.split(",")):
                 state = view.run_layers(view.embed(enc), 0, k)

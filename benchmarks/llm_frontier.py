@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 backbone_path=args.model,
                 task=task,
                 resume=(adapter_dir / "checkpoints").is_dir(),
+                prompt=spec,
             )
             model = MuxModel.from_pretrained(adapter_dir, view)
             report = evaluate(

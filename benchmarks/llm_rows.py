@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         dev = load_task(task, "dev", args.data_dir)
         spec = default_prompt(args.style, task, dev.label_names, is_pair=dev.is_pair)
         view = load_prompted_backbone(args.model, spec)
-        teacher = MuxModel.from_backbone(view, n=1, k=0, backbone_path=args.model, max_length=args.max_length)
+        teacher = MuxModel.from_backbone(
+            view, n=1, k=0, backbone_path=args.model, max_length=args.max_length, prompt=spec
+        )
         teacher.config.task = task
         report = evaluate(teacher, dev, groupings=1, max_length=args.max_length, task=task)
         zero_shot = report.to_dict()
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         bench_rows = []
         for n, k in parse_pairs(args.bench):
-            model = MuxModel.from_backbone(view, kind="revmux", n=n, k=k, backbone_path=args.model)
+            model = MuxModel.from_backbone(
+                view, kind="revmux", n=n, k=k, backbone_path=args.model, prompt=spec
+            )
             rep = run_bench(
                 model,
                 dev.texts,

@@ -170,7 +170,10 @@ def test_long_texts_lose_their_end_never_the_prompt_end(tokenizer):
 def test_prompted_view_reads_the_last_real_token_on_both_padding_sides(llama_dir):
     spec = default_prompt("chat", "sst2", ["negative", "positive"])
     view = load_prompted_backbone(llama_dir, spec)
-    assert view.prompt == spec.to_dict() and view.label_names == ["negative", "positive"]
+    assert not hasattr(view, "prompt") and view.label_names == [
+        "negative",
+        "positive",
+    ]  # views hold no prompt
     data = apply_prompt(view.tokenizer, spec, toy_task(rows=6), 64)
     logits = {}
     for side in ("right", "left"):
@@ -190,17 +193,18 @@ def test_train_saves_the_prompt_and_eval_predict_apply_it(llama_dir, tmp_path):
     config = TrainConfig(n=2, k=1, epochs=1, batch_groups=8, max_length=64)
     train(
         view, toy_task(rows=64), config, tmp_path, backbone_path=str(llama_dir), task="sst2",
-        cache_root=tmp_path / "cache", progress=False,
+        cache_root=tmp_path / "cache", progress=False, prompt=spec,
     )  # fmt: skip
     assert json.loads((tmp_path / "mux_config.json").read_text())["prompt"] == spec.to_dict()
     mux = MuxModel.from_pretrained(tmp_path)
-    assert mux.view.prompt == spec.to_dict() and mux.config.label_names == ["negative", "positive"]
+    assert mux.encoder.prompt == spec and mux.config.label_names == ["negative", "positive"]
     raw = toy_task(rows=8, seed=3)
     got = predict(mux, raw.texts, top_k=None)
     plain = MuxModel.from_pretrained(
         tmp_path, load_backbone(llama_dir, verbalizer_ids=mux.config.verbalizer_ids)
     )
-    plain.view.prompt = None  # a view without the prompt, fed the prompts by hand
+    plain.config.prompt = None  # a model without the prompt, fed the prompts by hand
+    assert plain.encoder.prompt is None and mux.encoder.prompt == spec  # one view, two encoders
     prompts, _ = prompt_texts(mux.view.tokenizer, spec, raw.texts, None, 64)
     assert got == predict(plain, prompts, top_k=None)
     report = evaluate(mux, raw, groupings=2, batch_size=4)
@@ -266,16 +270,19 @@ def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_di
     config = TrainConfig(n=2, k=1, epochs=1, batch_groups=8, max_length=64)  # PCA, shared prefix: defaults
     result = train(
         view, data, config, tmp_path / "adapter", backbone_path=str(llama_dir), task="sst2",
-        cache_root=tmp_path / "cache", progress=False,
+        cache_root=tmp_path / "cache", progress=False, prompt=spec,
     )  # fmt: skip
     assert result.best_epoch == 1
     loaded = MuxModel.from_pretrained(tmp_path / "adapter", view)
     assert loaded.config.shared_prefix and loaded.config.options["pca_composite"]
 
-    from revmux.prompting import prompt_data
-
     source = build_cache(
-        view, 1, prompt_data(view, data, 64), 64, cache_root=tmp_path / "cache", progress=False
+        view,
+        1,
+        apply_prompt(view.tokenizer, spec, data, 64),
+        64,
+        cache_root=tmp_path / "cache",
+        progress=False,
     )
     everything, after = real_token_states(source), pca_states(source, skip_shared_prefix=True)
     state = source.batch(torch.arange(2))[0]
@@ -299,3 +306,17 @@ def test_cli_no_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--no-shared-prefix"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is False
+
+
+@pytest.mark.parametrize("command", ["finetune", "train", "eval"])
+def test_cli_resolves_prompt_and_verbalizer_once_with_one_error(llama_dir, tmp_path, command):
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": "negative"}) + "\n" for t in ["a", "b"]))
+    source = {"finetune": ["--model", str(llama_dir), "--train", str(path), "--out", str(tmp_path / "o")]}
+    source["train"] = ["--teacher", str(llama_dir), "--train", str(path), "--out", str(tmp_path / "o")]
+    source["eval"] = ["--model", str(llama_dir), "--eval", str(path)]
+    both = ["--prompt-style", "chat", "--verbalizer", "1,2"]
+    result = CliRunner().invoke(app, [command, *source[command], *both])
+    assert result.exit_code == 2 and "--prompt-style gives the verbalizer" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, [command, *source[command], "--instruction", "Rate it."])
+    assert result.exit_code == 2 and "go with --prompt-style" in " ".join(result.output.split())

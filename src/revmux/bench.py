@@ -26,10 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from revmux.data import model_inputs
 from revmux.errors import ConfigError, DataError, RevmuxError
 from revmux.model import MuxModel, plan_groups
-from revmux.prompting import prompt_texts
 from revmux.runs import bucketed_runs
 
 VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")
@@ -329,10 +327,9 @@ def _bench_one(
     """One batch size: tokenize once, time the variants interleaved, add padding waste and speedup."""
     view, dev, pipe, max_length = model.view, setup.dev, setup.pipe, setup.max_length
     batch_texts, batch_pairs, repeated = sample_requests(texts, pairs, bs, seed=setup.seed)
-    batch_texts, batch_pairs = prompt_texts(view.tokenizer, view.prompt, batch_texts, batch_pairs, max_length)
-    kw = {"padding": "longest", "truncation": True, "max_length": max_length, "return_tensors": "pt"}
-    enc = view.tokenizer(batch_texts, text_pair=batch_pairs, **kw)
-    batch = {k: v.to(dev) for k, v in model_inputs(enc).items()}
+    encoder = model.encoder.replace(max_length=max_length)
+    batch_texts, batch_pairs = encoder.render(batch_texts, batch_pairs)  # the pipeline gets the same prompts
+    batch = encoder.tokenize(batch_texts, batch_pairs, device=dev)
 
     def plain() -> object:
         with torch.inference_mode():

@@ -120,19 +120,34 @@ Instruction = Annotated[
 ]
 
 
-def _prompt_spec(style: str | None, words: str | None, instruction: str | None, task: str | None, data):
-    """The PromptSpec of --prompt-style/--verbalizer-words/--instruction for `data`, or None without a style."""
+def _resolve_prompt(
+    model: str,
+    data,
+    task: str | None,
+    verbalizer: str | None,
+    style: str | None,
+    words: str | None,
+    instruction: str | None,
+):
+    """(PromptSpec or None, verbalizer ids or None) of --verbalizer / --prompt-style / --verbalizer-words /
+    --instruction on backbone `model` and `data`: the one place finetune, train and eval resolve them."""
     from revmux.errors import ConfigError
-    from revmux.prompting import default_prompt
+    from revmux.prompting import default_prompt, verbalizer_ids
 
+    ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
     if style is None:
         if words is not None or instruction is not None:
             raise ConfigError("--verbalizer-words and --instruction go with --prompt-style chat|plain.")
-        return None
+        return None, ids
+    if ids is not None:
+        raise ConfigError("--prompt-style gives the verbalizer (its words' token ids); drop --verbalizer.")
     word_list = words.split(",") if words is not None else None
-    return default_prompt(
+    spec = default_prompt(
         style, task, data.label_names, words=word_list, instruction=instruction, is_pair=data.is_pair
     )
+    from revmux.backbones.registry import load_tokenizer
+
+    return spec, verbalizer_ids(load_tokenizer(model), spec)
 
 
 def _load_data(
@@ -207,17 +222,14 @@ def finetune(
 
     try:
         data = _load_data(task, "train", data_dir, train, text_col, pair_col, label_col)
-        ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
-        spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
-        if spec is not None:
+        spec, ids = _resolve_prompt(
+            model, data, task, verbalizer, prompt_style, verbalizer_words, instruction
+        )
+        if spec is not None:  # the teacher learns on the prompts its adapters' encoder will write
             from revmux.backbones.registry import load_tokenizer
-            from revmux.prompting import apply_prompt, verbalizer_ids
+            from revmux.encoding import RequestEncoder
 
-            if ids is not None:
-                raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
-            tokenizer = load_tokenizer(model)
-            ids = verbalizer_ids(tokenizer, spec)
-            data = apply_prompt(tokenizer, spec, data, max_length)
+            data = RequestEncoder(load_tokenizer(model), max_length, spec).prepare(data)
         result = run_finetune(
             model,
             data,
@@ -308,8 +320,10 @@ def eval_cmd(
                     param_hint="'--adapter' / '--model'",
                 )
             data = _load_data(task, split, data_dir, eval_file, text_col, pair_col, label_col)
-            spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
-            mux = _teacher_only(model, spec, _parse_ints(verbalizer, "--verbalizer") if verbalizer else None)
+            spec, ids = _resolve_prompt(
+                model, data, task, verbalizer, prompt_style, verbalizer_words, instruction
+            )
+            mux = _teacher_only(model, spec, ids)
             mux.config.task, mux.config.max_length = task, max_length or mux.config.max_length
             groupings = 1  # N = 1: every grouping gives the same predictions
         report = evaluate(
@@ -355,15 +369,8 @@ def _teacher_only(model: str, spec, verbalizer_ids: list[int] | None):
     from revmux.backbones import load_backbone
     from revmux.model import MuxModel
 
-    if spec is not None:
-        from revmux.prompting import load_prompted_backbone
-
-        if verbalizer_ids is not None:
-            raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
-        view = load_prompted_backbone(model, spec)
-    else:
-        view = load_backbone(model, verbalizer_ids=verbalizer_ids)
-    return MuxModel.from_backbone(view, n=1, k=0, backbone_path=model)
+    view = load_backbone(model, verbalizer_ids=verbalizer_ids)  # an LM head when there are ids
+    return MuxModel.from_backbone(view, n=1, k=0, backbone_path=model, prompt=spec)
 
 
 @app.command("predict")
@@ -663,19 +670,15 @@ def train_cmd(
             values["mux_options"] = dict(values.get("mux_options") or {}) | _mux_options(mux_option)
         cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
-        ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
-        spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
-        if spec is not None:  # the adapter saves the prompt: eval, predict and bench apply it to raw texts
-            from revmux.prompting import load_prompted_backbone
-
-            if ids is not None:
-                raise typer.BadParameter("--prompt-style gives the verbalizer; drop --verbalizer.")
-            view = load_prompted_backbone(teacher, spec)
-        else:
-            view = load_backbone(teacher, verbalizer_ids=ids)
+        spec, ids = _resolve_prompt(
+            teacher, data, task, verbalizer, prompt_style, verbalizer_words, instruction
+        )
+        view = load_backbone(teacher, verbalizer_ids=ids)  # the adapter saves the prompt for its encoder
         backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
         name = task or (Path(train_file).stem if train_file else None)
-        result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)
+        result = run_train(
+            view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume, prompt=spec
+        )
     except RevmuxError as exc:
         _fail(exc)
     console.print(

@@ -24,7 +24,6 @@ from revmux.backbones import LayerState
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel
-from revmux.prompting import prompt_data
 
 
 @dataclass
@@ -144,7 +143,7 @@ def grouping_predictions(
             f"{view.num_labels} ({model.config.label_names or view.label_names}). Evaluate on data of the "
             "task the model was trained for."
         )
-    data = prompt_data(view, data, max_length or model.config.max_length)  # no-op without view.prompt
+    data = model.encoder.replace(max_length=max_length or model.config.max_length).prepare(data)  # prompt
     model.eval()
     N, M = model.n, len(data)
     chunk = batch_size * N

@@ -17,8 +17,10 @@ from torch import Tensor, nn
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash, load_backbone
 from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, WEIGHTS_NAME, MuxConfig
+from revmux.encoding import RequestEncoder
 from revmux.errors import CheckpointError, ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
+from revmux.prompting import PromptSpec
 from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, run_count
 
 
@@ -78,11 +80,13 @@ class MuxModel(nn.Module):
         max_length: int = DEFAULT_MAX_LENGTH,
         options: Mapping[str, Any] | None = None,
         shared_prefix: bool | None = None,
+        prompt: PromptSpec | dict[str, Any] | None = None,
     ) -> MuxModel:
         """Fresh adapters of `kind` for `view` at width N and split point k.
 
         `options` are the kind's knobs (`revmux.mux.resolve_options`; unset ones take the kind's defaults).
         `shared_prefix` None means automatic: on for causal decoders (where it is exact), off elsewhere.
+        `prompt`: a prompted teacher's spec (revmux.prompting); saved with the adapter, applied by `encoder`.
         """
         if shared_prefix is None:
             shared_prefix = view.causal
@@ -101,9 +105,14 @@ class MuxModel(nn.Module):
             shared_prefix=shared_prefix,
             max_length=max_length,
             task=task,
-            prompt=view.prompt,
+            prompt=(prompt if isinstance(prompt, dict) else prompt.to_dict()) if prompt is not None else None,
         )
         return cls(view, config)
+
+    @property
+    def encoder(self) -> RequestEncoder:
+        """How raw inputs become this model's token ids: the config's prompt and max_length, the view's tokenizer."""
+        return RequestEncoder.from_config(self.config, self.view.tokenizer)
 
     @property
     def n(self) -> int:
@@ -276,8 +285,6 @@ class MuxModel(nn.Module):
                 path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None
             )
         check_compatible(config, view, check_hash=check_hash)
-        if config.prompt is not None and view.prompt is None:
-            view.prompt = dict(config.prompt)  # raw texts become the prompts the adapter was trained on
         if dtype is not None:
             view.model.to(dtype)
         model = cls(view, config)

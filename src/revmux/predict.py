@@ -13,10 +13,8 @@ from pathlib import Path
 
 import torch
 
-from revmux.data import model_inputs
 from revmux.errors import ConfigError, InputError
 from revmux.model import MuxModel
-from revmux.prompting import prompt_texts
 
 
 def predict(
@@ -35,10 +33,8 @@ def predict(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be an integer >= 1, got {batch_size!r}.")
     view = model.view
-    if view.tokenizer is None:
-        raise ConfigError("the model's backbone view has no tokenizer; load it with load_backbone(path).")
-    limit = max_length or model.config.max_length
-    texts, pairs = prompt_texts(view.tokenizer, view.prompt, texts, pairs, limit)  # as in training
+    encoder = model.encoder if max_length is None else model.encoder.replace(max_length=max_length)
+    texts, pairs = encoder.render(texts, pairs)  # as in training; ConfigError without a tokenizer
     names = model.config.label_names or view.label_names
     k = len(names) if top_k is None else min(top_k, len(names))
     chunk = batch_size * model.n
@@ -46,15 +42,9 @@ def predict(
     out: list[list[dict]] = []
     with torch.inference_mode():
         for s in range(0, len(texts), chunk):
-            enc = view.tokenizer(
-                texts[s : s + chunk],
-                text_pair=None if pairs is None else pairs[s : s + chunk],
-                padding="longest",
-                truncation=True,
-                max_length=limit,
-                return_tensors="pt",
+            inputs = encoder.tokenize(
+                texts[s : s + chunk], None if pairs is None else pairs[s : s + chunk], device=view.device
             )
-            inputs = {key: v.to(view.device) for key, v in model_inputs(enc).items()}
             probs = model(inputs).float().softmax(-1)
             scores, ids = probs.topk(k, dim=-1)
             for row_scores, row_ids in zip(scores.tolist(), ids.tolist(), strict=True):

@@ -3,12 +3,12 @@
 What it is: `PromptSpec` (style, instruction, content template, one verbalizer word per class), per-task
 defaults (`default_prompt`), `verbalizer_ids` (each word must be exactly one token, else a ConfigError
 naming the word and its split), and the text transform applied before tokenization (`render`,
-`prompt_data`, `prompt_texts`): style "chat" applies the tokenizer's chat template with the generation
+`prompt_texts`, `apply_prompt`): style "chat" applies the tokenizer's chat template with the generation
 prompt, so the answer's first token follows the assistant header (the verbalizer words as they start an
 answer, without a leading space); style "plain" writes "instruction / text / Answer:" for models without a
 chat template (the words then follow a space). Texts are shortened so that the prompt's end, where the
-answer is read, always survives `max_length`. A view carries its spec as `view.prompt` (a dict), adapters
-save it in mux_config.json, and training, evaluation, prediction and bench apply it to raw texts.
+answer is read, always survives `max_length`. Adapters save the spec in mux_config.json, and
+`revmux.encoding.RequestEncoder` (the model's `encoder`) applies it to raw texts on every path.
 What it is not: generation, few-shot selection or soft prompts. The view reads the LM head, restricted to
 the verbalizer tokens, at each request's own last real token.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from revmux.data import TaskData
-from revmux.errors import ConfigError
+from revmux.errors import ConfigError, InputError
 
 STYLES = ("chat", "plain")
 _MIN_TEXT_TOKENS = 8
@@ -180,11 +180,13 @@ def prompt_texts(
     texts: Sequence[str],
     pairs: Sequence[str] | None,
     max_length: int,
+    *,
+    shorten: bool = True,
 ) -> tuple[list[str], list[str] | None]:
     """(prompts, None): every text (and pair) rendered, shortened so each prompt fits `max_length` tokens.
 
     No spec: the inputs unchanged. Long texts lose their end (pairs: the longer side first), never the
-    prompt's end, where the answer is read.
+    prompt's end, where the answer is read. `shorten=False`: an over-long prompt is an InputError instead.
     """
     if spec is None:
         return list(texts), None if pairs is None else list(pairs)
@@ -202,6 +204,11 @@ def prompt_texts(
     prompts = [render(tokenizer, spec, *parts, adds_bos=bos) for parts in rows]
     for i, length in enumerate(_length(tokenizer, prompts)):
         excess, parts = length - max_length, list(rows[i])
+        if excess > 0 and not shorten:
+            raise InputError(
+                f"input {i} is {length} tokens as a {spec.style} prompt, more than max_length={max_length}, "
+                "and truncation is off; shorten it or turn truncation on."
+            )
         for _ in range(8):  # shorten the longest part by the excess (decode/encode may shift a token)
             if excess <= 0:
                 break
@@ -227,24 +234,21 @@ def apply_prompt(
     return TaskData(texts, None, list(data.labels), list(data.label_names), data.source + " [prompted]")
 
 
-def prompt_data(view: Any, data: TaskData, max_length: int) -> TaskData:
-    """`apply_prompt` with the view's tokenizer and `view.prompt` (no-op when the view has no prompt)."""
-    return apply_prompt(view.tokenizer, getattr(view, "prompt", None), data, max_length)
-
-
 def load_prompted_backbone(
     path_or_id: str | Path,
     spec: PromptSpec,
     *,
     dtype: Any = None,
 ) -> Any:
-    """The LM-head view of `path_or_id` read through `spec`'s verbalizer tokens, with `view.prompt` set."""
+    """The LM-head view of `path_or_id` read through `spec`'s verbalizer tokens (`view.verbalizer_ids`).
+
+    The view does not carry the prompt: pass `spec` on (`MuxModel.from_backbone(view, prompt=spec)`,
+    `train(..., prompt=spec)`, `RequestEncoder(view.tokenizer, prompt=spec)`), and adapters save it.
+    """
     from revmux.backbones.registry import load_backbone, load_tokenizer
 
     ids = verbalizer_ids(load_tokenizer(path_or_id), spec)
-    view = load_backbone(path_or_id, head="lm", verbalizer_ids=ids, dtype=dtype)
-    view.prompt = spec.to_dict()
-    return view
+    return load_backbone(path_or_id, head="lm", verbalizer_ids=ids, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------- internals

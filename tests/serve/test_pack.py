@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
+import transformers
 
 from revmux.errors import CheckpointError, ConfigError
-from revmux.serve.pack import find_adapter_dirs, load_pack
+from revmux.serve.pack import check_pack, find_adapter_dirs, load_pack
 
 from .conftest import save_adapter, save_teacher
 
@@ -73,3 +75,59 @@ def test_two_adapters_for_one_n_are_refused(pack_dir, tmp_path):
     shutil.copytree(pack_dir / "n2", dup / "b")
     with pytest.raises(CheckpointError, match="two adapters for N=2"):
         load_pack(pack=dup)
+
+
+def _edit_config(directory, **changes):
+    path = directory / "mux_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"max_length": 32}, "max_length 64 vs 32"),
+        (
+            {
+                "prompt": {
+                    "style": "plain",
+                    "instruction": "Rate it.",
+                    "template": "{text}",
+                    "words": ["a", "b", "c"],
+                }
+            },
+            "prompt None vs",
+        ),
+        ({"verbalizer_ids": [1, 2, 3]}, "verbalizer_ids None vs [1, 2, 3]"),
+    ],
+)
+def test_adapters_that_encode_requests_differently_are_refused(pack_dir, tmp_path, changes, needle):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(pack_dir / "n2", mixed / "n2")
+    shutil.copytree(pack_dir / "n4", mixed / "n4")
+    _edit_config(mixed / "n4", **changes)
+    for check in (check_pack, load_pack):  # check_pack: what the Ray app runs before it deploys
+        with pytest.raises(CheckpointError, match="mixes request encoders") as err:
+            check(pack=mixed)
+        assert (
+            needle in str(err.value)
+            and str(mixed / "n2") in str(err.value)
+            and str(mixed / "n4") in str(err.value)
+        )
+
+
+def test_adapters_on_teachers_with_different_tokenizers_are_refused(pack_dir, tmp_path, teacher_dir):
+    other = tmp_path / "same-weights-other-tokenizer"
+    shutil.copytree(teacher_dir, other)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(other)
+    tokenizer.add_tokens(["zzqxj"])
+    tokenizer.save_pretrained(other)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(pack_dir / "n2", mixed / "n2")
+    shutil.copytree(pack_dir / "n4", mixed / "n4")
+    _edit_config(mixed / "n4", backbone_path=str(other.resolve()))
+    check_pack(pack=mixed)  # the configs agree; only the tokenizers differ
+    with pytest.raises(CheckpointError, match=r"mixes request encoders: .* differ in tokenizer '"):
+        load_pack(pack=mixed)
+    pack = load_pack(pack=pack_dir)
+    assert pack.encoder == pack.models[2].encoder == pack.models[4].encoder.replace()
+    assert pack.encoder.max_length == 64 and pack.encoder.prompt is None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -118,3 +121,25 @@ def test_prob_margin():
     assert prob_margin([0.0, 0.0]) == pytest.approx(0.0)
     assert prob_margin([10.0, 0.0, 0.0]) == pytest.approx(1.0, abs=1e-3)
     assert prob_margin([1.0]) == 1.0
+
+
+def test_a_prompted_pack_encodes_requests_with_its_prompt_and_never_shortens_silently(pack_dir, tmp_path):
+    """The runner tokenizes with the adapters' own encoder; "truncate": false refuses a long prompted input."""
+    prompt = {
+        "style": "plain",
+        "instruction": "Rate it.",
+        "template": "Review: {text}",
+        "words": ["a", "b", "c"],
+    }
+    for n in ("n2", "n4"):
+        shutil.copytree(pack_dir / n, tmp_path / n)
+        path = tmp_path / n / "mux_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "prompt": prompt}))
+    runner = ModelRunner(load_pack(pack=tmp_path))
+    assert runner.encoder.prompt is not None and runner.encoder == runner.pack.models[2].encoder
+    enc = runner.tokenize("a gripping film")
+    assert enc.input_ids == runner.tokenizer("Rate it.\nReview: a gripping film\nAnswer:")["input_ids"]
+    long = "word " * 80
+    assert runner.tokenize(long).n_tokens <= 64
+    with pytest.raises(InputError, match='as a plain prompt, more than max_length=64.*send "truncate": true'):
+        runner.tokenize(long, truncate=False)

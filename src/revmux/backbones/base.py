@@ -66,8 +66,6 @@ class BackboneView(ABC):
         self.config = model.config
         self.verbalizer_ids = list(verbalizer_ids) if verbalizer_ids is not None else None
         self.tokenizer: Any = None
-        # how raw texts become this view's inputs (revmux.prompting.PromptSpec.to_dict()), or None
-        self.prompt: dict[str, Any] | None = None
         for p in self.model.parameters():
             p.requires_grad_(False)
 

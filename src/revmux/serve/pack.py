@@ -4,19 +4,23 @@ What it is: `load_pack(pack=DIR)` loads every adapter directory in DIR (DIR itse
 mux_config.json, else its direct subdirectories that do, e.g. DIR/n2, DIR/n4; `checkpoints/` of
 a training run are skipped), or `load_pack(adapter=DIR)` loads one. N = 1 is always the teacher
 itself (the Hugging Face model's own forward), so a single N = 4 adapter serves widths {1, 4}.
-Every adapter must name the same backbone (content hash) and labels, and each N appears once;
-anything else is a CheckpointError naming the directories and the fix, raised before serving.
+Every adapter must name the same backbone (content hash) and labels, encode requests alike (the same
+`RequestEncoder`: prompt, max_length, verbalizer ids, tokenizer), and each N appears once; anything
+else is a CheckpointError naming the directories, the difference and the fix, raised before serving.
 What it is not: a model registry or hot reload.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from revmux.backbones import BackboneView, backbone_hash, load_backbone
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME, MuxConfig
+from revmux.encoding import RequestEncoder
 from revmux.errors import CheckpointError, ConfigError
 from revmux.model import MuxModel, check_compatible
 
@@ -31,6 +35,7 @@ class AdapterPack:
     weight_hashes: dict[int, str] = field(default_factory=dict)
     backbone: str = ""
     backbone_hash: str = ""
+    encoder: RequestEncoder | None = None  # the one encoder all adapters share (checked by load_pack)
 
     @property
     def widths(self) -> list[int]:
@@ -43,9 +48,14 @@ class AdapterPack:
                 return list(model.config.label_names)
         return self.view.label_names
 
+    def __post_init__(self) -> None:
+        if self.encoder is None:
+            first = next(iter(self.models.values()), None)
+            self.encoder = first.encoder if first is not None else RequestEncoder(self.view.tokenizer)
+
     @property
     def max_length(self) -> int:
-        return max((m.config.max_length for m in self.models.values()), default=128)
+        return self.encoder.max_length
 
 
 def find_adapter_dirs(pack: str | Path) -> list[Path]:
@@ -69,14 +79,12 @@ def find_adapter_dirs(pack: str | Path) -> list[Path]:
     return found
 
 
-def load_pack(
-    *,
-    pack: str | Path | None = None,
-    adapter: str | Path | None = None,
-    model: str | Path | None = None,
-    device: str = "cpu",
-) -> AdapterPack:
-    """Load the adapters of `pack` (or the one `adapter`) on one backbone (`model`, or the one they name)."""
+def check_pack(*, pack: str | Path | None = None, adapter: str | Path | None = None) -> dict[Path, MuxConfig]:
+    """The configs of `pack`'s adapters (or the one `adapter`), checked from mux_config.json alone.
+
+    One teacher, one label set, one N per adapter, one request encoder (prompt, max_length, verbalizer
+    ids): the checks that need no backbone, run by `load_pack` and by the Ray app before it deploys.
+    """
     if (pack is None) == (adapter is None):
         raise ConfigError(
             "pass exactly one of --adapter DIR (one adapter) or --pack DIR (adapters for several N)."
@@ -92,6 +100,20 @@ def load_pack(
         dirs = find_adapter_dirs(pack)
     configs = {d: MuxConfig.load(d) for d in dirs}
     _check_one_teacher(configs)
+    _check_one_encoder(configs, lambda cfg: None)
+    return configs
+
+
+def load_pack(
+    *,
+    pack: str | Path | None = None,
+    adapter: str | Path | None = None,
+    model: str | Path | None = None,
+    device: str = "cpu",
+) -> AdapterPack:
+    """Load the adapters of `pack` (or the one `adapter`) on one backbone (`model`, or the one they name)."""
+    configs = check_pack(pack=pack, adapter=adapter)
+    dirs = list(configs)
     first = configs[dirs[0]]
     backbone = str(model or first.backbone_path)
     if not backbone:
@@ -101,9 +123,12 @@ def load_pack(
     view = load_backbone(
         backbone, verbalizer_ids=first.verbalizer_ids, num_labels=len(first.label_names) or None
     )
+    encoder = _check_one_encoder(configs, _tokenizers(view, backbone, model))
     if device != "cpu":
         view.model.to(device)
-    result = AdapterPack(view=view, backbone=backbone, backbone_hash=backbone_hash(view.model))
+    result = AdapterPack(
+        view=view, backbone=backbone, backbone_hash=backbone_hash(view.model), encoder=encoder
+    )
     for d, cfg in configs.items():
         if cfg.n == 1:
             continue  # N = 1 is the teacher itself
@@ -143,3 +168,39 @@ def _check_one_teacher(configs: dict[Path, MuxConfig]) -> None:
                 f"the pack mixes label sets: {d0} has {c0.label_names}, {d} has {c.label_names}. "
                 "A pack holds adapters of one task."
             )
+
+
+def _check_one_encoder(
+    configs: dict[Path, MuxConfig], tokenizer_of: Callable[[MuxConfig], Any]
+) -> RequestEncoder:
+    """The first adapter's RequestEncoder; CheckpointError naming both adapters and the difference
+    when another would encode a request differently (a pack serves every width with one encoder)."""
+    items = [(d, RequestEncoder.from_config(c, tokenizer_of(c))) for d, c in configs.items()]
+    d0, e0 = items[0]
+    for d, e in items[1:]:
+        diff = e0.difference(e)
+        if diff is not None:
+            raise CheckpointError(
+                f"the pack mixes request encoders: {d0} and {d} differ in {diff}. A pack serves every "
+                "width with one prompt, max_length, verbalizer and tokenizer; re-train the odd adapter with "
+                "the others' settings, or serve it from another pack."
+            )
+    return e0
+
+
+def _tokenizers(view: BackboneView, backbone: str, model: str | Path | None) -> Callable[[MuxConfig], Any]:
+    """Each adapter's tokenizer: that of the backbone it names, or the served `backbone`'s when `model`
+    overrides them, the path is the served one or is gone."""
+    from revmux.backbones.registry import load_tokenizer
+
+    loaded: dict[str, Any] = {}
+
+    def tokenizer_of(cfg: MuxConfig) -> Any:
+        path = cfg.backbone_path
+        if model is not None or not path or path == backbone or not Path(path).exists():
+            return view.tokenizer
+        if path not in loaded:
+            loaded[path] = load_tokenizer(path)
+        return loaded[path]
+
+    return tokenizer_of

@@ -120,6 +120,9 @@ def parse_args(args: dict[str, Any]) -> tuple[ServeConfig, dict[str, str | None]
         )
     given = {k: v for k, v in args.items() if k in option_names and v is not None}
     options = config_from_dict(RayOptions, given, source="revmux.serve.ray_app", flag=lambda name: name)
+    from revmux.serve.pack import check_pack  # one teacher and one request encoder, before anything deploys
+
+    check_pack(pack=sources["pack"], adapter=sources["adapter"])
     return config, sources, options
 
 

@@ -1,7 +1,7 @@
 """The runner: owns the models of an adapter pack on one device and executes the batcher's steps.
 
-What it is: `ModelRunner.tokenize` turns one input into token ids at admission (its failures are
-that input's alone), and `ModelRunner.run(groups)` runs one step: per width N, the step's groups of N
+What it is: `ModelRunner.tokenize` turns one input into token ids at admission with the pack's
+`RequestEncoder` (prompt, max_length, truncation; its failures are that input's alone), and `ModelRunner.run(groups)` runs one step: per width N, the step's groups of N
 are collated into one padded batch (consecutive runs of N are the composites) and run through the
 MuxModel of width N, or the teacher's own forward for N = 1. The batch contract is checked loudly:
 exactly one output per request id, else only the requests concerned fail; if a whole width fails,
@@ -54,7 +54,8 @@ class ModelRunner:
         self.tokenizer = pack.view.tokenizer
         if self.tokenizer is None:
             raise InputError("the backbone has no tokenizer; load it with load_backbone(path).")
-        self.max_length = max_length or pack.max_length
+        self.encoder = pack.encoder if not max_length else pack.encoder.replace(max_length=max_length)
+        self.max_length = self.encoder.max_length
         self.fallback_margin = fallback_margin
         self.label_names = pack.label_names
         self.widths = pack.widths if widths is None else _select_widths(pack.widths, widths)
@@ -69,30 +70,12 @@ class ModelRunner:
     ) -> Encoded:
         """Token ids of one input; InputError when too long and not truncated, TokenizationError on failure."""
         try:
-            if self.view.prompt is not None:  # a prompted teacher: raw text becomes its chat prompt
-                from revmux.prompting import prompt_texts
-
-                prompts, _ = prompt_texts(
-                    self.tokenizer,
-                    self.view.prompt,
-                    [text],
-                    None if pair is None else [pair],
-                    self.max_length,
-                )
-                text, pair = prompts[0], None
-            enc = self.tokenizer(
-                text, text_pair=pair, truncation=truncate, max_length=self.max_length if truncate else None
-            )
+            enc = self.encoder.encode_one(text, pair, truncation=truncate)  # the adapters' prompt, if any
+        except InputError as exc:
+            raise InputError(f'{exc} In a request, send "truncate": true.') from exc
         except Exception as exc:  # tokenizers raise assorted types; the input fails alone
             raise TokenizationError(f"the tokenizer failed on this input ({type(exc).__name__}).") from exc
-        ids = list(enc["input_ids"])
-        if len(ids) > self.max_length:
-            raise InputError(
-                f"the input has {len(ids)} tokens, more than max_length={self.max_length}; shorten it or send "
-                '"truncate": true.'
-            )
-        tt = enc.get("token_type_ids")
-        return Encoded(ids, list(tt) if tt is not None else None, debug)
+        return Encoded(enc["input_ids"], enc.get("token_type_ids"), debug)
 
     # ---- one step -------------------------------------------------------------------------------
     def run(self, groups: Sequence[Group]) -> dict[int, Output | BaseException]:

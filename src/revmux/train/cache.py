@@ -33,6 +33,7 @@ from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
 from revmux.data import TaskData, tokenize
+from revmux.encoding import tokenizer_fingerprint
 from revmux.errors import ConfigError
 from revmux.paths import cache_dir
 from revmux.runs import real_columns
@@ -49,13 +50,6 @@ Batch = tuple[LayerState, Tensor, Tensor, Tensor]  # (layer-k state, teacher rep
 def default_cache_root() -> Path:
     """Where prefill caches live unless told otherwise: `cache_dir() / "prefill"`."""
     return cache_dir() / "prefill"
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """sha256 of what decides the token ids: tokenizer class, vocabulary, padding and truncation sides."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    payload = [type(tokenizer).__name__, tokenizer.padding_side, tokenizer.truncation_side, vocab]
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
 
 def cache_key(

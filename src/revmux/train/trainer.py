@@ -27,9 +27,10 @@ from torch import Tensor
 from revmux.backbones import BackboneView, LayerState, backbone_hash
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME
 from revmux.data import TaskData, split_fixed, split_holdout
+from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel, shared_prefix_mask
-from revmux.prompting import prompt_data
+from revmux.prompting import PromptSpec
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.train.config import TrainConfig
 from revmux.train.losses import mux_loss, pooled
@@ -89,15 +90,19 @@ def train(
     cache_root: str | Path | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    prompt: PromptSpec | None = None,
 ) -> TrainResult:
     """Train the adapters of a fresh (or resumed) MuxModel on `train_data`; write checkpoints to `out_dir`.
 
     `out_dir` ends up holding the best epoch's adapter (mux_config.json + mux_model.safetensors),
     `checkpoints/epoch-{i}/` and train_log.json. `stop_after_epochs` stops early (to simulate an
-    interruption in tests); the schedule still spans `config.epochs`.
+    interruption in tests); the schedule still spans `config.epochs`. `prompt`: a prompted teacher's spec
+    (revmux.prompting): rows become its prompts, and the adapter saves it for eval, predict and serve.
     """
     out_dir = Path(out_dir)
-    train_data = prompt_data(view, train_data, config.max_length)  # no-op unless the view has a prompt
+    train_data = RequestEncoder(view.tokenizer, config.max_length, prompt).prepare(
+        train_data
+    )  # = model.encoder's
     _check_labels(view, train_data)
     fit, held, _, held_idx = select_rows(train_data, config)
     if len(fit) < config.n:
@@ -113,7 +118,7 @@ def train(
             "or choose a new --out."
         )
     resumed = _resumable(latest, config, fingerprint) if latest is not None else None
-    model = _new_model(view, config, backbone_path, task)
+    model = _new_model(view, config, backbone_path, task, prompt)
     start = time.perf_counter()
     sources = [_source(view, config, part, cache_root, progress, sha) for part in (fit, held)]
     cache_seconds = time.perf_counter() - start
@@ -250,13 +255,14 @@ def _check_labels(view: BackboneView, data: TaskData) -> None:
 
 
 def _new_model(
-    view: BackboneView, config: TrainConfig, backbone_path: str | Path, task: str | None
+    view: BackboneView, config: TrainConfig, backbone_path: str | Path, task: str | None, prompt: Any = None
 ) -> MuxModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # repeatable adapter init without touching the caller's RNG
         model = MuxModel.from_backbone(
             view, kind=config.kind, n=config.n, k=config.k, backbone_path=backbone_path, task=task,
             max_length=config.max_length, options=config.mux_options, shared_prefix=config.shared_prefix,
+            prompt=prompt,
         )  # fmt: skip
     return model.to(view.device)
 
