@@ -64,6 +64,7 @@ def finetune(
     """
     import transformers
 
+    from revmux.backbones.hf_load import from_pretrained_quietly
     from revmux.backbones.registry import load_tokenizer
     from revmux.backbones.zoo import resolve_model
 
@@ -86,8 +87,10 @@ def finetune(
             model, classify = _lm_classifier(source, verbalizer_ids, names)
         else:
             _refuse_lm_only(source)
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model = from_pretrained_quietly(
+                transformers.AutoModelForSequenceClassification,
                 source,
+                new_head_note="fine-tuning trains it",
                 num_labels=len(names),
                 id2label=dict(enumerate(names)),
                 label2id={n: i for i, n in enumerate(names)},
