@@ -23,6 +23,7 @@ from revmux.backbones import LayerState
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel
+from revmux.progress import track
 from revmux.prompting import prompt_data
 
 
@@ -211,9 +212,4 @@ def _per_class(preds: list[Tensor], labels: Tensor, names: list[str]) -> dict[st
 
 
 def _steps(items: range, progress: bool, what: str) -> Any:
-    if not progress:
-        return items
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=what, console=Console(stderr=True), transient=True)
+    return track(items, what, enabled=progress) if progress else items

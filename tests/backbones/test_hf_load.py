@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,13 +101,15 @@ def test_load_backbone_says_the_head_is_untrained(encoder_dir, transformers_log,
     assert "new classification head for 2 labels" in capsys.readouterr().err
 
 
-def test_finetune_prints_our_line_instead_of_the_report(encoder_dir, tmp_path, transformers_log, capsys):
+def test_finetune_prints_our_line_instead_of_the_report_and_plain_progress(
+    encoder_dir, tmp_path, transformers_log, capsys
+):
     rng = random.Random(0)
     texts = [" ".join(rng.choices(["good", "bad", "fine"], k=3)) for _ in range(24)]
     data = TaskData(
         texts=texts, pairs=None, labels=[i % 2 for i in range(24)], label_names=["n", "p"], source="t"
     )
-    finetune(encoder_dir, data, tmp_path / "teacher", epochs=1, batch_size=8, progress=False)
+    finetune(encoder_dir, data, tmp_path / "teacher", epochs=1, batch_size=8, progress=True)
     assert _report_count(transformers_log) == 0
     err = capsys.readouterr().err
     assert (
@@ -114,3 +117,4 @@ def test_finetune_prints_our_line_instead_of_the_report(encoder_dir, tmp_path, t
         in err
     )
     assert "LOAD REPORT" not in err
+    assert re.search(r"fine-tuning: (\d+)/\1 \(100%\), .*, loss \d\.\d{4}, [\d.]+ ex/s", err)  # not a tty
