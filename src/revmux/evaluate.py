@@ -1,4 +1,4 @@
-"""Evaluation of a MuxModel over R random groupings (METHOD.md section 5).
+"""Evaluation of a MuxModel over R random groupings (docs/method.md section 5).
 
 What it is: `evaluate(model, data)` tokenizes and prefills the evaluation set once (layers [0, k)),
 takes the teacher's (N = 1) predictions from the same states, then re-draws the groups R times and

@@ -1,6 +1,6 @@
 """Adapter training: `TrainConfig`, and `train`, a plain loop over cached layer-k states.
 
-What it is: the recipe of METHOD.md section 4. The backbone and its head stay frozen; only the
+What it is: the recipe of docs/method.md section 4. The backbone and its head stay frozen; only the
 multiplexer's adapters train, with CE + InfoNCE + KD (+ the group cosine penalty) against the teacher
 outputs stored by `revmux.train.cache`. Groups are redrawn every epoch from a generator seeded by
 (seed, epoch); checkpoints are selected on a slice held out from TRAIN; every epoch is checkpointed
