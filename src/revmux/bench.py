@@ -3,7 +3,7 @@
 What it is: `run_bench` times, in one run and interleaved (plain, pipeline, mux, plain, ...), the frozen
 classifier's own batched forward, `transformers.pipeline("text-classification")` (which also tokenizes)
 and `MuxModel` on the same real sentences, and reports medians, requests/s, peak memory, padding waste
-and the measured speedup against the cost-model bound S(k, N) (METHOD.md section 7). What it is not: a
+and the measured speedup against the cost-model bound S(k, N) (docs/method.md section 7). What it is not: a
 load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check. It never judges a
 speed: the numbers are for people and scripts to read.
 """

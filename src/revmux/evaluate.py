@@ -1,4 +1,4 @@
-"""Evaluation of a MuxModel over R random groupings (METHOD.md section 5).
+"""Evaluation of a MuxModel over R random groupings (docs/method.md section 5).
 
 What it is: `evaluate(model, data)` tokenizes and prefills the evaluation set once (layers [0, k)),
 takes the teacher's (N = 1) predictions from the same states, then re-draws the groups R times and
@@ -24,6 +24,7 @@ from revmux.backbones import LayerState
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel
+from revmux.progress import track
 
 
 @dataclass
@@ -220,9 +221,4 @@ def _per_class(preds: list[Tensor], labels: Tensor, names: list[str]) -> dict[st
 
 
 def _steps(items: range, progress: bool, what: str) -> Any:
-    if not progress:
-        return items
-    from rich.console import Console
-    from rich.progress import track
-
-    return track(items, description=what, console=Console(stderr=True), transient=True)
+    return track(items, what, enabled=progress) if progress else items

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from revmux.backbones.base import BackboneView
+from revmux.backbones.hf_load import from_pretrained_quietly
 from revmux.backbones.zoo import resolve_model
 from revmux.errors import RevmuxError, UnsupportedModelError
 
@@ -96,11 +97,12 @@ def load_backbone(
         )
     else:
         raise RevmuxError(f"head must be 'auto', 'classifier' or 'lm', got {head!r}.")
+    note = "untrained: fine-tune it (revmux finetune) before trusting its predictions"
     try:
-        model = auto.from_pretrained(str(path_or_id), **kwargs)
+        model = from_pretrained_quietly(auto, str(path_or_id), new_head_note=note, **kwargs)
     except ValueError:
         kwargs.pop("attn_implementation", None)  # families without SDPA support
-        model = auto.from_pretrained(str(path_or_id), **kwargs)
+        model = from_pretrained_quietly(auto, str(path_or_id), new_head_note=note, **kwargs)
     view = view_for(model, verbalizer_ids=verbalizer_ids)
     view.tokenizer = load_tokenizer(path_or_id)
     return view

@@ -1,4 +1,4 @@
-"""The baseline multiplexers of METHOD.md section 6: vanilla adapter, ORA and DataMUX-style.
+"""The baseline multiplexers of docs/method.md section 6: vanilla adapter, ORA and DataMUX-style.
 
 They share RevMUX's interface and harness so that only the mixing/separation differs. None of them
 is reversible: all demultiplex with trained MLPs. Pure tensor code: no transformers.

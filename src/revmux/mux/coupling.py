@@ -1,4 +1,4 @@
-"""The additive reversible coupling chain of RevMUX (METHOD.md section 3, steps 3 and 6).
+"""The additive reversible coupling chain of RevMUX (docs/method.md section 3, steps 3 and 6).
 
 It maps N slots x_0..x_{N-1} (each of width d_sub) to y_0..y_{N-1} and back with ONE set of small
 MLPs F_0..F_{N-1}, shared by both directions. It is pure tensor code: no Down/Up projections, no

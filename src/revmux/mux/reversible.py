@@ -1,6 +1,6 @@
 """RevMUX: shared Down, the reversible coupling chain, contiguous composite, inverse demux, shared Up.
 
-This is the method of METHOD.md section 3. The composite layout is one layout used both ways: slot n
+This is the method of docs/method.md section 3. The composite layout is one layout used both ways: slot n
 occupies channels [n * d_sub, (n + 1) * d_sub) and channels from N * d_sub to d are zero (no channel
 interleaving, section 8). Pure tensor code: no transformers, no backbone, no training loop.
 """

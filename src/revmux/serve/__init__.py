@@ -1,7 +1,7 @@
 """revmux serve: a multiplexing inference server. The engine is independent of HTTP.
 
 Files, in data-flow order:
-- config.py   ServeConfig: the knobs (SERVING.md), from `--config serve.yaml` and flags.
+- config.py   ServeConfig: the knobs (docs/serving.md), from `--config serve.yaml` and flags.
 - errors.py   serving errors, each with its HTTP status and error_type.
 - batcher.py  bounded queue, N policy, length-aware groups, deadlines; plain Python, no torch.
 - contract.py Encoded / Output / the Runner protocol between engine and runner (no torch).

@@ -1,4 +1,4 @@
-"""ServeConfig: the server's knobs (SERVING.md), filled from `--config serve.yaml`, then flags.
+"""ServeConfig: the server's knobs (docs/serving.md), filled from `--config serve.yaml`, then flags.
 
 What it is: one typed dataclass checked in `__post_init__`, whose errors name the flag
 (`--max-queue-delay-ms must be >= 0, got -1`). YAML keys are the field names; flags are the same names

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one server (names and units as in SERVING.md), in a registry of its own.
+"""Prometheus metrics of one server (names and units as in docs/serving.md), in a registry of its own.
 
 What it is: `ServeMetrics()` builds the revmux_* collectors in a fresh CollectorRegistry, so two
 apps (or two tests) in one process never share counters; `render()` is the /metrics body. Labels

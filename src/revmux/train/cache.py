@@ -36,6 +36,7 @@ from revmux.data import TaskData, tokenize
 from revmux.encoding import tokenizer_fingerprint
 from revmux.errors import ConfigError
 from revmux.paths import cache_dir
+from revmux.progress import StepProgress
 from revmux.runs import real_columns
 from revmux.train.losses import pooled
 
@@ -261,8 +262,6 @@ def _write(
     progress: bool,
 ) -> None:
     """Compute everything into `directory`; meta.json (with complete=True) is written last."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     start = time.perf_counter()
     enc = tokenize(_tokenizer(view), data, max_length)
     mask = enc["attention_mask"]
@@ -272,9 +271,8 @@ def _write(
     states = np.memmap(directory / _FILES["states"], dtype=np.float16, mode="w+", shape=(M, T, d))
     reps = np.zeros((M, d), dtype=np.float16)
     logits = np.zeros((M, C), dtype=np.float32)
-    columns = [TextColumn("prefill cache"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with torch.inference_mode(), Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("rows", total=M)
+    bar = StepProgress("prefill cache", M, enabled=progress, unit="rows", transient=True)
+    with torch.inference_mode(), bar:
         for rows in order.split(batch_size):
             inputs = {name: v[rows].to(view.device) for name, v in enc.items()}
             state = view.run_layers(view.embed(inputs), 0, k)  # full T: padding states as inference sees them
@@ -289,7 +287,7 @@ def _write(
             rep, lg = teacher_outputs(view, view.trim(state), k)
             reps[idx] = rep.to("cpu", torch.float16).numpy()
             logits[idx] = lg.to("cpu", torch.float32).numpy()
-            bar.advance(task, len(rows))
+            bar.advance(len(rows))
     states.flush()
     del states
     np.save(directory / _FILES["masks"], mask.numpy().astype(np.uint8))

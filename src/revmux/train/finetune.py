@@ -26,6 +26,7 @@ import torch
 
 from revmux.data import TaskData, model_inputs, split_holdout
 from revmux.errors import ConfigError, DataError, RevmuxError
+from revmux.progress import StepProgress
 
 LOG_NAME = "finetune_log.json"
 
@@ -64,6 +65,7 @@ def finetune(
     """
     import transformers
 
+    from revmux.backbones.hf_load import from_pretrained_quietly
     from revmux.backbones.registry import load_tokenizer
     from revmux.backbones.zoo import resolve_model
 
@@ -86,8 +88,10 @@ def finetune(
             model, classify = _lm_classifier(source, verbalizer_ids, names)
         else:
             _refuse_lm_only(source)
-            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            model = from_pretrained_quietly(
+                transformers.AutoModelForSequenceClassification,
                 source,
+                new_head_note="fine-tuning trains it",
                 num_labels=len(names),
                 id2label=dict(enumerate(names)),
                 label2id={n: i for i, n in enumerate(names)},
@@ -292,38 +296,22 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 class _Progress:
-    """A rich progress bar over steps showing loss, examples/s and ETA (a no-op when disabled)."""
+    """Fine-tuning progress over steps: loss, examples/s and ETA (revmux.progress; a no-op when disabled)."""
 
     def __init__(self, total_steps: int, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total = total_steps
         self.examples = 0
         self.start = time.perf_counter()
+        fields = "loss {loss:.4f}, {rate:.1f} ex/s"
+        self.steps = StepProgress("fine-tuning", total_steps, fields=fields, enabled=enabled)
 
     def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("fine-tuning"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}"),
-                TextColumn("{task.fields[rate]:.1f} ex/s"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("steps", total=self.total, loss=float("nan"), rate=0.0)
+        self.steps.__enter__()
         return self
 
     def advance(self, examples: int, loss: float) -> None:
         self.examples += examples
-        if self.enabled:
-            rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.update(self.task, advance=1, loss=loss, rate=rate)
+        rate = self.examples / max(time.perf_counter() - self.start, 1e-9)
+        self.steps.advance(loss=loss, rate=rate)
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
+        self.steps.__exit__(*exc)

@@ -1,4 +1,4 @@
-"""The adapter-training losses of METHOD.md section 4: CE + InfoNCE + KD + the group cosine penalty.
+"""The adapter-training losses of docs/method.md section 4: CE + InfoNCE + KD + the group cosine penalty.
 
 What it is: pure functions on tensors (student outputs vs. the frozen teacher's and the gold labels).
 What it is not: a training loop, or anything that knows about backbones, caches or checkpoints.

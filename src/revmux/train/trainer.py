@@ -1,6 +1,6 @@
 """Adapter training: `TrainConfig`, and `train`, a plain loop over cached layer-k states.
 
-What it is: the recipe of METHOD.md section 4. The backbone and its head stay frozen; only the
+What it is: the recipe of docs/method.md section 4. The backbone and its head stay frozen; only the
 multiplexer's adapters train, with CE + InfoNCE + KD (+ the group cosine penalty) against the teacher
 outputs stored by `revmux.train.cache`. Groups are redrawn every epoch from a generator seeded by
 (seed, epoch); checkpoints are selected on a slice held out from TRAIN; every epoch is checkpointed
@@ -30,6 +30,7 @@ from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
 from revmux.model import MuxModel, shared_prefix_mask
+from revmux.progress import StepProgress
 from revmux.prompting import PromptSpec
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.train.config import TrainConfig
@@ -144,15 +145,11 @@ def train(
         state = _State()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
             model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=model.config.shared_prefix))
-    with _progress_bar(progress) as bar:
-        bar_task = bar.add_task(
-            "train", total=steps_per_epoch * config.epochs, completed=state.step,
-            epoch=state.epoch, epochs=config.epochs, loss=float("nan"), rate=0.0,
-        )  # fmt: skip
+    with _progress_bar(progress, steps_per_epoch * config.epochs, state.step, config.epochs) as bar:
         for epoch in range(state.epoch + 1, config.epochs + 1):
 
             def on_step(loss: float, rate: float, e: int = epoch) -> None:
-                bar.update(bar_task, advance=1, epoch=e, loss=loss, rate=rate)
+                bar.advance(epoch=e, loss=loss, rate=rate)
 
             stats = _train_epoch(
                 model, sources[0], optimizer, scheduler, config, epoch, steps_per_epoch, on_step
@@ -288,19 +285,10 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     )
 
 
-def _progress_bar(enabled: bool) -> Any:
-    """A rich progress bar over all steps: epoch, loss (running mean), examples/s and ETA."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.0f} ex/s"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
+def _progress_bar(enabled: bool, total: int, completed: int, epochs: int) -> StepProgress:
+    """Progress over all steps: epoch, loss (running mean), examples/s and ETA (revmux.progress)."""
+    fields = "epoch {epoch}/{epochs}, loss {loss:.4f}, {rate:.0f} ex/s"
+    return StepProgress("train", total, fields=fields, enabled=enabled, completed=completed, epochs=epochs)
 
 
 def _train_epoch(
