@@ -640,6 +640,13 @@ def train_cmd(
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Recipe name (src/revmux/configs/recipes/) or YAML path; --config and flags override it.",
+        ),
+    ] = None,
     verbalizer: Annotated[
         str | None, typer.Option(help="Comma-separated verbalizer token ids (LM heads: decoders, T5).")
     ] = None,
@@ -653,6 +660,7 @@ def train_cmd(
 
     from revmux.backbones import load_backbone
     from revmux.config import load_yaml
+    from revmux.recipes import load_recipe, recipe_name
     from revmux.train.trainer import TrainConfig
     from revmux.train.trainer import train as run_train
 
@@ -660,7 +668,8 @@ def train_cmd(
     flags |= {"max_length": max_length, "max_train_rows": max_train_rows, "seed": seed}
     flags |= {"lambda_nce": lambda_nce, "lambda_kd": lambda_kd, "lambda_cos": lambda_cos}
     try:
-        values = load_yaml(config) if config else {}
+        values = load_recipe(recipe) if recipe else {}
+        values |= load_yaml(config) if config else {}
         values |= {key: v for key, v in flags.items() if v is not None}
         if no_cache:
             values["use_cache"] = False
@@ -668,7 +677,8 @@ def train_cmd(
             values["pca_composite"] = True
         if shared_prefix:
             values["shared_prefix"] = True
-        cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
+        source = f"--config {config}" if config else f"--recipe {recipe}" if recipe else "flags"
+        cfg = TrainConfig.from_dict(values, source=source)
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         ids = _parse_ints(verbalizer, "--verbalizer") if verbalizer else None
         spec = _prompt_spec(prompt_style, verbalizer_words, instruction, task, data)
@@ -687,7 +697,10 @@ def train_cmd(
                 "note: every request starts with the same prompt; --shared-prefix feeds it to the tail as "
                 "is and only multiplexes what follows (adapters on prompted decoders learn far better)."
             )
-        result = run_train(view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume)
+        result = run_train(
+            view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume,
+            recipe=recipe_name(recipe) if recipe else None,
+        )  # fmt: skip
     except RevmuxError as exc:
         _fail(exc)
     console.print(

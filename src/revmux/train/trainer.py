@@ -203,12 +203,14 @@ def train(
     cache_root: str | Path | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    recipe: str | None = None,
 ) -> TrainResult:
     """Train the adapters of a fresh (or resumed) MuxModel on `train_data`; write checkpoints to `out_dir`.
 
     `out_dir` ends up holding the best epoch's adapter (mux_config.json + mux_model.safetensors),
     `checkpoints/epoch-{i}/` and train_log.json. `stop_after_epochs` stops early (to simulate an
-    interruption in tests); the schedule still spans `config.epochs`.
+    interruption in tests); the schedule still spans `config.epochs`. `recipe` (the name of the recipe
+    the config came from, `revmux.recipes`) is recorded in train_log.json only.
     """
     out_dir = Path(out_dir)
     train_data = prompt_data(view, train_data, config.max_length)  # no-op unless the view has a prompt
@@ -234,6 +236,7 @@ def train(
     steps_per_epoch = max(1, len(fit) // config.rows_per_step)
     info = {
         "config": config.to_dict(),
+        "recipe": recipe,
         "task": task,
         "backbone_path": str(backbone_path),
         "backbone_hash": sha,
