@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from revmux.errors import ConfigError
-from revmux.grid import GridCell, GridRow, row_key
+from revmux.grid import GridCell, GridRow, GridSpec, row_key, run_grid
 from revmux.recipes import load_recipe
 from revmux.train import TrainConfig
+from tests.test_prompting import llama_dir  # noqa: F401  (a fixture: a tiny LlamaForCausalLM + BPE tokenizer)
 from tests.train import toy_task
 from tests.train.test_finetune import _save_tiny
 
@@ -93,3 +94,29 @@ def test_grid_runs_a_row_end_to_end_and_resume_skips_it(tmp_path, minilm_path, m
     assert printed.count("skip sst2") == 2 and "0 new row(s)" in printed
     assert {row_key(r) for r in rows} == {GridRow.from_dict(r).key() for r in rows}
     assert script.main([*argv, "--grid", "revmux:2"]) == 2  # a malformed cell: refused before any work
+
+
+def test_grid_prompt_teacher_rows(tmp_path, llama_dir, monkeypatch):  # noqa: F811
+    """A prompted decoder (SmolLM2's setting): the zero-shot chat prompt + verbalizer teacher, frozen."""
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    fields = load_recipe("prompt-pca-shared-prefix") | {"epochs": 1, "batch_groups": 8, "max_length": 64}
+    recipe = tmp_path / "tiny-prompt.yaml"
+    teacher = {"style": "prompt", "prompt_style": "chat"}
+    recipe.write_text(yaml.safe_dump({"description": "tiny", **fields, "teacher": teacher}))
+    spec = GridSpec(
+        backbone=str(llama_dir), task="sst2", recipe=str(recipe), cells=GridCell.parse("revmux:2:1"),
+        data_dir=str(_glue(tmp_path / "glue")), groupings=2, work_dir=tmp_path / "work",
+    )  # fmt: skip
+    (row,) = run_grid(spec, tmp_path / "rows.json", command="test", progress=False)
+    assert (
+        row.teacher == "prompt"
+        and row.prompt["style"] == "chat"
+        and row.prompt["words"] == ["negative", "positive"]
+    )
+    assert (
+        row.train_config["shared_prefix"]
+        and row.train_config["pca_composite"]
+        and row.recipe == "tiny-prompt"
+    )
+    assert row.teacher_config == teacher and row.backbone == str(llama_dir)
+    assert run_grid(spec, tmp_path / "rows.json", command="test", progress=False) == []

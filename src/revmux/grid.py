@@ -90,7 +90,7 @@ class GridRow:
     eval_split: str
     train_rows: int
     epochs: int
-    train_seconds: float
+    train_seconds: float | None  # teacher-only rows: None when the teacher was reused, not made here
     cache_build_seconds: float | None
     command: str
     machine: str
@@ -121,7 +121,7 @@ class Teacher:
     style: str  # "seqcls" | "prompt"
     config: dict[str, Any]
     prompt: dict[str, Any] | None = None
-    train_seconds: float = 0.0
+    train_seconds: float | None = None  # None: not fine-tuned by this run (a prompt, or reused)
     holdout_accuracy: float | None = None
 
 
@@ -227,7 +227,7 @@ def make_teacher(
     options = {key: v for key, v in settings.items() if key != "style"}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
     teacher_dir = work / f"teacher-{digest}"
-    seconds, holdout = 0.0, None
+    seconds, holdout = None, None
     if not (teacher_dir / "config.json").is_file():
         start = time.perf_counter()
         result = finetune(backbone, train_data, teacher_dir, **options, progress=progress)
@@ -295,7 +295,7 @@ def summary(row: GridRow) -> str:
     return (
         f"{row.task} {row.backbone} {what} ({row.recipe}, seed {row.seed}): {100 * row.accuracy_mean:.1f} +- "
         f"{100 * row.accuracy_std:.1f} (teacher {100 * row.teacher_accuracy:.1f}, agreement "
-        f"{100 * row.agreement:.1f}, train {row.train_seconds:.0f} s)"
+        f"{100 * row.agreement:.1f}, train {'reused' if row.train_seconds is None else f'{row.train_seconds:.0f} s'})"
     )
 
 
