@@ -104,10 +104,12 @@ def test_grid_prompt_teacher_rows(tmp_path, llama_dir, monkeypatch):  # noqa: F8
     teacher = {"style": "prompt", "prompt_style": "chat"}
     recipe.write_text(yaml.safe_dump({"description": "tiny", **fields, "teacher": teacher}))
     spec = GridSpec(
-        backbone=str(llama_dir), task="sst2", recipe=str(recipe), cells=GridCell.parse("revmux:2:1"),
+        backbone=str(llama_dir), task="sst2", recipe=str(recipe), cells=GridCell.parse("revmux:2:1,teacher:1:0"),
         data_dir=str(_glue(tmp_path / "glue")), groupings=2, work_dir=tmp_path / "work",
     )  # fmt: skip
-    (row,) = run_grid(spec, tmp_path / "rows.json", command="test", progress=False)
+    row, alone = run_grid(spec, tmp_path / "rows.json", command="test", progress=False)
+    assert alone.teacher == "prompt" and alone.train_seconds is None and alone.train_config is None
+    assert alone.accuracy_mean == alone.teacher_accuracy == row.teacher_accuracy
     assert (
         row.teacher == "prompt"
         and row.prompt["style"] == "chat"

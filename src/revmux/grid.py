@@ -254,7 +254,8 @@ def run_cell(
     overrides: dict[str, Any] | None = None,
 ) -> GridRow:
     """Train the cell's adapters with the recipe (resuming an interrupted run in `adapter_dir`) and evaluate
-    them on `eval_data` over `groupings` groupings; N = 1 evaluates the teacher alone."""
+    them on `eval_data` over `groupings` groupings; N = 1 evaluates the teacher alone (at its teacher
+    max_length, a prompt teacher at the recipe's)."""
     from revmux.evaluate import evaluate
     from revmux.model import MuxModel
     from revmux.train.trainer import TrainConfig, train
@@ -264,7 +265,7 @@ def run_cell(
     common |= {"teacher_config": teacher.config, "prompt": teacher.prompt, "eval_split": eval_split}
     common |= {"command": command, "machine": machine()}
     if cell.n == 1:
-        max_length = int(teacher.config.get("max_length", 64))
+        max_length = int(teacher.config.get("max_length") or recipe.train.get("max_length", 64))
         model = MuxModel.from_backbone(teacher.view, n=1, k=0, backbone_path=teacher.backbone_path)
         report = evaluate(model, eval_data, groupings=1, seed=seed, max_length=max_length, task=task)
         rows = teacher.config.get("max_train_rows") or len(train_data)
