@@ -75,6 +75,7 @@ def test_render_results_only_reads_its_inputs(tmp_path, monkeypatch):
     before = _digest(tmp_path / "docs" / "results")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("render_results", ROOT / "benchmarks" / "render_results.py")
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "render_results", module)
