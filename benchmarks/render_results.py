@@ -2,7 +2,9 @@
 
 Every table is generated from the JSON written by the command shown beside it, so the document
 is regenerated, never edited by hand: rerun the commands, then `python benchmarks/render_results.py`.
-Prose that is not a measurement lives in docs/results/notes.md and is included verbatim.
+Prose that is not a measurement lives in docs/results/notes.md and is included verbatim; the targets
+the rows are checked against live in docs/results/targets.yaml. This script only reads docs/results/:
+it writes docs/RESULTS.md and the plots, never its inputs.
 """
 
 from __future__ import annotations
@@ -11,11 +13,23 @@ import json
 from pathlib import Path
 from typing import Any
 
+from result_targets import load_targets, targets_section  # sibling script: benchmarks/ is on sys.path
+
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
+from revmux.demo import DemoSettings
 from revmux.plots import plot_frontier, plot_throughput
 
 RESULTS = Path("docs/results")
 DOC = Path("docs/RESULTS.md")
+RECIPES = "../src/revmux/configs/recipes"  # recipe files, relative to docs/RESULTS.md
+DISPLAY = {
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "qnli": "QNLI",
+    "minilm": "MiniLM",
+    "mpnet": "MPNet",
+}
 SPEEDUP_BATCH = 32  # measured speedup attached to frontier rows: this batch size of the bench grid
 
 
@@ -31,7 +45,7 @@ def demo_section(demo: dict | None) -> list[str]:
     return [
         f"Command: `{demo['command']}` (the code and defaults of `revmux demo`, recording command, machine "
         "and date)  ",
-        f"Machine: {demo['machine']}; date: {demo['date']}",
+        f"Machine: {demo['machine']}; date: {demo['date']}; recipe {recipe({'recipe': DemoSettings().recipe})}",
         "",
         "| teacher acc | mux acc (N={n}, k={k}) | drop | agreement | partner sensitivity | plain req/s | mux req/s "
         "| speedup | bound | total time |".format(n=r["n"], k=r["k"]),
@@ -61,13 +75,26 @@ def attach_measured_speedups(rows: list[dict], benches: dict[str, dict]) -> None
 
 
 def recipe(row: dict) -> str:
-    """The training recipe of a frontier row ("default" = benchmarks/frontier.py's defaults)."""
-    return row.get("recipe", "default")
+    """A row's recipe as a link to its file (src/revmux/configs/recipes/<name>.yaml)."""
+    return f"[{row['recipe']}]({RECIPES}/{row['recipe']}.yaml)"
+
+
+def grid_commands(rows: list[dict], out: str) -> list[str]:
+    """One `benchmarks/grid.py` command per (backbone, task, recipe) that reruns these rows."""
+    cells: dict[tuple[str, str, str], list[str]] = {}
+    for r in rows:
+        cell = "teacher:1:0" if r["n"] == 1 else f"{r['mux']}:{r['n']}:{r['k']}"
+        cells.setdefault((r["backbone"], r["task"], r["recipe"]), []).append(cell)
+    return [
+        f"python benchmarks/grid.py --backbone {b} --task {t} --recipe {name} --grid {','.join(c)} "
+        f"--data-dir ../shared/data/glue --out {out}"
+        for (b, t, name), c in cells.items()
+    ]
 
 
 def frontier_section(rows: list[dict] | None) -> list[str]:
     if not rows:
-        return ["_No frontier rows yet: run benchmarks/frontier.py._", ""]
+        return ["_No frontier rows yet: run benchmarks/grid.py._", ""]
     out = []
     for task in sorted({r["task"] for r in rows}):
         sub = [r for r in rows if r["task"] == task]
@@ -77,7 +104,7 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
             "| partner sens. | bound S(k,N) | measured speedup | trainable params | train s |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"], recipe(r) != "default")):
+        for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"])):  # stable: run order
             ps = r.get("partner_sensitivity")
             ms = r.get("measured_speedup")
             out.append(
@@ -90,6 +117,8 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         cmds = sorted({r["command"] for r in sub})
         out += ["", "Commands (each row's exact command is also in frontier.json):", ""]
         out += [f"- `{c}`" for c in cmds]
+        out += ["", "The same rows from their recipes with the grid runner:", ""]
+        out += [f"- `{c}`" for c in grid_commands(sub, "docs/results/frontier.json")]
         out += ["", f"Machine: {sub[0]['machine']}; dates: {', '.join(sorted({r['date'] for r in sub}))}", ""]
     return out
 
@@ -247,7 +276,8 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
         for r in seqcls:
             out += [
                 f"Sequence-classification teacher (LlamaForSequenceClassification, fully fine-tuned on "
-                f"{r['train_rows']:,} train rows, {r['epochs']} epoch(s), {r['train_seconds'] / 60:.1f} min wall including its hold-out check): "
+                f"{r['train_rows']:,} train rows, {r['epochs']} epoch(s), {r['train_seconds'] / 60:.1f} min wall including its hold-out check; "
+                f"recipe {recipe(r)}): "
                 f"**{100 * r['teacher_accuracy']:.1f}%** on dev ({r['num_examples']} rows).",
                 "",
             ]
@@ -255,7 +285,7 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
             out += ["Sequence-classification teacher: not measured yet.", ""]
         prompt = sorted(
             (r for r in sub if r["teacher"] == "prompt"),
-            key=lambda r: (r["k"], r["n"], recipe(r) != "default"),
+            key=lambda r: (r["k"], r["n"]),  # stable: rows of one cell in the order they were run
         )
         bench = {(b["n"], b["k"]): b for b in ((llm or {}).get("tasks", {}).get(task, {}).get("bench", []))}
         if prompt:
@@ -285,6 +315,8 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
             out += [f"Adapters not trained yet: {'; '.join(missing)}.", ""]
         if sub:
             out += ["Commands:", "", *[f"- `{c}`" for c in sorted({r["command"] for r in sub})], ""]
+            out += ["The same rows from their recipes with the grid runner:", ""]
+            out += [f"- `{c}`" for c in grid_commands(sub, "docs/results/smollm2_trained.json")] + [""]
             out += [
                 f"Machine: {sub[0]['machine']}; dates: {', '.join(sorted({r['date'][:10] for r in sub}))}",
                 "",
@@ -332,85 +364,17 @@ def load_section(load: dict | None) -> list[str]:
     return out + [""]
 
 
-def targets_section(rows: list[dict] | None, bench: dict | None) -> list[str]:
-    """The issue's targets, checked against the measured rows (computed, never typed)."""
-    out = ["| target | measured | met |", "|---|---|---|"]
-    sst = [r for r in rows or [] if r["task"] == "sst2" and r["backbone"] == "minilm"]
-
-    def best_drop(kind: str, n: int) -> dict | None:
-        cands = [r for r in sst if r["mux"] == kind and r["n"] == n and r["k"] <= 2]
-        return min(cands, key=lambda r: r["teacher_accuracy"] - r["accuracy_mean"], default=None)
-
-    for n, limit in ((2, 1.0), (4, 3.0)):
-        r = best_drop("revmux", n)
-        if r:
-            drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
-            out.append(
-                f"| SST-2 MiniLM revmux N={n}, k<=2: within {limit:.1f} pts of the teacher | {drop:.2f} pts "
-                f"(k={r['k']}, recipe {recipe(r)}) | {'yes' if drop <= limit else 'no'} |"
-            )
-    for r in sst:
-        if r["mux"] != "revmux":
-            continue
-        for kind in ("adapter", "datamux"):
-            # the baseline trained with the same recipe when there is one, else the default-recipe one
-            base = {recipe(o): o for o in sst if (o["mux"], o["n"], o["k"]) == (kind, r["n"], r["k"])}
-            other = base.get(recipe(r), base.get("default"))
-            if other is None:
-                continue
-            better = r["accuracy_mean"] > other["accuracy_mean"]
-            tag = "" if recipe(r) == "default" else f" ({recipe(r)})"
-            otag = "" if recipe(other) == recipe(r) else " (default recipe)"
-            out.append(
-                f"| revmux{tag} beats {kind}{otag} at N={r['n']}, k={r['k']} | "
-                f"{100 * r['accuracy_mean']:.1f} vs "
-                f"{100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
-            )
-        if r["n"] == 2 and r.get("partner_sensitivity") is not None:
-            ps = 100 * r["partner_sensitivity"]
-            out.append(
-                f"| partner sensitivity <= 2% at N=2 (k={r['k']}, recipe {recipe(r)}) | {ps:.1f}% "
-                f"| {'yes' if ps <= 2 else 'no'} |"
-            )
-        out.append(
-            f"| adapter training <= 30 min on 2 cores (N={r['n']}, k={r['k']}, recipe {recipe(r)}) "
-            f"| {r['train_seconds'] / 60:.1f} min "
-            f"| {'yes' if r['train_seconds'] <= 1800 else 'no'} |"
-        )
-    shares = [
-        (run["adapter_share"], run)
-        for report in (bench or {}).get("reports", [])
-        for run in report["runs"]
-        if run.get("adapter_share") is not None
-    ]
-    if shares:
-        top, run = max(shares, key=lambda s: s[0])
-        out.append(
-            f"| adapters <= 10% of the mux forward, MiniLM (largest over the grid) | {top:.1%} (N={run['n']}, "
-            f"k={run['k']}, batch {run['batch_size']}) | {'yes' if top <= 0.10 else 'no'} |"
-        )
-    for report in (bench or {}).get("reports", []):
-        for run in report["runs"]:
-            if run["batch_size"] >= 32 and run["k"] in (1, 2):
-                eff = run["efficiency"]
-                out.append(
-                    f"| bench efficiency >= 0.9, MiniLM N={run['n']}, k={run['k']}, batch {run['batch_size']} "
-                    f"| {eff:.2f} | {'yes' if eff >= 0.9 else 'no'} |"
-                )
-    return out + [""]
-
-
 def main() -> None:
     benches = {"minilm": _load("bench_minilm.json"), "mpnet": _load("bench_mpnet.json")}
     rows = _load("frontier.json")
     if rows:
-        attach_measured_speedups(rows, benches)
-        (RESULTS / "frontier.json").write_text(json.dumps(rows, indent=2) + "\n")
-        plot_frontier(RESULTS / "frontier.json", Path("docs"))
+        attach_measured_speedups(rows, benches)  # in memory only: the inputs are never written
+        plot_frontier(rows, Path("docs"))
     bench_files = [RESULTS / f"bench_{b}.json" for b, v in benches.items() if v]
     if bench_files:
         plot_throughput(bench_files, Path("docs"))
     notes = RESULTS / "notes.md"
+    targets = load_targets(RESULTS / "targets.yaml")
     lines = [
         "# revmux results",
         "",
@@ -421,7 +385,7 @@ def main() -> None:
         "",
         "## Targets",
         "",
-        *targets_section(rows, benches["minilm"]),
+        *targets_section(rows, benches.get(targets["backbone"]), targets),
         "## The demo (`make demo`)",
         "",
         *demo_section(_load("demo.json")),

@@ -647,6 +647,13 @@ def train_cmd(
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of TrainConfig fields; flags override it.")
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe",
+            help="Recipe name (src/revmux/configs/recipes/) or YAML path; --config and flags override it.",
+        ),
+    ] = None,
     verbalizer: Annotated[
         str | None, typer.Option(help="Comma-separated verbalizer token ids (LM heads: decoders, T5).")
     ] = None,
@@ -661,14 +668,17 @@ def train_cmd(
 
     from revmux.backbones import load_backbone
     from revmux.config import load_yaml
+    from revmux.recipes import load_recipe, recipe_name
     from revmux.train.trainer import train as run_train
 
     try:
-        values = load_yaml(config) if config else {}
+        values = load_recipe(recipe) if recipe else {}
+        values |= load_yaml(config) if config else {}
         values |= overrides or {}
         if mux_option:
             values["mux_options"] = dict(values.get("mux_options") or {}) | _mux_options(mux_option)
-        cfg = TrainConfig.from_dict(values, source=f"--config {config}" if config else "flags")
+        source = f"--config {config}" if config else f"--recipe {recipe}" if recipe else "flags"
+        cfg = TrainConfig.from_dict(values, source=source)
         data = _load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
         spec, ids = _resolve_prompt(
             teacher, data, task, verbalizer, prompt_style, verbalizer_words, instruction
@@ -677,8 +687,9 @@ def train_cmd(
         backbone_path = str(Path(teacher).resolve()) if Path(teacher).exists() else teacher
         name = task or (Path(train_file).stem if train_file else None)
         result = run_train(
-            view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume, prompt=spec
-        )
+            view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume, prompt=spec,
+            recipe=recipe_name(recipe) if recipe else None,
+        )  # fmt: skip
     except RevmuxError as exc:
         _fail(exc)
     console.print(

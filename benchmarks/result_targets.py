@@ -1,0 +1,114 @@
+"""The targets docs/RESULTS.md checks the measured rows against: docs/results/targets.yaml, evaluated.
+
+benchmarks/render_results.py renders the table this module computes; the targets themselves (which
+backbone and task, which baseline recipe, which limits) are data in docs/results/targets.yaml, and
+tests/test_render_results.py checks that every target names a known backbone, task, recipe and check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+DISPLAY = {
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "qnli": "QNLI",
+    "minilm": "MiniLM",
+    "mpnet": "MPNet",
+}
+
+
+def load_targets(path: Path) -> dict[str, Any]:
+    """docs/results/targets.yaml: the backbone, task and baseline recipe the targets look at, and the targets."""
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _display(name: str) -> str:
+    return DISPLAY.get(name, name)
+
+
+def targets_section(rows: list[dict] | None, bench: dict | None, spec: dict[str, Any]) -> list[str]:
+    """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed)."""
+    out = ["| target | measured | met |", "|---|---|---|"]
+    scope = [r for r in rows or [] if r["task"] == spec["task"] and r["backbone"] == spec["backbone"]]
+    where = f"{_display(spec['task'])} {_display(spec['backbone'])}"
+    by_check: dict[str, list[dict]] = {}
+    for t in spec["targets"]:
+        by_check.setdefault(t["check"], []).append(t)
+    for t in by_check.get("drop_within", []):
+        out += _drop_within(scope, t, where)
+    for r in (r for r in scope if r["mux"] == "revmux"):
+        for t in spec["targets"]:
+            if t["check"] == "beats":
+                out += _beats(scope, r, t, spec["baseline_recipe"])
+            elif (
+                t["check"] == "partner_sensitivity"
+                and r["n"] == t["n"]
+                and r.get("partner_sensitivity") is not None
+            ):
+                ps, limit = 100 * r["partner_sensitivity"], t["max_percent"]
+                out.append(
+                    f"| partner sensitivity <= {limit:g}% at N={t['n']} (k={r['k']}, recipe {r['recipe']}) "
+                    f"| {ps:.1f}% | {'yes' if ps <= limit else 'no'} |"
+                )
+            elif t["check"] == "train_minutes":
+                limit = t["max_minutes"]
+                out.append(
+                    f"| adapter training <= {limit:g} min on 2 cores (N={r['n']}, k={r['k']}, recipe "
+                    f"{r['recipe']}) | {r['train_seconds'] / 60:.1f} min "
+                    f"| {'yes' if r['train_seconds'] <= 60 * limit else 'no'} |"
+                )
+    runs = [run for report in (bench or {}).get("reports", []) for run in report["runs"]]
+    name = _display(spec["backbone"])
+    for t in by_check.get("adapter_share", []):
+        shares = [(run["adapter_share"], run) for run in runs if run.get("adapter_share") is not None]
+        if shares:
+            top, run = max(shares, key=lambda s: s[0])
+            out.append(
+                f"| adapters <= {t['max_share']:.0%} of the mux forward, {name} (largest over the grid) | "
+                f"{top:.1%} (N={run['n']}, k={run['k']}, batch {run['batch_size']}) "
+                f"| {'yes' if top <= t['max_share'] else 'no'} |"
+            )
+    for t in by_check.get("efficiency", []):
+        for run in runs:
+            if run["batch_size"] >= t["min_batch_size"] and run["k"] in t["ks"]:
+                eff, limit = run["efficiency"], t["min_efficiency"]
+                out.append(
+                    f"| bench efficiency >= {limit:g}, {name} N={run['n']}, k={run['k']}, batch "
+                    f"{run['batch_size']} | {eff:.2f} | {'yes' if eff >= limit else 'no'} |"
+                )
+    return out + [""]
+
+
+def _drop_within(scope: list[dict], t: dict[str, Any], where: str) -> list[str]:
+    """The smallest RevMUX drop at N = t["n"] over k <= t["max_k"] and every recipe."""
+    cands = [r for r in scope if r["mux"] == "revmux" and r["n"] == t["n"] and r["k"] <= t["max_k"]]
+    r = min(cands, key=lambda r: r["teacher_accuracy"] - r["accuracy_mean"], default=None)
+    if r is None:
+        return []
+    drop, limit = 100 * (r["teacher_accuracy"] - r["accuracy_mean"]), t["max_points"]
+    return [
+        f"| {where} revmux N={t['n']}, k<={t['max_k']}: within {limit:.1f} pts of the teacher | {drop:.2f} pts "
+        f"(k={r['k']}, recipe {r['recipe']}) | {'yes' if drop <= limit else 'no'} |"
+    ]
+
+
+def _beats(scope: list[dict], r: dict, t: dict[str, Any], baseline_recipe: str) -> list[str]:
+    """RevMUX row `r` against each baseline kind at its N and k: trained with the same recipe when there
+    is one, else with the baseline recipe."""
+    out = []
+    for kind in t["baselines"]:
+        base = {o["recipe"]: o for o in scope if (o["mux"], o["n"], o["k"]) == (kind, r["n"], r["k"])}
+        other = base.get(r["recipe"], base.get(baseline_recipe))
+        if other is None:
+            continue
+        better = r["accuracy_mean"] > other["accuracy_mean"]
+        out.append(
+            f"| revmux ({r['recipe']}) beats {kind} ({other['recipe']}) at N={r['n']}, k={r['k']} | "
+            f"{100 * r['accuracy_mean']:.1f} vs {100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
+        )
+    return out

@@ -1,0 +1,89 @@
+"""docs/results as data: targets.yaml names known things, every published row names a shipped recipe
+whose TrainConfig it reproduces exactly, and benchmarks/render_results.py only reads its inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from revmux.backbones.zoo import ZOO
+from revmux.data import TASKS
+from revmux.grid import GridRow
+from revmux.recipes import list_recipes, load_recipe
+from revmux.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+ROW_FILES = ("frontier.json", "smollm2_trained.json")
+CHECKS = {
+    "drop_within": {"n", "max_k", "max_points"},
+    "beats": {"baselines"},
+    "partner_sensitivity": {"n", "max_percent"},
+    "train_minutes": {"max_minutes"},
+    "adapter_share": {"max_share"},
+    "efficiency": {"min_batch_size", "ks", "min_efficiency"},
+}
+
+
+def _rows(name: str) -> list[dict]:
+    return json.loads((RESULTS / name).read_text())
+
+
+def test_targets_name_a_known_backbone_task_recipe_and_check():
+    spec = yaml.safe_load((RESULTS / "targets.yaml").read_text())
+    assert spec["backbone"] in ZOO and spec["task"] in TASKS
+    assert spec["baseline_recipe"] in list_recipes()
+    rows = _rows("frontier.json")
+    assert any(
+        (r["backbone"], r["task"], r["recipe"]) == (spec["backbone"], spec["task"], spec["baseline_recipe"])
+        for r in rows
+    )
+    kinds = {r["mux"] for r in rows}
+    for target in spec["targets"]:
+        check = target["check"]
+        assert check in CHECKS, f"unknown check {check!r}; known: {sorted(CHECKS)}"
+        assert set(target) - {"check"} == CHECKS[check], target
+        assert set(target.get("baselines", [])) <= kinds
+
+
+@pytest.mark.parametrize("name", ROW_FILES)
+def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
+    for row in _rows(name):
+        parsed = GridRow.from_dict(row)  # the grid runner's schema, no key missing or extra
+        assert parsed.recipe in list_recipes(), parsed.recipe
+        if parsed.n == 1:  # the teacher alone: no adapters, the recipe says how the teacher was made
+            assert parsed.train_config is None and parsed.teacher_config["style"] == "finetune"
+            continue
+        cell = {"kind": parsed.mux, "n": parsed.n, "k": parsed.k}
+        assert parsed.train_config == TrainConfig.from_dict(load_recipe(parsed.recipe) | cell).to_dict()
+        assert parsed.epochs == parsed.train_config["epochs"]
+
+
+def _digest(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+def test_render_results_only_reads_its_inputs(tmp_path, monkeypatch):
+    shutil.copytree(RESULTS, tmp_path / "docs" / "results")
+    before = _digest(tmp_path / "docs" / "results")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "benchmarks" / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "render_results", module)
+    spec.loader.exec_module(module)
+    module.main()
+    assert _digest(tmp_path / "docs" / "results") == before
+    doc = (tmp_path / "docs" / "RESULTS.md").read_text()
+    for name in ROW_FILES:
+        for recipe in {r["recipe"] for r in _rows(name)}:
+            assert f"[{recipe}](../src/revmux/configs/recipes/{recipe}.yaml)" in doc
+    assert (ROOT / "src" / "revmux" / "configs" / "recipes").is_dir()
