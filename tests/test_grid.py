@@ -117,7 +117,7 @@ def test_grid_prompt_teacher_rows(tmp_path, llama_dir, monkeypatch):  # noqa: F8
     )
     assert (
         row.train_config["shared_prefix"]
-        and row.train_config["pca_composite"]
+        and row.train_config["mux_options"]["pca_composite"]
         and row.recipe == "tiny-prompt"
     )
     assert row.teacher_config == teacher and row.backbone == str(llama_dir)

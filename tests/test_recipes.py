@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from revmux.cli import app
 from revmux.errors import ConfigError
+from revmux.mux import MUX_KINDS
 from revmux.recipes import RECIPES_DIR, list_recipes, load_recipe, read_recipe, recipe_name
 from revmux.train import TrainConfig
 from revmux.train.trainer import LOG_NAME
@@ -37,9 +38,12 @@ def test_every_shipped_recipe_parses_into_a_train_config(name):
     )
 
 
-def test_default_recipe_is_train_config_defaults():
-    defaults = {name: v for name, v in TrainConfig().to_dict().items() if name not in GRID_FIELDS}
-    assert load_recipe("default") == defaults
+@pytest.mark.parametrize("kind", sorted(MUX_KINDS))
+def test_default_recipe_is_train_config_defaults(kind):
+    assert (
+        TrainConfig.from_dict(load_recipe("default") | {"kind": kind}).to_dict()
+        == TrainConfig(kind=kind).to_dict()
+    )
 
 
 def test_recipes_are_package_data():
@@ -98,7 +102,7 @@ def test_cli_train_recipe_resolves_the_recipe_and_flags_override_it(teacher_view
     _, log = _train(teacher_view, tmp_path / "b", monkeypatch, over)
     want = load_recipe("pca-bg8-8ep-lr3e-4") | {"k": 1, "epochs": 1, "max_length": 24, "batch_groups": 4}
     assert log["config"] == TrainConfig.from_dict(want).to_dict() and log["recipe"] == "pca-bg8-8ep-lr3e-4"
-    assert log["config"]["lr"] == 3e-4 and log["config"]["pca_composite"] is True
+    assert log["config"]["lr"] == 3e-4 and log["config"]["mux_options"]["pca_composite"] is True
 
 
 def test_cli_train_unknown_recipe_fails_with_the_known_names(teacher_view, tmp_path, monkeypatch):
