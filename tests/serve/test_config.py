@@ -67,3 +67,11 @@ def test_unknown_and_missing_config_files(tmp_path):
         ServeConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="not found"):
         ServeConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_max_batch_size_above_the_queue_is_refused():
+    with pytest.raises(ConfigError, match="--max-batch-size 64 is above --max-queue-size 32"):
+        ServeConfig(max_queue_size=32)
+    assert ServeConfig(max_queue_size=32, max_batch_size=32).max_batch_size == 32
+    with pytest.raises(ConfigError, match="--fallback-max-per-step"):
+        ServeConfig(fallback_max_per_step=-1)

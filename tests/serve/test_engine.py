@@ -111,7 +111,9 @@ def test_a_cancelled_request_is_dropped_before_launch_and_nothing_stalls():
 
 def test_queue_full_then_recovers():
     gate = threading.Event()
-    engine = make_engine(FakeRunner(gate=gate), max_queue_size=2, max_batch_groups=1, widths=None)
+    engine = make_engine(
+        FakeRunner(gate=gate), max_queue_size=2, max_batch_size=2, max_batch_groups=1, widths=None
+    )
 
     async def main():
         first = asyncio.ensure_future(engine.predict([Item("running")]))
@@ -160,3 +162,56 @@ def test_format_scores_matches_the_pipeline_shape():
         "score": -1.0,
     }
     assert format_scores([0.0], ["only"])[0]["score"] == pytest.approx(0.5)  # one label: sigmoid
+
+
+class SlowTokenizer(FakeRunner):
+    """Tokenization takes 3 ms per input, as a real tokenizer does on long texts."""
+
+    def tokenize(self, text, pair=None, *, truncate=True, debug=False):
+        time.sleep(0.003)
+        return super().tokenize(text, pair, truncate=truncate, debug=debug)
+
+
+def test_a_64_input_tokenization_does_not_block_the_event_loop():
+    engine = make_engine(SlowTokenizer())
+    ticks: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.001)
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(ticker(stop))
+        await asyncio.sleep(0.01)
+        out = await engine.predict([Item(f"input {i}") for i in range(64)])  # >= 128 ms of tokenizing
+        stop.set()
+        await task
+        return out
+
+    out = asyncio.run(main())
+    assert len(out) == 64
+    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert max(gaps) < 0.1, f"the event loop stalled for {max(gaps) * 1000:.0f} ms"
+    engine.stop(2.0)
+
+
+class Fatal(BaseException):
+    """Not an Exception: what used to kill the worker thread."""
+
+
+class DiesOnce(FakeRunner):
+    def run(self, groups):
+        if any("FATAL" in "".join(map(chr, r.payload.input_ids)) for g in groups for r in g.requests):
+            raise Fatal()
+        return super().run(groups)
+
+
+def test_a_base_exception_in_the_runner_fails_its_step_and_the_worker_lives_on():
+    engine = make_engine(DiesOnce())
+    with pytest.raises(RunnerContractError):
+        asyncio.run(engine.predict([Item("FATAL input")]))
+    out = asyncio.run(engine.predict([Item("next request")]))  # the worker thread is still there
+    assert out[0].logits == expected_logits("next request")
+    assert engine.stop(2.0)

@@ -159,7 +159,7 @@ def test_payload_and_batch_limits_are_413():
 
 def test_queue_full_is_429_with_retry_after_then_recovers():
     gate = threading.Event()
-    engine = engine_with(FakeRunner(gate=gate), max_queue_size=2, max_batch_groups=1)
+    engine = engine_with(FakeRunner(gate=gate), max_queue_size=2, max_batch_size=2, max_batch_groups=1)
 
     async def main():
         async with asgi_client(engine) as c:

@@ -143,3 +143,46 @@ def test_a_prompted_pack_encodes_requests_with_its_prompt_and_never_shortens_sil
     assert runner.tokenize(long).n_tokens <= 64
     with pytest.raises(InputError, match='as a plain prompt, more than max_length=64.*send "truncate": true'):
         runner.tokenize(long, truncate=False)
+
+
+def _low_margin_groups(runner: ModelRunner) -> tuple[list[Group], list[Request]]:
+    reqs = requests_for(runner, TEXTS[:4])
+    return [Group(2, reqs[:2]), Group(2, reqs[2:])], reqs
+
+
+def test_fallback_reruns_at_most_the_cap_lowest_margins_first_and_flags_the_rest(pack):
+    runner = ModelRunner(pack, fallback_margin=1.0, fallback_max_per_step=1)  # every margin is below 1
+    groups, reqs = _low_margin_groups(runner)
+    plain = ModelRunner(pack).run(groups)
+    out = runner.run(groups)
+    rerun = [r for r in reqs if out[r.id].fallback]
+    flagged = [r for r in reqs if out[r.id].fallback_failed]
+    assert len(rerun) == 1 and len(flagged) == 3 and runner.fallbacks == 1 and runner.fallbacks_failed == 3
+    lowest = min(reqs, key=lambda r: prob_margin(plain[r.id].logits))
+    assert rerun == [lowest]
+    for r in flagged:  # capped answers keep their multiplexed logits
+        assert out[r.id].logits == plain[r.id].logits and out[r.id].width == 2
+
+
+def test_a_failed_fallback_keeps_the_multiplexed_answer_and_flags_it(pack, monkeypatch):
+    runner = ModelRunner(pack, fallback_margin=1.0)
+    groups, reqs = _low_margin_groups(runner)
+    real = runner._run_width
+
+    def no_width_1(width, batch):
+        if width == 1:
+            raise RuntimeError("N = 1 re-run failed")
+        return real(width, batch)
+
+    monkeypatch.setattr(runner, "_run_width", no_width_1)
+    out = runner.run(groups)
+    assert all(out[r.id].fallback_failed and not out[r.id].fallback and out[r.id].width == 2 for r in reqs)
+    assert runner.fallbacks == 0 and runner.fallbacks_failed == 4
+
+
+def test_info_names_adapters_without_filesystem_paths(pack, pack_dir):
+    info = json.dumps(ModelRunner(pack).info())
+    assert str(pack_dir) not in info and str(pack_dir.parent) not in info
+    assert all(
+        "name" in a and "sha256" in a and "path" not in a for a in ModelRunner(pack).info()["adapters"]
+    )

@@ -41,6 +41,7 @@ class ServeConfig:
     widths: list[int] | None = None  # None: every width of the pack
     width_thresholds: dict[int, int] | None = None  # width -> queue depth from which it may be used
     fallback_margin: float = 0.0  # re-run at N = 1 when top-1 minus top-2 probability < this (0: off)
+    fallback_max_per_step: int | None = None  # re-runs per step at most, lowest margins first (None: all)
     length_aware: bool = True  # group requests of similar token counts
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads
@@ -57,6 +58,14 @@ class ServeConfig:
         if self.fallback_margin > 1.0:
             raise ConfigError(
                 f"--fallback-margin is a probability margin in [0, 1], got {self.fallback_margin}."
+            )
+        if self.fallback_max_per_step is not None:
+            _check_int(self.fallback_max_per_step, "fallback_max_per_step", 0)
+        if self.max_batch_size > self.max_queue_size:
+            raise ConfigError(
+                f"--max-batch-size {self.max_batch_size} is above --max-queue-size {self.max_queue_size}: "
+                "a request that large could never be queued (every one would get 429). Lower "
+                "--max-batch-size or raise --max-queue-size."
             )
         if self.max_length is not None:
             _check_int(self.max_length, "max_length", 2)

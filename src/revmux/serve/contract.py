@@ -24,6 +24,7 @@ class Encoded:
     input_ids: list[int]
     token_type_ids: list[int] | None = None
     debug: bool = False
+    input_hash: str | None = None  # with debug: token_hash(input_ids), taken at admission
 
     @property
     def n_tokens(self) -> int:
@@ -32,12 +33,15 @@ class Encoded:
 
 @dataclass
 class Output:
-    """One request's answer: logits in label order, the width N it ran at, and whether it fell back."""
+    """One request's answer: logits in label order, the width N it ran at, whether it was re-run at N = 1
+    (`fallback`), and whether its margin asked for that re-run but it did not happen (`fallback_failed`:
+    the re-run failed, or the per-step cap was reached); then the multiplexed answer is kept, flagged."""
 
     logits: list[float]
     width: int
     fallback: bool = False
     input_hash: str | None = None
+    fallback_failed: bool = False
 
 
 class Runner(Protocol):

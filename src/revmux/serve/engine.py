@@ -159,7 +159,8 @@ class Engine:
     ) -> list[Output]:
         """The Outputs of `items` in order, or the first error; DeadlineExceeded past request_timeout_ms."""
         start = self.clock()
-        futures = self._admit(items, truncate=truncate, debug=debug, track=True)
+        # tokenization runs off the event loop: a large batch must not stall other connections
+        futures = await asyncio.to_thread(self._admit, items, truncate=truncate, debug=debug, track=True)
         try:
             timeout = max(0.0, start + self.config.request_timeout_ms / 1000 - self.clock())
             waits = [asyncio.wrap_future(f) for f in futures]
@@ -194,7 +195,7 @@ class Engine:
                     self._cond.wait(self.batcher.next_launch_s(now))
             try:
                 self._execute(step)
-            except Exception as exc:  # never let the worker die: fail the step's requests
+            except BaseException as exc:  # never let the worker die: fail the step's requests
                 log.error("step failed: %s", type(exc).__name__)  # no message: it may quote an input
                 log.debug("step failure", exc_info=True)
                 for req in step.requests:
@@ -215,8 +216,12 @@ class Engine:
         m.forward_batch_size.observe(len(step))
         try:
             results = self.runner.run(step.groups)
-        except Exception as exc:
+        except BaseException as exc:  # anything the runner raises fails this step's requests, not the worker
             log.warning("runner failed on a step of %d inputs: %s", len(step), type(exc).__name__)
+            if not isinstance(
+                exc, Exception
+            ):  # e.g. a BaseException from native code: never hand it to asyncio
+                exc = RunnerContractError("the step failed inside the server.")
             results = {r.id: exc for r in step.requests}
         m.inference_duration.observe(max(0.0, self.clock() - t0))
         self.steps += 1
@@ -232,6 +237,8 @@ class Engine:
             else:
                 if out.fallback:
                     m.fallback.inc()
+                if out.fallback_failed:
+                    m.fallback_failed.inc()
                 req.future.set_result(out)
 
     # ---- facts ----------------------------------------------------------------------------------

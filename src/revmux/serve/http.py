@@ -6,8 +6,10 @@ The engine is started and drained by the app's lifespan (no globals). /predict t
 a string, a pair `{"text", "text_pair"}`, or a list of those (a batch; a flat list of two strings is a
 batch of two, never a pair). It answers `[{"label", "score"}, ...]` per input (a list of those for a
 batch). With `"debug": true` (or header `X-Revmux-Debug: 1`) it answers
-`{"result": <that>, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback"}]}}`, where
-input_sha256 is the hash of the token ids of the row the answer came from (contract.token_hash).
+`{"result": <that>, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback",
+"fallback_failed"}]}}`, where input_sha256 is the hash of the token ids the server made of that input
+at admission (contract.token_hash): which input was answered, not a proof that the demux swapped
+nothing (that is tested under load against N = 1 answers).
 Errors are JSON `{"error", "error_type"}`: 422 bad input (also unknown fields and a body that is not
 UTF-8 or not JSON), 413 body or batch too large, 429 + Retry-After queue full, 504 deadline, 401 bad
 or missing bearer token when an API key is set (/health and /ready stay open), 503 draining.
@@ -152,7 +154,7 @@ def predict_response(
     outputs: list[Output], parsed: dict[str, Any], labels: list[str], request_id: str, *, debug: bool
 ) -> Any:
     """The /predict answer: per input, pipeline-shaped scores; a list of those for a batch; with debug,
-    {"result": that, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback"}]}}."""
+    {"result": that, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback", "fallback_failed"}]}}."""
     rows = [
         format_scores(o.logits, labels, top_k=parsed["top_k"], raw_scores=parsed["raw_scores"])
         for o in outputs
@@ -160,7 +162,15 @@ def predict_response(
     result: Any = rows if parsed["batch"] else rows[0]
     if not debug:
         return result
-    items = [{"input_sha256": o.input_hash, "width": o.width, "fallback": o.fallback} for o in outputs]
+    items = [
+        {
+            "input_sha256": o.input_hash,
+            "width": o.width,
+            "fallback": o.fallback,
+            "fallback_failed": o.fallback_failed,
+        }
+        for o in outputs
+    ]
     return {"result": result, "debug": {"request_id": request_id, "items": items}}
 
 

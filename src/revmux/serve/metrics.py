@@ -73,6 +73,11 @@ class ServeMetrics:
         self.fallback = Counter(
             "revmux_fallback", "Inputs re-run at N = 1 because their multiplexed margin was low.", registry=r
         )
+        self.fallback_failed = Counter(
+            "revmux_fallback_failed",
+            "Low-margin inputs answered multiplexed (flagged) because their N = 1 re-run failed or was capped.",
+            registry=r,
+        )
         self.rejected = Counter(
             "revmux_rejected", "Requests refused before admission, by reason.", ["reason"], registry=r
         )

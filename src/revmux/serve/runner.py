@@ -7,8 +7,11 @@ MuxModel of width N, or the teacher's own forward for N = 1. The batch contract 
 exactly one output per request id, else only the requests concerned fail; if a whole width fails,
 each of its requests is retried alone at N = 1 so one bad input fails alone. Confidence fallback:
 a multiplexed answer whose top-1 minus top-2 probability is below `fallback_margin` is re-run at
-N = 1 and flagged. With `debug`, an output carries the sha256 of the token ids of the row that
-produced it, so a client can check that no answer was swapped.
+N = 1 and flagged (at most `fallback_max_per_step` per step, lowest margins first; an answer whose
+re-run failed or was capped keeps its multiplexed logits and is flagged `fallback_failed`). With
+`debug`, an output carries the sha256 of its own request's token ids, taken when the request was
+admitted: it tells a client which input the server answered (what it tokenized), not more; that no
+answer is swapped by the demux is tested under load against N = 1 answers (tests/serve/test_load.py).
 What it is not: a scheduler (batcher.py decides what runs together) or thread-safe for concurrent
 `run` calls (the engine runs one step at a time, in its worker thread).
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +50,7 @@ class ModelRunner:
         *,
         max_length: int | None = None,
         fallback_margin: float = 0.0,
+        fallback_max_per_step: int | None = None,
         widths: Sequence[int] | None = None,
         threads: int | None = None,
     ) -> None:
@@ -57,6 +62,8 @@ class ModelRunner:
         self.encoder = pack.encoder if not max_length else pack.encoder.replace(max_length=max_length)
         self.max_length = self.encoder.max_length
         self.fallback_margin = fallback_margin
+        self.fallback_max_per_step = fallback_max_per_step
+        self.fallbacks_failed = 0
         self.label_names = pack.label_names
         self.widths = pack.widths if widths is None else _select_widths(pack.widths, widths)
         self.fallbacks = 0
@@ -75,7 +82,8 @@ class ModelRunner:
             raise InputError(f'{exc} In a request, send "truncate": true.') from exc
         except Exception as exc:  # tokenizers raise assorted types; the input fails alone
             raise TokenizationError(f"the tokenizer failed on this input ({type(exc).__name__}).") from exc
-        return Encoded(enc["input_ids"], enc.get("token_type_ids"), debug)
+        ids = enc["input_ids"]
+        return Encoded(ids, enc.get("token_type_ids"), debug, token_hash(ids) if debug else None)
 
     # ---- one step -------------------------------------------------------------------------------
     def run(self, groups: Sequence[Group]) -> dict[int, Output | BaseException]:
@@ -100,35 +108,45 @@ class ModelRunner:
         return results
 
     def _run_width(self, width: int, reqs: list[Request]) -> dict[int, Output]:
-        logits, hashes = self._forward(width, [r.payload for r in reqs])
+        logits = self._forward(width, [r.payload for r in reqs])
         if len(logits) != len(reqs):
             raise RunnerContractError(
                 f"the width-{width} forward returned {len(logits)} rows for {len(reqs)} requests."
             )
-        return {r.id: Output(row, width, False, h) for r, row, h in zip(reqs, logits, hashes, strict=True)}
+        return {
+            r.id: Output(row, width, False, r.payload.input_hash) for r, row in zip(reqs, logits, strict=True)
+        }
 
     def _fall_back(self, groups: Sequence[Group], results: dict[int, Output | BaseException]) -> None:
         """Re-run at N = 1 the multiplexed answers whose probability margin is below the threshold."""
-        low = [
-            r
+        margins = {
+            r.id: prob_margin(out.logits)
             for g in groups
             if g.width > 1
             for r in g.requests
-            if isinstance(out := results.get(r.id), Output) and prob_margin(out.logits) < self.fallback_margin
-        ]
-        if not low:
-            return
-        try:
-            redone = self._run_width(1, low)
-        except Exception:
-            return  # keep the multiplexed answers rather than fail them
+            if isinstance(out := results.get(r.id), Output)
+        }
+        low = sorted((m, rid) for rid, m in margins.items() if m < self.fallback_margin)
+        cap = len(low) if self.fallback_max_per_step is None else self.fallback_max_per_step
+        by_id = {r.id: r for g in groups for r in g.requests}
+        rerun, capped = [by_id[rid] for _, rid in low[:cap]], [rid for _, rid in low[cap:]]
+        redone: dict[int, Output] = {}
+        if rerun:
+            try:
+                redone = self._run_width(1, rerun)
+            except Exception:  # keep the multiplexed answers rather than fail them, but say so
+                redone = {}
         for rid, out in redone.items():
             out.fallback = True
             results[rid] = out
+        failed = [r.id for r in rerun if r.id not in redone] + capped
+        for rid in failed:
+            results[rid].fallback_failed = True  # type: ignore[union-attr]
         self.fallbacks += len(redone)
+        self.fallbacks_failed += len(failed)
 
     @torch.inference_mode()
-    def _forward(self, width: int, encs: list[Encoded]) -> tuple[list[list[float]], list[str | None]]:
+    def _forward(self, width: int, encs: list[Encoded]) -> list[list[float]]:
         """Logits rows for a batch whose consecutive runs of `width` are the composites."""
         B, T = len(encs), max(e.n_tokens for e in encs)
         ids = torch.full((B, T), self._pad_id, dtype=torch.long)
@@ -139,9 +157,6 @@ class ModelRunner:
             mask[i, : e.n_tokens] = 1
             if e.token_type_ids is not None:
                 types[i, : e.n_tokens] = torch.tensor(e.token_type_ids)
-        hashes = [
-            token_hash(ids[i, : int(mask[i].sum())].tolist()) if e.debug else None for i, e in enumerate(encs)
-        ]
         device = self.view.device
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         if any(e.token_type_ids is not None for e in encs):
@@ -150,7 +165,7 @@ class ModelRunner:
             logits = self.view.forward_unsplit(inputs)
         else:
             logits = self.pack.models[width](inputs, order=torch.arange(B, device=device))
-        return logits.float().cpu().tolist(), hashes
+        return logits.float().cpu().tolist()
 
     def warmup(self) -> None:
         """One tiny forward per width, so the first requests do not pay for lazy initialization."""
@@ -162,7 +177,7 @@ class ModelRunner:
         """What /info reports about the model side."""
         p = self.pack
         return {
-            "backbone": p.backbone,
+            "backbone": public_name(p.backbone),
             "backbone_hash": p.backbone_hash,
             "model_type": self.view.model_type,
             "num_layers": self.view.num_layers,
@@ -172,7 +187,7 @@ class ModelRunner:
                     "n": n,
                     "k": p.models[n].k,
                     "kind": p.models[n].config.kind,
-                    "path": str(p.dirs[n]),
+                    "name": p.dirs[n].name,  # never a filesystem path: /info goes to clients
                     "sha256": p.weight_hashes[n],
                 }
                 for n in sorted(p.models)
@@ -182,7 +197,15 @@ class ModelRunner:
             "max_length": self.max_length,
             "device": str(self.view.device),
             "fallback_margin": self.fallback_margin,
+            "fallback_max_per_step": self.fallback_max_per_step,
         }
+
+
+def public_name(source: str) -> str:
+    """What /info may say of a model source: a path's last component, a hub id or zoo name as is."""
+    return (
+        Path(source).name if ("/" in source and Path(source).exists()) or source.startswith("/") else source
+    )
 
 
 def _select_widths(available: list[int], wanted: Sequence[int]) -> list[int]:

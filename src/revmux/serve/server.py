@@ -40,6 +40,7 @@ def build_engine(
         loaded,
         max_length=config.max_length,
         fallback_margin=config.fallback_margin,
+        fallback_max_per_step=config.fallback_max_per_step,
         widths=config.widths,
         threads=config.threads,
     )
