@@ -1,9 +1,14 @@
 """Typer options derived from a config dataclass, so that a knob is written once (field, default, help).
 
-`@config_flags(TrainConfig, flag=...)` adds one `--flag` per scalar field of the dataclass to a typer
-command (help from `field(metadata={"help": ...})`, the default shown from the field), and passes the
-flags the user gave as one `overrides` dict: the command applies them over its YAML/recipe values, and
-the dataclass checks them. Flags left out stay None and override nothing.
+`@config_flags(TrainConfig, flag=...)` adds one `--flag` per field of the dataclass to a typer command
+(help from `field(metadata={"help": ...})`, the default shown from the field), and passes the flags the
+user gave as one `overrides` dict: the command applies them over its YAML/recipe values, and the
+dataclass checks them. Flags left out stay None and override nothing.
+
+Scalar fields (bool, int, float, str, or one of them | None) get typed options; list and dict fields
+get string options ("1,2,4", "2:32,4:64") that the shared loader (`revmux.config.config_from_dict`, via
+`coerce`) converts when the dataclass is built. Optional metadata: "default" (how the default reads in
+the help, e.g. "the adapters' max_length") and "envvar" (an environment variable the flag also reads).
 """
 
 from __future__ import annotations
@@ -21,15 +26,21 @@ import typer
 SCALARS = (bool, int, float, str)
 
 
+def dashed(name: str) -> str:
+    """The default flag of a field: `max_queue_delay_ms` -> `--max-queue-delay-ms`."""
+    return "--" + name.replace("_", "-")
+
+
 def config_flags(
     cls: type,
     *,
-    flag: Callable[[str], str],
+    flag: Callable[[str], str] = dashed,
     exclude: Iterable[str] = (),
     dest: str = "overrides",
     panel: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator for a typer command taking `dest: dict`: one option per scalar field of `cls`."""
+    """Decorator for a typer command taking `dest: dict`: one option per field of `cls` that is not in
+    `exclude` and not already a parameter of the command."""
     skip = set(exclude)
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,28 +64,26 @@ def config_flags(
     return decorate
 
 
-def flag_names(cls: type, *, flag: Callable[[str], str], exclude: Iterable[str] = ()) -> dict[str, str]:
+def flag_names(
+    cls: type, *, flag: Callable[[str], str] = dashed, exclude: Iterable[str] = ()
+) -> dict[str, str]:
     """field name -> flag, for every field `config_flags` turns into an option."""
     skip = set(exclude)
     return {f.name: flag(f.name) for f, _ in _fields(cls) if f.name not in skip}
 
 
 def _fields(cls: type) -> list[tuple[dataclasses.Field, type]]:
+    """(field, option type) for every init field: its scalar type, or str for lists and dicts."""
     hints = typing.get_type_hints(cls)
-    out = []
-    for f in dataclasses.fields(cls):
-        base = _scalar(hints[f.name])
-        if base is not None:
-            out.append((f, base))
-    return out
+    return [(f, _option_type(hints[f.name])) for f in dataclasses.fields(cls) if f.init]
 
 
-def _scalar(hint: Any) -> type | None:
-    """bool/int/float/str for `X` or `X | None`; None for anything else (lists, dicts: not flags)."""
+def _option_type(hint: Any) -> type:
+    """bool/int/float/str for `X` or `X | None`; str for anything else (lists, dicts: spelled as text)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         hint = inner[0] if len(inner) == 1 else None
-    return hint if hint in SCALARS else None
+    return hint if hint in SCALARS else str
 
 
 def _parameter(f: dataclasses.Field, base: type, name: str, panel: str | None) -> inspect.Parameter:
@@ -84,10 +93,21 @@ def _parameter(f: dataclasses.Field, base: type, name: str, panel: str | None) -
         default = f.default_factory()
     else:
         default = None
-    shown = "unset" if default is None else default
+    shown = f.metadata.get("default", "unset" if default is None else _spelled(default))
     text = f"{f.metadata.get('help', f.name)} (default {shown})"
     decl = f"{name}/--no-{name.removeprefix('--')}" if base is bool else name
-    option = typer.Option(decl, help=text, show_default=False, rich_help_panel=panel)
+    option = typer.Option(
+        decl, help=text, show_default=False, rich_help_panel=panel, envvar=f.metadata.get("envvar")
+    )
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[base | None, option]
     )
+
+
+def _spelled(value: Any) -> Any:
+    """A default as its flag would take it: [1, 2] -> "1,2", {2: 33} -> "2:33"."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items())
+    return value

@@ -1,4 +1,5 @@
-"""`revmux serve`: adapters over HTTP (or Ray Serve), with the knobs of ServeConfig as flags."""
+"""`revmux serve`: adapters over HTTP (or Ray Serve). Every ServeConfig field is a flag, derived from the
+dataclass by `config_flags` (same name with dashes, help and default from the field)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Annotated
 import typer
 
 from revmux.cli.common import err_console, fail
+from revmux.config_flags import config_flags
 from revmux.errors import RevmuxError
+from revmux.serve.config import ServeConfig
 
 
+@config_flags(ServeConfig, panel="Serve config")
 def serve_cmd(
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="One adapter directory: serves widths {1, its N}.")
@@ -22,54 +26,9 @@ def serve_cmd(
     model: Annotated[
         str | None, typer.Option("--model", help="Teacher directory (default: the one the adapters name).")
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8080).")] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="REVMUX_API_KEY", help="Require `Authorization: Bearer KEY`."),
-    ] = None,
     config: Annotated[
         str | None, typer.Option("--config", help="YAML of ServeConfig knobs; flags override it.")
     ] = None,
-    max_queue_delay_ms: Annotated[
-        float | None, typer.Option(help="How long the oldest request waits for partners (default 5).")
-    ] = None,
-    max_batch_groups: Annotated[
-        int | None, typer.Option(help="Composites per forward pass (default 32).")
-    ] = None,
-    max_queue_size: Annotated[
-        int | None, typer.Option(help="Queued inputs beyond which requests get 429 (default 1024).")
-    ] = None,
-    request_timeout_ms: Annotated[
-        float | None, typer.Option(help="Per-request deadline, 504 past it (default 30000).")
-    ] = None,
-    drain_timeout_s: Annotated[
-        float | None, typer.Option(help="SIGTERM: answer in-flight work and exit within this (default 30).")
-    ] = None,
-    max_batch_size: Annotated[
-        int | None, typer.Option(help="Inputs per /predict request, 413 beyond (default 64).")
-    ] = None,
-    max_payload_bytes: Annotated[
-        int | None, typer.Option(help="Request body size, 413 beyond (default 1 MiB).")
-    ] = None,
-    max_length: Annotated[
-        int | None, typer.Option(help="Tokens per input (default: the adapters' max_length).")
-    ] = None,
-    widths: Annotated[
-        str | None, typer.Option(help="Widths N to use, e.g. 1,2,4 (default: all loaded; 1: no mux).")
-    ] = None,
-    width_thresholds: Annotated[
-        str | None, typer.Option(help="Queue depth from which each N is used, e.g. 2:33,4:65.")
-    ] = None,
-    fallback_margin: Annotated[
-        float | None, typer.Option(help="Re-run at N=1 when top-1 minus top-2 prob is below (0: off).")
-    ] = None,
-    length_aware: Annotated[
-        bool | None, typer.Option("--length-aware/--no-length-aware", help="Group similar lengths.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="cpu or cuda (default cpu).")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch.set_num_threads.")] = None,
-    log_level: Annotated[str | None, typer.Option(help="critical|error|warning|info|debug.")] = None,
     use_ray: Annotated[
         bool, typer.Option("--ray", help="Deploy on Ray Serve, an engine per replica (needs the ray extra).")
     ] = False,
@@ -79,6 +38,7 @@ def serve_cmd(
     max_replicas: Annotated[
         int | None, typer.Option(help="--ray: autoscale up to this many replicas on ongoing requests.")
     ] = None,
+    overrides: dict | None = None,
 ) -> None:
     """Serve adapters over HTTP (POST /predict, /health, /ready, /info, /metrics), picking N from load."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,19 +47,10 @@ def serve_cmd(
             "pass exactly one of --adapter DIR (one adapter) or --pack DIR (adapters for several N).",
             param_hint="'--adapter' / '--pack'",
         )
-    from revmux.serve.config import ServeConfig
-
-    flags = {"host": host, "port": port, "api_key": api_key, "max_queue_delay_ms": max_queue_delay_ms}
-    flags |= {"max_batch_groups": max_batch_groups, "max_queue_size": max_queue_size}
-    flags |= {"request_timeout_ms": request_timeout_ms, "drain_timeout_s": drain_timeout_s}
-    flags |= {"max_batch_size": max_batch_size, "max_payload_bytes": max_payload_bytes}
-    flags |= {"max_length": max_length, "widths": widths, "width_thresholds": width_thresholds}
-    flags |= {"fallback_margin": fallback_margin, "length_aware": length_aware, "device": device}
-    flags |= {"threads": threads, "log_level": log_level}
     if not use_ray and (replicas is not None or max_replicas is not None):
         raise typer.BadParameter("--replicas and --max-replicas need --ray.", param_hint="'--ray'")
     try:
-        cfg = ServeConfig.from_yaml(config, flags)
+        cfg = ServeConfig.from_yaml(config, overrides)
         if use_ray:
             try:
                 from revmux.serve.ray_app import run_ray

@@ -1,8 +1,9 @@
 """ServeConfig: the server's knobs (docs/serving.md), filled from `--config serve.yaml`, then flags.
 
 What it is: one typed dataclass checked in `__post_init__`, whose errors name the flag
-(`--max-queue-delay-ms must be >= 0, got -1`). YAML keys are the field names; flags are the same names
-with dashes. What it is not: the adapters' own config (MuxConfig), which the pack supplies.
+(`--max-queue-delay-ms must be >= 0, got -1`). YAML keys are the field names; `revmux serve` derives one
+flag per field (the same name with dashes, help from the field's metadata) through `config_flags`.
+What it is not: the adapters' own config (MuxConfig), which the pack supplies.
 
 Width policy: `widths` restricts the pack's widths (None: all of them; `[1]`: never multiplex);
 `width_thresholds` maps a width N to the queue depth from which the policy may use it. By default
@@ -13,7 +14,7 @@ N is used once the queue holds more than one full forward pass at the next small
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +24,67 @@ from revmux.errors import ConfigError
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
+def _help(text: str, default: str | None = None, envvar: str | None = None) -> dict[str, str]:
+    """Field metadata read by `revmux.config_flags`: the flag's help, how its default reads, its env var."""
+    meta = {"help": text}
+    if default is not None:
+        meta["default"] = default
+    if envvar is not None:
+        meta["envvar"] = envvar
+    return meta
+
+
 @dataclass
 class ServeConfig:
     """Everything `revmux serve` can be told, besides which adapters to load."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = None
-    max_queue_delay_ms: float = 5.0  # how long the oldest request may wait for partners
-    max_batch_groups: int = 32  # composites per forward pass
-    max_queue_size: int = 1024  # queued inputs beyond which a request gets 429
-    request_timeout_ms: float = 30_000.0  # per-request deadline, also while a forward pass runs
-    drain_timeout_s: float = 30.0  # SIGTERM: finish in-flight work and exit within this
-    max_batch_size: int = 64  # inputs in one /predict request
-    max_payload_bytes: int = 1_048_576  # request body size
-    max_length: int | None = None  # tokens per input; None: the adapters' max_length
-    widths: list[int] | None = None  # None: every width of the pack
-    width_thresholds: dict[int, int] | None = None  # width -> queue depth from which it may be used
-    fallback_margin: float = 0.0  # re-run at N = 1 when top-1 minus top-2 probability < this (0: off)
-    fallback_max_per_step: int | None = None  # re-runs per step at most, lowest margins first (None: all)
-    length_aware: bool = True  # group requests of similar token counts
-    device: str = "cpu"
-    threads: int | None = None  # torch.set_num_threads
-    log_level: str = "info"
+    host: str = field(default="127.0.0.1", metadata=_help("Address to bind"))
+    port: int = field(default=8080, metadata=_help("Port"))
+    api_key: str | None = field(
+        default=None,
+        metadata=_help("Require `Authorization: Bearer KEY`", "unset: no key", envvar="REVMUX_API_KEY"),
+    )
+    max_queue_delay_ms: float = field(
+        default=5.0, metadata=_help("How long the oldest request waits for partners")
+    )
+    max_batch_groups: int = field(default=32, metadata=_help("Composites per forward pass"))
+    max_queue_size: int = field(default=1024, metadata=_help("Queued inputs beyond which requests get 429"))
+    request_timeout_ms: float = field(
+        default=30_000.0, metadata=_help("Per-request deadline, also while a forward pass runs; 504 past it")
+    )
+    drain_timeout_s: float = field(
+        default=30.0, metadata=_help("SIGTERM: answer in-flight work and exit within this")
+    )
+    max_batch_size: int = field(default=64, metadata=_help("Inputs per /predict request, 413 beyond"))
+    max_payload_bytes: int = field(
+        default=1_048_576, metadata=_help("Request body size, 413 beyond", "1048576 = 1 MiB")
+    )
+    max_length: int | None = field(
+        default=None, metadata=_help("Tokens per input", "unset: the adapters' max_length")
+    )
+    widths: list[int] | None = field(
+        default=None, metadata=_help("Widths N to use, e.g. 1,2,4 (1: no mux)", "unset: every width loaded")
+    )
+    width_thresholds: dict[int, int] | None = field(
+        default=None,
+        metadata=_help(
+            "Queue depth from which each N is used, e.g. 2:33,4:65",
+            "unset: past a full pass at the next smaller N",
+        ),
+    )
+    fallback_margin: float = field(
+        default=0.0, metadata=_help("Re-run at N=1 when top-1 minus top-2 prob is below (0: off)")
+    )
+    fallback_max_per_step: int | None = field(
+        default=None,
+        metadata=_help("Fallback re-runs per step at most, lowest margins first", "unset: all of them"),
+    )
+    length_aware: bool = field(default=True, metadata=_help("Group requests of similar token counts"))
+    device: str = field(default="cpu", metadata=_help("cpu or cuda"))
+    threads: int | None = field(
+        default=None, metadata=_help("torch.set_num_threads", "unset: torch's choice")
+    )
+    log_level: str = field(default="info", metadata=_help("critical|error|warning|info|debug"))
 
     def __post_init__(self) -> None:
         _check_int(self.port, "port", 0, 65535)
