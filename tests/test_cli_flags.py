@@ -158,7 +158,7 @@ def test_cli_modules_and_functions_stay_short(path):
     assert source.count("\n") < 400
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.FunctionDef):
-            assert node.end_lineno - node.lineno < 90, f"{path.name}:{node.name} is long"
+            assert node.end_lineno - node.lineno + 1 <= 80, f"{path.name}:{node.name} is long"
 
 
 def test_python_dash_m_runs_the_cli():
