@@ -19,6 +19,7 @@ from typing import Any
 
 from revmux.config import config_from_dict, load_config
 from revmux.errors import ConfigError
+from revmux.serve.batcher import ISOLATIONS
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -42,6 +43,9 @@ class ServeConfig:
     width_thresholds: dict[int, int] | None = None  # width -> queue depth from which it may be used
     fallback_margin: float = 0.0  # re-run at N = 1 when top-1 minus top-2 probability < this (0: off)
     fallback_max_per_step: int | None = None  # re-runs per step at most, lowest margins first (None: all)
+    isolation: str = "none"  # "tenant": a composite only ever holds requests of one tenant
+    api_keys_file: str | None = None  # one "TENANT KEY" per line: bearer keys, each naming its tenant
+    tenant_header: str | None = None  # without keys: the request header that names the tenant
     length_aware: bool = True  # group requests of similar token counts
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads
@@ -88,6 +92,15 @@ class ServeConfig:
             raise ConfigError(f"--host must be an address like 127.0.0.1, got {self.host!r}.")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ConfigError("--api-key must be a non-empty string (or leave it unset).")
+        if self.isolation not in ISOLATIONS:
+            raise ConfigError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}.")
+        if self.api_key is not None and self.api_keys_file is not None:
+            raise ConfigError("pass --api-key (one key) or --api-keys-file (a key per tenant), not both.")
+        if self.isolation == "tenant" and self.api_keys_file is None and not self.tenant_header:
+            raise ConfigError(
+                "--isolation tenant needs to know who sent each request: pass --api-keys-file FILE (one "
+                "'TENANT KEY' per line) or --tenant-header NAME (a header clients set)."
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")
 
