@@ -139,13 +139,24 @@ class MuxModel(nn.Module):
         The prefill runs in the same runs of consecutive groups as the tail (see `_tail`), each cut after
         its own last real column; the result equals one prefill over the padded batch.
         """
+        state, perm = self.prefill_grouped(inputs, order=order, length_aware=length_aware)
+        return self.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
+
+    def prefill_grouped(
+        self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool = False
+    ) -> tuple[LayerState, Tensor | None]:
+        """The layer-k states `forward` mixes (rows in input order) and the grouping it then uses (None:
+        `order`, else input order). Keep the states to re-run a request alone from layer k (`rerun_alone`)."""
         mask = inputs.get("attention_mask")
         if mask is None or self.run_count(mask.shape[0] // self.n if self.n > 1 else 0) == 1:
-            return self.forward_from_prefill(
-                self.prefill(inputs), order=order, length_aware=length_aware
-            ).logits
+            return self.prefill(inputs), order
         perm = plan_groups(mask.sum(1), self.n, length_aware=length_aware, order=order)
-        return self.forward_from_prefill(self._prefill_runs(inputs, perm), order=perm).logits
+        return self._prefill_runs(inputs, perm), perm
+
+    def rerun_alone(self, state: LayerState, rows: Tensor) -> Tensor:
+        """Logits (len(rows), C) of `rows` of a layer-k state run unmultiplexed: layers [k, L) only, exactly
+        the unsplit model's answer (the confidence fallback reuses the prefill instead of redoing it)."""
+        return self.teacher_from_prefill(_select(state, rows))[1]
 
     def run_count(self, groups: int) -> int:
         """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
