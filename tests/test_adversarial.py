@@ -60,3 +60,20 @@ def test_n1_has_no_partners(tiny_dir):  # noqa: F811
     model = MuxModel.from_backbone(load_backbone(tiny_dir), n=1, k=1)
     with pytest.raises(ConfigError, match="N >= 2"):
         adversarial_partners(model, _ragged(rows=5))
+
+
+def test_fallback_sweep_matches_evaluate_at_margin_zero_and_the_teacher_at_one(tiny_dir):  # noqa: F811
+    from revmux.evaluate import evaluate
+    from revmux.fallback import fallback_sweep
+
+    model = _mux(load_backbone(tiny_dir), tiny_dir, 2, k=1).eval()
+    data = _ragged(rows=23)
+    zero, half, one = fallback_sweep(model, data, [0.0, 0.5, 1.0], groupings=3, batch_size=4)
+    report = evaluate(model, data, groupings=3, batch_size=4)
+    assert zero["accuracy_mean"] == pytest.approx(report.accuracy_mean) and zero["rerun_share"] == 0.0
+    assert zero["bound"] == pytest.approx(report.bound)
+    assert one["rerun_share"] == pytest.approx(22 / 23)  # every multiplexed answer; the leftover ran alone
+    assert one["agreement"] == 1.0 and one["accuracy_mean"] == pytest.approx(report.teacher_accuracy)
+    assert zero["rerun_share"] <= half["rerun_share"] <= one["rerun_share"] and one["bound"] < 1.0
+    with pytest.raises(ConfigError, match=r"margins in \[0, 1\]"):
+        fallback_sweep(model, data, [1.5])
