@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> None:
                 pipeline=False,
             )
             run = rep.runs[0]
-            bench_rows.append(run)
+            bench_rows.append(run.to_dict())
             print(
-                f"{task} N={n} k={k}: plain {run['plain_rps']:.2f} req/s, mux {run['mux_rps']:.2f} req/s, "
-                f"speedup {run['speedup']:.2f}x of bound {run['bound']:.2f}x",
+                f"{task} N={n} k={k}: plain {run.rps('plain'):.2f} req/s, mux {run.rps('mux'):.2f} req/s, "
+                f"speedup {run.speedup:.2f}x of bound {run.bound:.2f}x",
                 flush=True,
             )
         result["tasks"][task] = {

@@ -53,6 +53,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--serve-args", default="", help="Extra `revmux serve` flags, e.g. '--max-batch-groups 16'."
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tenants",
+        type=int,
+        default=0,
+        help="Clients belong to this many tenants (header X-Tenant, debug answers); adds a third server "
+        "with --isolation tenant and counts composites that hold two tenants (from the debug group ids).",
+    )
     p.add_argument("--out", help="Also write the JSON result here.")
     args = p.parse_args(argv)
     if args.requests < 1 or args.clients < 1 or args.warmup < 0:
@@ -66,7 +73,7 @@ def sentences() -> list[str]:
     return [line.split("\t")[0].strip() for line in lines if line.strip()]
 
 
-def make_plan(n: int, seed: int) -> list[tuple[str, bytes, int]]:
+def make_plan(n: int, seed: int, debug: bool = False) -> list[tuple[str, bytes, int]]:
     """(request id, JSON body, number of inputs): singles, pairs and batches of 2-6, a third each."""
     rng = random.Random(seed)
     pool = sentences()
@@ -80,7 +87,8 @@ def make_plan(n: int, seed: int) -> list[tuple[str, bytes, int]]:
         else:
             inputs = [rng.choice(pool) for _ in range(rng.randint(2, 6))]
         count = len(inputs) if isinstance(inputs, list) else 1
-        plan.append((f"c{i}", json.dumps({"inputs": inputs}).encode(), count))
+        body = {"inputs": inputs, **({"debug": True} if debug else {})}
+        plan.append((f"c{i}", json.dumps(body).encode(), count))
     return plan
 
 
@@ -117,29 +125,38 @@ class Connection:
             self.writer = None
 
 
-async def hammer(url: str, plan, clients: int) -> dict[str, Any]:
-    """Send `plan` from `clients` concurrent connections; latencies in seconds, wall time, errors."""
+async def hammer(url: str, plan, clients: int, tenants: int = 0) -> dict[str, Any]:
+    """Send `plan` from `clients` concurrent connections; latencies in seconds, wall time, errors; with
+    `tenants`, client c sends as tenant c mod tenants and each answer's composite (debug group) is noted."""
     parts = urlsplit(url)
     latencies: list[float] = []
     errors: list[str] = []
+    groups: dict[str, set[str]] = {}
 
     async def client(c: int) -> None:
         conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80)
         try:
+            tenant = f"t{c % tenants}" if tenants else None
+            headers = {"x-tenant": tenant} if tenant else {}
             for rid, body, count in plan[c::clients]:
                 t0 = time.perf_counter()
-                status, data = await conn.post("/predict", body, {"x-request-id": rid})
+                status, data = await conn.post("/predict", body, {"x-request-id": rid, **headers})
                 latencies.append(time.perf_counter() - t0)
                 if status != 200:
                     errors.append(f"{rid}: {status} {data[:200]!r}")
-                elif count > 1 and len(json.loads(data)) != count:
-                    errors.append(f"{rid}: {count} inputs but {len(json.loads(data))} answers")
+                    continue
+                doc = json.loads(data)
+                answers = doc["result"] if tenant else doc
+                if count > 1 and len(answers) != count:
+                    errors.append(f"{rid}: {count} inputs but {len(answers)} answers")
+                for item in doc["debug"]["items"] if tenant else []:
+                    groups.setdefault(item["group"], set()).add(tenant)
         finally:
             await conn.close()
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
-    return {"wall_s": time.perf_counter() - t0, "latencies": latencies, "errors": errors}
+    return {"wall_s": time.perf_counter() - t0, "latencies": latencies, "errors": errors, "groups": groups}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -172,12 +189,13 @@ async def fetch(url: str, path: str) -> str:
 
 
 def measure(url: str, label: str, args: argparse.Namespace) -> dict[str, Any]:
-    warm = make_plan(args.warmup, args.seed + 1)
-    plan = make_plan(args.requests, args.seed)
+    tenants = args.tenants
+    warm = make_plan(args.warmup, args.seed + 1, debug=bool(tenants))
+    plan = make_plan(args.requests, args.seed, debug=bool(tenants))
     if warm:
-        asyncio.run(hammer(url, warm, args.clients))
+        asyncio.run(hammer(url, warm, args.clients, tenants))
     before = group_widths(asyncio.run(fetch(url, "/metrics")))
-    run = asyncio.run(hammer(url, plan, args.clients))
+    run = asyncio.run(hammer(url, plan, args.clients, tenants))
     after = group_widths(asyncio.run(fetch(url, "/metrics")))
     widths = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
     lat = run["latencies"]
@@ -197,6 +215,9 @@ def measure(url: str, label: str, args: argparse.Namespace) -> dict[str, Any]:
         "first_errors": run["errors"][:5],
         "groups_by_width": widths,
         "mean_n": sum(float(k) * v for k, v in widths.items()) / groups,
+        "tenants": tenants,
+        "cross_tenant_groups": sum(len(ts) > 1 for ts in run["groups"].values()) if tenants else None,
+        "groups_seen": len(run["groups"]) if tenants else None,
     }
 
 
@@ -262,16 +283,24 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, argv: Sequenc
         f"{platform.python_version()}, revmux {revmux.__version__}",
         f"{args.requests} requests per server from {args.clients} clients (singles, pairs, batches of 2-6)",
         "",
-        "| mode | req/s | inputs/s | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| mode | req/s | inputs/s | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N | composites "
+        "holding two tenants |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for r in results:
         by_n = ", ".join(f"{k}: {v}" for k, v in r["groups_by_width"].items())
         lines.append(
             f"| {r['mode']} | {r['req_per_s']:.1f} | {r['inputs_per_s']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} |"
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} | "
+            f"{_cross(r)} |"
         )
     return "\n".join(lines)
+
+
+def _cross(r: dict[str, Any]) -> str:
+    if r.get("cross_tenant_groups") is None:
+        return "-"
+    return f"{r['cross_tenant_groups']} of {r['groups_seen']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -285,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(source, ["--widths", "1"], args, "N=1 (teacher)"),
             serve(source, [], args, "adaptive N"),
         ]
+        if args.tenants:
+            isolate = ["--isolation", "tenant", "--tenant-header", "X-Tenant"]
+            results.append(serve(source, isolate, args, "adaptive N, --isolation tenant"))
     print(table(results, args, argv))
     import revmux
 
@@ -295,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "requests": args.requests,
         "clients": args.clients,
+        "tenants": args.tenants,
         "results": results,
     }
     if args.out:

@@ -352,16 +352,57 @@ def load_section(load: dict | None) -> list[str]:
         f"{load['requests']} requests per server from {load['clients']} concurrent clients (singles, pairs and "
         "batches of 2-6 SST-2 dev sentences); the client runs on the same 2 cores as the server.",
         "",
-        "| mode | req/s | inputs/s | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| mode | req/s | inputs/s | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N | composites "
+        "holding two tenants |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
+    if load.get("tenants"):
+        out.insert(
+            4,
+            f"Clients belong to {load['tenants']} tenants (header X-Tenant); answers carry debug group ids.",
+        )
     for r in load["results"]:
         by_n = ", ".join(f"N={k}: {v}" for k, v in r["groups_by_width"].items())
+        cross = (
+            "-"
+            if r.get("cross_tenant_groups") is None
+            else f"{r['cross_tenant_groups']} of {r['groups_seen']}"
+        )
         out.append(
             f"| {r['mode']} | {r['req_per_s']:.1f} | {r['inputs_per_s']:.1f} | {r['p50_ms']:.0f} | "
-            f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} |"
+            f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} | {cross} |"
         )
     return out + [""]
+
+
+def partners_section(records: list[dict] | None) -> list[str]:
+    """Adversarial partners and the fallback sweep per adapter (benchmarks/partners.py)."""
+    if not records:
+        return ["_Not measured yet: run `python benchmarks/partners.py --adapter DIR`._", ""]
+    out: list[str] = []
+    for r in records:
+        a = r["adversarial"]
+        out += [
+            f"**{r['adapter']}** ({r['task']} dev, {r['kind']} N={r['n']}, k={r['k']}). Command: `{r['command']}`  ",
+            f"Machine: {r['machine']}; date: {r['date']}",
+            "",
+            "| rows | candidates per row | placements per row | rows some candidate flips | candidates that flip "
+            "a row | placements that flip |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {a['rows']} | {a['candidates']} | {a['placements']} | {100 * a['flippable_rows']:.1f}% "
+            f"| {100 * a['flip_share']:.1f}% | {100 * a['placement_flip_share']:.1f}% |",
+            "",
+            "| fallback margin | accuracy | teacher | drop | agreement | re-run share | bound with re-runs |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for f in r["fallback"]:
+            out.append(
+                f"| {f['margin']:.2f} | {100 * f['accuracy_mean']:.1f} ± {100 * f['accuracy_std']:.1f}% "
+                f"| {100 * f['teacher_accuracy']:.1f}% | {100 * (f['teacher_accuracy'] - f['accuracy_mean']):.2f} pts "
+                f"| {100 * f['agreement']:.1f}% | {100 * f['rerun_share']:.1f}% | {f['bound']:.2f}x |"
+            )
+        out.append("")
+    return out
 
 
 def main() -> None:
@@ -394,6 +435,14 @@ def main() -> None:
         *frontier_section(rows),
         "![accuracy drop vs speedup](frontier.png)" if rows else "",
         "",
+        "## Multiplexing strangers: adversarial partners and the confidence fallback",
+        "",
+        "A row is flipped when some placement (a candidate partner set, the row in any slot) changes its",
+        "answer from the teacher's. The fallback re-runs answers whose probability margin is below the",
+        "threshold at N = 1 from their layer-k states; its bound is the cost model's with that share re-run",
+        "(measured speed: `revmux bench`).",
+        "",
+        *partners_section(_load("partners.json")),
         "## Training with the prefill/teacher cache",
         "",
         *cache_section(_load("cache_speedup.json")),

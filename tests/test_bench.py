@@ -11,15 +11,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from typer.testing import CliRunner
 
 from revmux.backbones import load_backbone
-from revmux.bench import (
-    adapter_pass,
-    bench_texts,
-    padding_waste,
-    peak_mb,
-    run_bench,
-    sample_requests,
-    sorted_plain,
-)
+from revmux.bench import adapter_pass, run_bench, sorted_plain
+from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
+from revmux.bench_result import BenchReport, BenchRun, peak_mb
+from revmux.bench_timing import PeakMemory, Timing, time_interleaved
 from revmux.cli import app
 from revmux.data import model_inputs
 from revmux.errors import RevmuxError
@@ -105,7 +100,11 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
 def test_n1_has_no_adapter_timing(tiny_dir):
     texts, _, _ = bench_texts()
     report = run_bench(_model(tiny_dir, n=1), texts, batch_sizes=(2,), repeats=1, warmup=0, pipeline=False)
-    assert report.runs[0]["adapter_ms"] is None and report.runs[0]["adapter_share"] is None
+    (run,) = report.runs
+    assert run.adapters is None and run.adapter_ms is None and run.adapter_share is None
+    assert run.rps("pipeline") is None and set(run.timings) == {"plain", "plain_sorted", "mux"}
+    d = run.to_dict()
+    assert d["adapter_ms"] is None and d["adapter_share"] is None and d["pipeline_rps"] is None
 
 
 def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir):
@@ -165,17 +164,104 @@ def test_one_batch_size_puts_its_run_at_the_top(tiny_dir):
         assert d[key] == d["runs"][0][key], key
 
 
+# The JSON keys of one run, in the order `revmux bench --out` writes them (CPU: peak_rss_mb_*).
+RUN_JSON_KEYS = (
+    "batch_size n k device threads seq_len mean_length texts_repeated "
+    "plain_ms plain_ms_min plain_ms_max plain_rps peak_rss_mb_plain "
+    "plain_sorted_ms plain_sorted_ms_min plain_sorted_ms_max plain_sorted_rps peak_rss_mb_plain_sorted "
+    "pipeline_ms pipeline_ms_min pipeline_ms_max pipeline_rps peak_rss_mb_pipeline "
+    "mux_ms mux_ms_min mux_ms_max mux_rps peak_rss_mb_mux "
+    "speedup bound efficiency speedup_vs_sorted adapter_ms adapter_share "
+    "padding_waste_plain padding_waste_mux slot_waste_mux "
+    "padding_waste_mux_length_aware slot_waste_mux_length_aware "
+    "padding_waste_mux_input_order slot_waste_mux_input_order"
+).split()
+
+
+def _run(**changes) -> BenchRun:
+    timings = {
+        "plain": Timing(ms=20.0, ms_min=19.0, ms_max=22.0, peak_mb=100.0),
+        "plain_sorted": Timing(ms=16.0, ms_min=15.0, ms_max=17.0, peak_mb=101.0),
+        "pipeline": Timing(ms=40.0, ms_min=39.0, ms_max=41.0, peak_mb=102.0),
+        "mux": Timing(ms=12.5, ms_min=12.0, ms_max=13.0, peak_mb=103.0),
+    }
+    fields = dict(
+        batch_size=8, n=2, k=1, device="cpu", threads=2, seq_len=30, mean_length=12.5,
+        texts_repeated=False, timings=timings, adapters=Timing(1.25, 1.0, 1.5, 90.0), bound=1.5,
+        padding_waste_plain=0.5, waste_length_aware=PaddingWaste(0.3, 0.1),
+        waste_input_order=PaddingWaste(0.4, 0.2),
+    )  # fmt: skip
+    return BenchRun(**(fields | changes))
+
+
+def test_bench_run_to_dict_writes_the_flat_json_keys_in_order():
+    d = _run().to_dict()
+    assert list(d) == RUN_JSON_KEYS
+    assert (d["plain_ms"], d["plain_ms_min"], d["plain_ms_max"], d["peak_rss_mb_plain"]) == (20, 19, 22, 100)
+    assert d["plain_rps"] == 8 / 0.020 and d["mux_rps"] == 8 / 0.0125 and d["pipeline_rps"] == 8 / 0.040
+    assert (d["speedup"], d["bound"], d["efficiency"]) == (20 / 12.5, 1.5, 20 / 12.5 / 1.5)
+    assert (d["speedup_vs_sorted"], d["adapter_ms"], d["adapter_share"]) == (16 / 12.5, 1.25, 0.1)
+    assert (d["padding_waste_mux"], d["slot_waste_mux"]) == (0.3, 0.1)  # length-aware grouping
+    assert (d["padding_waste_mux_input_order"], d["slot_waste_mux_input_order"]) == (0.4, 0.2)
+    order = _run(length_aware=False).to_dict()
+    assert (order["padding_waste_mux"], order["slot_waste_mux"]) == (0.4, 0.2)
+    cuda = _run(memory_key="peak_mem_mb", device="cuda:0").to_dict()
+    assert list(cuda) == [key.replace("peak_rss_mb", "peak_mem_mb") for key in RUN_JSON_KEYS]
+    assert peak_mb(cuda, "mux") == 103.0 == _run().peak_mb("mux")
+    timings = {k: v for k, v in _run().timings.items() if k != "pipeline"}
+    bare = _run(timings=timings, adapters=None).to_dict()
+    assert list(bare) == RUN_JSON_KEYS
+    assert [bare[f"pipeline_{s}"] for s in ("ms", "ms_min", "ms_max", "rps")] == [None] * 4
+    assert bare["peak_rss_mb_pipeline"] is bare["adapter_ms"] is bare["adapter_share"] is None
+    report = BenchReport(meta={"model": "m", "device": "?"}, runs=[_run()]).to_dict()
+    assert report["device"] == "cpu" and report["runs"] == [d] and report["plain_rps"] == d["plain_rps"]
+
+
+def test_report_runs_are_typed_and_match_their_json(tiny_dir):
+    texts, pairs, _ = bench_texts()
+    report = run_bench(
+        _model(tiny_dir), texts, pairs=pairs, batch_sizes=(2, 4), repeats=1, warmup=0, max_length=32
+    )
+    assert all(isinstance(r, BenchRun) for r in report.runs)
+    for run, d in zip(report.runs, report.to_dict()["runs"], strict=True):
+        assert list(d) == RUN_JSON_KEYS
+        assert (d["batch_size"], d["mux_ms"], d["speedup"]) == (run.batch_size, run.ms("mux"), run.speedup)
+        assert d["plain_rps"] == run.rps("plain") and d["adapter_share"] == run.adapter_share
+
+
+def test_time_interleaved_times_every_fn_per_round_and_reports_each_round():
+    calls, rounds = [], []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    memory = PeakMemory(torch.device("cpu"))
+    timed = time_interleaved(fns, repeats=3, warmup=2, memory=memory, on_round=lambda: rounds.append(1))
+    assert calls == ["a", "b"] * 5 and len(rounds) == 5  # warm-up rounds included
+    assert set(timed) == {"a", "b"} and all(isinstance(t, Timing) for t in timed.values())
+    assert all(t.ms_min <= t.ms <= t.ms_max and t.peak_mb > 0 for t in timed.values())
+
+
+def test_bench_progress_prints_plain_lines_when_stderr_is_not_a_terminal(tiny_dir, capsys):
+    texts, _, _ = bench_texts()
+    model = _model(tiny_dir)
+    run_bench(model, texts, batch_sizes=(2, 4), repeats=2, warmup=1, pipeline=False, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    summaries = [line for line in lines if line.startswith("batch ")]
+    assert [line.split(":")[0] for line in summaries] == ["batch 2", "batch 4"]
+    assert "pipeline n/a" in summaries[0] and "speedup" in summaries[0]
+    final = [line for line in lines if line.startswith("bench: 6/6 (100%)")]
+    assert len(final) == 1 and "rounds" in final[0] and "batch size 4" in final[0]
+
+
 def test_padding_waste_counts_composite_and_slot_padding():
     lengths = [5, 1, 4, 2]
     mask = torch.tensor([[1] * n + [0] * (5 - n) for n in lengths])
     aware = padding_waste(mask, 2, length_aware=True)  # groups (5, 4), (2, 1)
-    assert aware["composite"] == pytest.approx(1 - (5 + 2) / 10)
-    assert aware["slot"] == pytest.approx(1 - 12 / (2 * 7))
+    assert aware.composite == pytest.approx(1 - (5 + 2) / 10)
+    assert aware.slot == pytest.approx(1 - 12 / (2 * 7))
     in_order = padding_waste(mask, 2, length_aware=False)  # groups (5, 1), (4, 2)
-    assert in_order["composite"] == pytest.approx(1 - (5 + 4) / 10)
-    assert in_order["slot"] == pytest.approx(1 - 12 / (2 * 9))
+    assert in_order.composite == pytest.approx(1 - (5 + 4) / 10)
+    assert in_order.slot == pytest.approx(1 - 12 / (2 * 9))
     odd = padding_waste(mask[:3], 2, length_aware=True)  # (5, 4) grouped, 1 runs plain
-    assert odd["composite"] == pytest.approx(1 - (5 + 1) / 10)
+    assert odd.composite == pytest.approx(1 - (5 + 1) / 10)
 
 
 def test_sample_requests_is_a_fixed_shuffle_and_cycles():

@@ -39,11 +39,15 @@ SETTINGS = {
     "width_thresholds": ("2:33,4:65", {2: 33, 4: 65}),
     "fallback_margin": ("0.1", 0.1),
     "fallback_max_per_step": ("3", 3),
+    "isolation": ("tenant", "tenant"),
+    "api_keys_file": ("keys.txt", "keys.txt"),
+    "tenant_header": ("X-Tenant", "X-Tenant"),
     "length_aware": (False, False),
     "device": ("cuda", "cuda"),
     "threads": ("2", 2),
     "log_level": ("debug", "debug"),
 }
+COMPANIONS = {"isolation": {"tenant_header": "X-Tenant"}}  # knobs that need another one to be valid
 
 
 def _serve_options() -> dict[str, list[str]]:
@@ -94,10 +98,11 @@ def _as_flag(name: str, typed) -> list[str]:
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_a_yaml_key_and_its_flag_set_the_same_field(name, started, tmp_path):
     typed, value = SETTINGS[name]
+    companions = COMPANIONS.get(name, {})
     path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump({name: typed}))
+    path.write_text(yaml.safe_dump({name: typed} | companions))
     from_yaml = started("--config", str(path))
-    from_flag = started(*_as_flag(name, typed))
+    from_flag = started(*_as_flag(name, typed), *[a for k, v in companions.items() for a in _as_flag(k, v)])
     assert getattr(from_yaml, name) == getattr(from_flag, name) == value
     assert value != getattr(ServeConfig(), name)
 

@@ -16,7 +16,7 @@ from revmux.backbones import load_backbone
 from revmux.cli import app
 from revmux.data import TaskData, load_task, tokenize
 from revmux.errors import ConfigError, DataError
-from revmux.evaluate import _prefill, evaluate, grouping_predictions
+from revmux.evaluate import evaluate, grouping_predictions, prefill_rows
 from revmux.model import MuxModel
 from revmux.train.cache import build_cache
 
@@ -178,7 +178,7 @@ def test_eval_cache_and_serving_prefill_the_same_layer_k_states(family, tiny_dir
     data = _ragged(rows=13)
     inputs = tokenize(model.view.tokenizer, data, model.config.max_length)
     with torch.inference_mode():
-        states, teacher = _prefill(model, data, 4, None, False)
+        states, teacher = prefill_rows(model, data, 4, None, False)
         full = model.prefill(inputs).hidden
         plain = model.view.forward_unsplit(inputs).argmax(-1)
     torch.testing.assert_close(states.hidden, full, atol=1e-5, rtol=1e-5)

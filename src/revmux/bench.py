@@ -6,194 +6,61 @@ and `MuxModel` on the same real sentences, and reports medians, requests/s, peak
 and the measured speedup against the cost-model bound S(k, N) (docs/method.md section 7). What it is not: a
 load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check. It never judges a
 speed: the numbers are for people and scripts to read.
+
+This module runs the variants; the rest of the bench has one module per job: `revmux.bench_inputs`
+(the requests, padding waste), `revmux.bench_timing` (interleaved timing, peak memory, compile) and
+`revmux.bench_result` (the typed `BenchRun` / `BenchReport` and their JSON). Their public names are
+re-exported here, so `from revmux.bench import ...` reaches all of them.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import random
-import resource
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from revmux.errors import ConfigError, DataError, RevmuxError
-from revmux.model import MuxModel, plan_groups
+from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
+from revmux.bench_result import VARIANTS, BenchReport, BenchRun, fmt_mb, fmt_share, fmt_sorted, peak_mb
+from revmux.bench_timing import PeakMemory, Timing, compile_layers, time_interleaved
+from revmux.errors import ConfigError, RevmuxError
+from revmux.model import MuxModel
+from revmux.progress import StepProgress
 from revmux.runs import bucketed_runs
 
-VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")
+__all__ = [
+    "DTYPES",
+    "VARIANTS",
+    "BenchReport",
+    "BenchRun",
+    "PaddingWaste",
+    "PeakMemory",
+    "Timing",
+    "adapter_pass",
+    "bench_texts",
+    "compile_layers",
+    "fmt_mb",
+    "fmt_share",
+    "fmt_sorted",
+    "padding_waste",
+    "peak_mb",
+    "run_bench",
+    "sample_requests",
+    "sorted_plain",
+    "time_interleaved",
+]
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DTYPES |= {"fp16": torch.float16, "float16": torch.float16}
 
 
-@dataclass
-class BenchReport:
-    """What was benchmarked (`meta`: model, N, k, machine, date...) and one result dict per batch size."""
-
-    meta: dict[str, Any]
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """One JSON-ready object; with exactly one batch size its run's keys are also at the top level."""
-        out = {**self.meta, "runs": [dict(r) for r in self.runs]}
-        if len(self.runs) == 1:
-            out.update(self.runs[0])
-        return out
-
-
-# ---- inputs ------------------------------------------------------------------------------------------
-def bench_texts(
-    task: str | None = None, data_dir: str | Path | None = None, texts_file: str | Path | None = None
-) -> tuple[list[str], list[str] | None, str]:
-    """(texts, second sentences or None, source) from a one-request-per-line file or a task's dev split.
-
-    Without arguments: the bundled SST-2 dev sample (real sentences, natural length distribution).
-    """
-    if texts_file is not None:
-        path = Path(texts_file)
-        if not path.is_file():
-            raise DataError(f"--texts file {path} not found; pass a text file with one request per line.")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise DataError(f"--texts file {path} holds no non-empty line; put one request per line.")
-        return texts, None, str(path)
-    from revmux.data import load_task
-
-    data = load_task(task or "sst2", "dev", data_dir)
-    return data.texts, data.pairs, data.source
-
-
-def sample_requests(
-    texts: Sequence[str], pairs: Sequence[str] | None, count: int, *, seed: int = 0
-) -> tuple[list[str], list[str] | None, bool]:
-    """The first `count` of a fixed-seed shuffle (cycled when there are fewer): (texts, pairs, repeated)."""
-    if not texts:
-        raise DataError("no texts to benchmark on; pass --texts FILE or --task.")
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    idx = [order[i % len(order)] for i in range(count)]
-    chosen_pairs = None if pairs is None else [pairs[i] for i in idx]
-    return [texts[i] for i in idx], chosen_pairs, count > len(texts)
-
-
-def padding_waste(attention_mask: Tensor, n: int, *, length_aware: bool) -> dict[str, float]:
-    """Padding in the composites MuxModel would form from this batch (leftovers run plain, T positions each).
-
-    composite: fraction of composite positions that are padding in every member (the mask's zeros);
-    slot: fraction of request slots inside the composites' attended spans that are padding (what
-    length-aware grouping reduces; 0 when partners have equal lengths).
-    """
-    B, T = attention_mask.shape
-    lengths = attention_mask.sum(1).cpu()
-    perm = plan_groups(lengths, n, length_aware=length_aware)
-    G = B // n if n > 1 else 0
-    longest = lengths[perm[: G * n]].view(G, n).amax(1).sum().item() if G else 0
-    rest = lengths[perm[G * n :]].sum().item()
-    rows = G + (B - G * n)
-    composite = 1.0 - (longest + rest) / (rows * T)
-    slot = 1.0 - lengths.sum().item() / (n * longest + rest)
-    return {"composite": composite, "slot": slot}
-
-
-# ---- measurement -------------------------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory of one variant: CUDA max allocated, or the process's VmHWM reset via clear_refs on CPU."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cuda":
-            self.source, self.prefix = "cuda max_memory_allocated", "peak_mem_mb"
-        elif _reset_hwm():
-            self.source, self.prefix = "process peak RSS (VmHWM, reset per variant)", "peak_rss_mb"
-        else:
-            self.source = "process lifetime peak RSS (getrusage; clear_refs unavailable, not per variant)"
-            self.prefix = "peak_rss_mb"
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif "VmHWM" in self.source:
-            _reset_hwm()
-
-    def read_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        if "VmHWM" in self.source:
-            hwm = _status_kb("VmHWM")
-            if hwm is not None:
-                return hwm / 1024
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return _status_kb("VmHWM") is not None
-
-
-def _status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int, memory: PeakMemory
-) -> dict[str, dict[str, float]]:
-    """Run every fn once per round (A B C A B C ...); per fn: median/min/max ms of the timed rounds and peak MB."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    peaks = dict.fromkeys(fns, 0.0)
-    for round_ in range(warmup + repeats):
-        for name, fn in fns.items():
-            memory.reset()
-            _sync(memory.device)
-            start = time.perf_counter()
-            fn()
-            _sync(memory.device)
-            elapsed_s = time.perf_counter() - start
-            if round_ >= warmup:
-                times[name].append(elapsed_s * 1e3)
-                peaks[name] = max(peaks[name], memory.read_mb())
-    return {
-        name: {"ms": statistics.median(t), "ms_min": min(t), "ms_max": max(t), "peak_mb": peaks[name]}
-        for name, t in times.items()
-    }
-
-
-def compile_layers(view: Any) -> float:
-    """Wrap each layer module of `view` in torch.compile(dynamic=True), in place; seconds spent wrapping.
-
-    Compilation itself is lazy: it happens on the first calls (the warm-up rounds of a benchmark).
-    """
-    start = time.perf_counter()
-    for layer in view.layer_modules():
-        layer.compile(dynamic=True)
-    return time.perf_counter() - start
-
-
+# ---- the variants ------------------------------------------------------------------------------------
 def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], object]:
     """A closure running the plain model on the batch sorted by length, in as many runs as the mux path
     uses, each cut after its own last real column: plain inference with the same padding savings, so
@@ -310,21 +177,31 @@ def run_bench(
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
         pipe = _make_pipeline(view, dev) if use_pipeline else None
         setup = _Setup(max_length, dev, pipe, length_aware, repeats, warmup, seed, memory)
+        rounds = len(batch_sizes) * (warmup + repeats)
         runs = []
-        for bs in batch_sizes:
-            run = _bench_one(model, texts, pairs, bs, setup)
-            runs.append(run)
-            if progress:
-                print(_progress_line(run), file=sys.stderr, flush=True)
+        with StepProgress(
+            "bench", rounds, fields="batch size {bs}", enabled=progress, unit="rounds", transient=True
+        ) as bar:  # a bar on a terminal, a plain line every few seconds in a log (stderr either way)
+            for bs in batch_sizes:
+                bar.advance(0, bs=bs)
+                run = _bench_one(model, texts, pairs, bs, setup, on_round=bar.advance)
+                runs.append(run)
+                if progress:
+                    print(run.summary(), file=sys.stderr, flush=True)
         return BenchReport(meta=meta, runs=runs)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _bench_one(
-    model: MuxModel, texts: list[str], pairs: list[str] | None, bs: int, setup: _Setup
-) -> dict[str, Any]:
-    """One batch size: tokenize once, time the variants interleaved, add padding waste and speedup."""
+    model: MuxModel,
+    texts: list[str],
+    pairs: list[str] | None,
+    bs: int,
+    setup: _Setup,
+    on_round: Callable[[], object] | None = None,
+) -> BenchRun:
+    """One batch size: tokenize once, time the variants interleaved, add padding waste and the bound."""
     view, dev, pipe, max_length = model.view, setup.dev, setup.pipe, setup.max_length
     batch_texts, batch_pairs, repeated = sample_requests(texts, pairs, bs, seed=setup.seed)
     encoder = model.encoder.replace(max_length=max_length)
@@ -348,40 +225,29 @@ def _bench_one(
     fns["mux"] = mux
     if model.n > 1:
         fns["adapters"] = adapter_pass(model, bs, int(batch["attention_mask"].shape[1]), dev)
-    timed = time_interleaved(fns, repeats=setup.repeats, warmup=setup.warmup, memory=setup.memory)
+    timed = time_interleaved(
+        fns, repeats=setup.repeats, warmup=setup.warmup, memory=setup.memory, on_round=on_round
+    )
+    adapters = timed.pop("adapters", None)
     mask = batch["attention_mask"]
-    waste = {la: padding_waste(mask, model.n, length_aware=la) for la in (True, False)}
-    speedup = timed["plain"]["ms"] / timed["mux"]["ms"]
-    bound = model.config.speedup_bound
-    run: dict[str, Any] = {
-        "batch_size": bs,
-        "n": model.n,
-        "k": model.k,
-        "device": str(dev),
-        "threads": torch.get_num_threads(),
-        "seq_len": int(mask.shape[1]),
-        "mean_length": float(mask.sum(1).float().mean().item()),
-        "texts_repeated": repeated,
-    }
-    for name in VARIANTS:
-        t = timed.get(name)
-        run[f"{name}_ms"] = t["ms"] if t else None
-        run[f"{name}_ms_min"] = t["ms_min"] if t else None
-        run[f"{name}_ms_max"] = t["ms_max"] if t else None
-        run[f"{name}_rps"] = bs / (t["ms"] / 1e3) if t else None
-        run[f"{setup.memory.prefix}_{name}"] = t["peak_mb"] if t else None
-    run |= {"speedup": speedup, "bound": bound, "efficiency": speedup / bound}
-    run["speedup_vs_sorted"] = timed["plain_sorted"]["ms"] / timed["mux"]["ms"]
-    adapters = timed.get("adapters")
-    run["adapter_ms"] = adapters["ms"] if adapters else None
-    run["adapter_share"] = adapters["ms"] / timed["mux"]["ms"] if adapters else None
-    run["padding_waste_plain"] = 1.0 - mask.sum().item() / mask.numel()
-    run["padding_waste_mux"] = waste[setup.length_aware]["composite"]
-    run["slot_waste_mux"] = waste[setup.length_aware]["slot"]
-    for la, tag in ((True, "length_aware"), (False, "input_order")):
-        run[f"padding_waste_mux_{tag}"] = waste[la]["composite"]
-        run[f"slot_waste_mux_{tag}"] = waste[la]["slot"]
-    return run
+    return BenchRun(
+        batch_size=bs,
+        n=model.n,
+        k=model.k,
+        device=str(dev),
+        threads=torch.get_num_threads(),
+        seq_len=int(mask.shape[1]),
+        mean_length=float(mask.sum(1).float().mean().item()),
+        texts_repeated=repeated,
+        timings=timed,
+        adapters=adapters,
+        bound=model.config.speedup_bound,
+        padding_waste_plain=1.0 - mask.sum().item() / mask.numel(),
+        waste_length_aware=padding_waste(mask, model.n, length_aware=True),
+        waste_input_order=padding_waste(mask, model.n, length_aware=False),
+        length_aware=setup.length_aware,
+        memory_key=setup.memory.prefix,
+    )
 
 
 def _check_args(
@@ -475,34 +341,3 @@ def _meta(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": ["pipeline times include tokenization; plain and mux times do not"],
     }
-
-
-def _progress_line(run: dict[str, Any]) -> str:
-    pipe = f"{run['pipeline_ms']:.1f} ms" if run["pipeline_ms"] is not None else "n/a"
-    return (
-        f"batch {run['batch_size']}: plain {run['plain_ms']:.1f} ms, pipeline {pipe}, mux {run['mux_ms']:.1f} ms, "
-        f"speedup {run['speedup']:.2f}x of bound {run['bound']:.2f}x"
-    )
-
-
-def peak_mb(run: dict[str, Any], variant: str) -> float | None:
-    """A run's peak memory for `variant` in MB, whichever of peak_rss_mb_* / peak_mem_mb_* it holds."""
-    value = run.get(f"peak_rss_mb_{variant}")
-    return value if value is not None else run.get(f"peak_mem_mb_{variant}")
-
-
-def fmt_mb(value: float | None) -> str:
-    """A peak-memory cell: whole MB, or n/a."""
-    return "n/a" if value is None else f"{value:.0f}"
-
-
-def fmt_share(run: dict[str, Any]) -> str:
-    """A run's adapter share of the mux forward as a percentage cell, or n/a (N = 1, older results)."""
-    value = run.get("adapter_share")
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def fmt_sorted(run: dict[str, Any]) -> str:
-    """A run's speedup over the length-sorted plain variant as a cell, or n/a (older results)."""
-    value = run.get("speedup_vs_sorted")
-    return "n/a" if value is None else f"{value:.2f}x"

@@ -82,15 +82,14 @@ def run_demo(
         seed=s.seed, groupings=s.groupings, backbone=s.model, progress=progress, overrides=overrides,
     )  # fmt: skip
     model = MuxModel.from_pretrained(adapter_dir, frozen.view)
-    bench = run_bench(
+    (run,) = run_bench(
         model,
         dev.texts,
         batch_sizes=(s.bench_batch_size,),
         max_length=s.max_length,
         repeats=s.bench_repeats,
         pipeline=False,
-    ).to_dict()
-    run = bench["runs"][0]
+    ).runs
     result = {
         "model": s.model,
         "task": "sst2 (bundled sample: 4,000 train rows, 872 dev rows)",
@@ -105,11 +104,11 @@ def run_demo(
         "agreement": row.agreement,
         "partner_sensitivity": row.partner_sensitivity,
         "groupings": row.groupings,
-        "plain_rps": run["plain_rps"],
-        "mux_rps": run["mux_rps"],
-        "speedup": run["speedup"],
-        "bound": run["bound"],
-        "efficiency": run["efficiency"],
+        "plain_rps": run.rps("plain"),
+        "mux_rps": run.rps("mux"),
+        "speedup": run.speedup,
+        "bound": run.bound,
+        "efficiency": run.efficiency,
         "bench_batch_size": s.bench_batch_size,
         "teacher_train_seconds": teacher.train_seconds,
         "adapter_train_seconds": row.train_seconds,

@@ -56,7 +56,7 @@ class EvalReport:
 
 
 @dataclass
-class _Prefilled:
+class Prefilled:
     """Layer-k states of every row at the set's full padded width T, padding columns included."""
 
     hidden: Tensor  # (M, T, d)
@@ -135,6 +135,25 @@ def grouping_predictions(
         raise ConfigError(f"--groupings must be an integer >= 1, got {groupings!r}.")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be an integer >= 1, got {batch_size!r}.")
+    view = model.view
+    data = prepared(model, data, max_length)
+    model.eval()
+    N, M = model.n, len(data)
+    chunk = batch_size * N
+    m = (M // N) * N if N > 1 else 0  # rows in full groups
+    preds: list[Tensor] = []
+    with torch.inference_mode():
+        states, teacher = prefill_rows(model, data, chunk, max_length, progress)
+        for r in _steps(range(groupings), progress, "groupings"):
+            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
+            pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
+            predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm[:m], chunk, pred)
+            preds.append(pred)
+    return teacher, preds
+
+
+def prepared(model: MuxModel, data: TaskData, max_length: int | None) -> TaskData:
+    """`data` checked against the model's labels and made into what its request encoder sends (prompts)."""
     if len(data) == 0:
         raise DataError(f"{data.source}: no rows to evaluate.")
     view = model.view
@@ -144,20 +163,7 @@ def grouping_predictions(
             f"{view.num_labels} ({model.config.label_names or view.label_names}). Evaluate on data of the "
             "task the model was trained for."
         )
-    data = model.encoder.replace(max_length=max_length or model.config.max_length).prepare(data)  # prompt
-    model.eval()
-    N, M = model.n, len(data)
-    chunk = batch_size * N
-    m = (M // N) * N if N > 1 else 0  # rows in full groups
-    preds: list[Tensor] = []
-    with torch.inference_mode():
-        states, teacher = _prefill(model, data, chunk, max_length, progress)
-        for r in _steps(range(groupings), progress, "groupings"):
-            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
-            pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
-            predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm[:m], chunk, pred)
-            preds.append(pred)
-    return teacher, preds
+    return model.encoder.replace(max_length=max_length or model.config.max_length).prepare(data)
 
 
 def predict_grouping(
@@ -178,9 +184,9 @@ def predict_grouping(
     return out
 
 
-def _prefill(
-    model: MuxModel, data: TaskData, chunk: int, max_length: int | None, progress: bool
-) -> tuple[_Prefilled, Tensor]:
+def prefill_rows(
+    model: MuxModel, data: TaskData, chunk: int, max_length: int | None, progress: bool = False
+) -> tuple[Prefilled, Tensor]:
     """Tokenize once and prefill layers [0, k) in length-sorted chunks; teacher predictions from the same states.
 
     Every row is prefilled at the set's full padded width T, so its padding columns hold the states the
@@ -203,7 +209,7 @@ def _prefill(
         state = model.prefill({key: v[idx].to(view.device) for key, v in inputs.items()})
         hidden[idx.to(view.device)] = state.hidden
         teacher[idx] = model.teacher_from_prefill(view.trim(state))[1].argmax(-1).cpu()
-    return _Prefilled(hidden, mask.to(view.device)), teacher
+    return Prefilled(hidden, mask.to(view.device)), teacher
 
 
 def _share(hits: Tensor) -> float:

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from revmux.backbones import BackboneView, LayerState, backbone_hash, load_backbone
+from revmux.backbones import BackboneView, LayerState, backbone_hash
+from revmux.checkpoint import check_compatible, load_adapter_weights, resolve_backbone, save_adapter
 from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, WEIGHTS_NAME, MuxConfig
 from revmux.encoding import RequestEncoder
-from revmux.errors import CheckpointError, ConfigError
+from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec
 from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, run_count
@@ -139,13 +140,24 @@ class MuxModel(nn.Module):
         The prefill runs in the same runs of consecutive groups as the tail (see `_tail`), each cut after
         its own last real column; the result equals one prefill over the padded batch.
         """
+        state, perm = self.prefill_grouped(inputs, order=order, length_aware=length_aware)
+        return self.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
+
+    def prefill_grouped(
+        self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool = False
+    ) -> tuple[LayerState, Tensor | None]:
+        """The layer-k states `forward` mixes (rows in input order) and the grouping it then uses (None:
+        `order`, else input order). Keep the states to re-run a request alone from layer k (`rerun_alone`)."""
         mask = inputs.get("attention_mask")
         if mask is None or self.run_count(mask.shape[0] // self.n if self.n > 1 else 0) == 1:
-            return self.forward_from_prefill(
-                self.prefill(inputs), order=order, length_aware=length_aware
-            ).logits
+            return self.prefill(inputs), order
         perm = plan_groups(mask.sum(1), self.n, length_aware=length_aware, order=order)
-        return self.forward_from_prefill(self._prefill_runs(inputs, perm), order=perm).logits
+        return self._prefill_runs(inputs, perm), perm
+
+    def rerun_alone(self, state: LayerState, rows: Tensor) -> Tensor:
+        """Logits (len(rows), C) of `rows` of a layer-k state run unmultiplexed: layers [k, L) only, exactly
+        the unsplit model's answer (the confidence fallback reuses the prefill instead of redoing it)."""
+        return self.teacher_from_prefill(_select(state, rows))[1]
 
     def run_count(self, groups: int) -> int:
         """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
@@ -246,19 +258,10 @@ class MuxModel(nn.Module):
         """The unmultiplexed model from layer k: (what the head reads, logits). The teacher of training."""
         return self.view.complete(state, self.k)
 
-    # ---- checkpoints --------------------------------------------------------------------------
+    # ---- checkpoints (the file format: revmux.checkpoint) -----------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write mux_config.json + mux_model.safetensors (adapters only, never the backbone)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.mux.state_dict().items()}
-        save_file(
-            tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "revmux_kind": self.config.kind}
-        )
-        self.config.save(directory)
-        return directory
+        """Write mux_config.json + mux_model.safetensors (adapters only, never the backbone), atomically."""
+        return save_adapter(directory, self.config, self.mux)
 
     @classmethod
     def from_pretrained(
@@ -277,78 +280,12 @@ class MuxModel(nn.Module):
         the backbone after its hash is checked; the adapters stay fp32.
         """
         config = MuxConfig.load(directory)
-        if view is None:
-            path = backbone or config.backbone_path
-            if not path:
-                raise CheckpointError(f"{directory} names no backbone; pass --model/backbone explicitly.")
-            view = load_backbone(
-                path, verbalizer_ids=config.verbalizer_ids, num_labels=len(config.label_names) or None
-            )
-        check_compatible(config, view, check_hash=check_hash)
-        if dtype is not None:
-            view.model.to(dtype)
+        view = resolve_backbone(
+            config, directory, view, backbone=backbone, check_hash=check_hash, dtype=dtype
+        )
         model = cls(view, config)
-        model.mux.load_state_dict(_load_weights(Path(directory) / WEIGHTS_NAME, model.mux))
+        model.mux.load_state_dict(load_adapter_weights(Path(directory) / WEIGHTS_NAME, model.mux))
         return model
-
-
-def check_compatible(config: MuxConfig, view: BackboneView, *, check_hash: bool) -> None:
-    """CheckpointError naming both values when `config` was made for another backbone."""
-    fix = "Load the adapter with the backbone it was trained on, or re-train it on this one."
-    pairs = [
-        ("model_type", config.backbone_model_type, view.model_type),
-        ("hidden size", config.hidden_size, view.hidden_size),
-        ("layer count", config.num_layers, view.num_layers),
-    ]
-    for what, expected, got in pairs:
-        if expected != got:
-            raise CheckpointError(
-                f"adapter was trained on a backbone with {what} {expected}, this backbone has {got}. {fix}"
-            )
-    if config.shared_prefix and not view.causal:
-        raise ConfigError(
-            f"shared_prefix needs a causal decoder (a position must not see later ones), this backbone is "
-            f"{view.model_type!r}. Train without --shared-prefix for encoders and T5."
-        )
-    if config.label_names and len(config.label_names) != view.num_labels:
-        raise CheckpointError(
-            f"adapter has {len(config.label_names)} labels {config.label_names}, the backbone's head has "
-            f"{view.num_labels}. {fix}"
-        )
-    if check_hash and config.backbone_hash:
-        got = backbone_hash(view.model)
-        if got != config.backbone_hash:
-            raise CheckpointError(
-                f"backbone content hash differs: adapter expects {config.backbone_hash[:16]}..., this backbone is "
-                f"{got[:16]}... (different weights or config). {fix}"
-            )
-
-
-def _load_weights(path: Path, mux: Multiplexer) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"adapter weights {path} are missing. Re-save the adapter with `revmux train`.")
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
-        raise CheckpointError(
-            f"adapter weights {path} are truncated or corrupted ({exc}). Restore the file or re-train."
-        ) from exc
-    expected = mux.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"adapter weights {path} do not match the config: missing {missing}, unexpected {unexpected}."
-        )
-    for name, t in tensors.items():
-        if t.shape != expected[name].shape:
-            raise CheckpointError(
-                f"adapter tensor {name} in {path} has shape {tuple(t.shape)}, the config implies "
-                f"{tuple(expected[name].shape)}. The checkpoint is inconsistent; re-train it."
-            )
-    return tensors
 
 
 def _select(state: LayerState, rows: Tensor) -> LayerState:

@@ -174,3 +174,59 @@ def test_the_engine_side_imports_no_torch():
     code = "import sys, revmux.serve.batcher, revmux.serve.engine, revmux.serve.http; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---- tenant isolation ---------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(
+        st.tuples(st.integers(0, 7), st.integers(1, 40), st.floats(0, 0.02)), min_size=1, max_size=120
+    ),
+    max_batch_groups=st.integers(1, 8),
+    widths=st.sampled_from([(1, 2), (1, 2, 4), (1, 4), (1, 2, 4, 8)]),
+    length_aware=st.booleans(),
+)
+def test_tenant_isolation_never_mixes_tenants_and_answers_everyone(
+    arrivals, max_batch_groups, widths, length_aware
+):
+    """Random arrival times, tenants and lengths: every group holds one tenant, no step exceeds
+    max_batch_groups composites, and every request is scheduled exactly once."""
+    b = Batcher(
+        widths,
+        max_queue_delay_s=0.005,
+        max_batch_groups=max_batch_groups,
+        max_queue_size=1000,
+        policy=fixed(max(widths)),
+        length_aware=length_aware,
+        isolation="tenant",
+    )
+    now, seen = 0.0, []
+    for tenant, tokens, gap in arrivals:
+        now += gap
+        b.add([Request(n_tokens=tokens, arrival_s=now, deadline_s=now + 60, tenant=f"t{tenant}")], now)
+        while (step := b.schedule(now)) is not None:
+            assert len(step.groups) <= max_batch_groups
+            for g in step.groups:
+                assert len({r.tenant for r in g.requests}) == 1 and len(g.requests) == g.width
+            seen += step.requests
+    while (step := b.schedule(now, force=True)) is not None:
+        assert all(len({r.tenant for r in g.requests}) == 1 for g in step.groups)
+        seen += step.requests
+    assert len(seen) == len(arrivals) == len({r.id for r in seen})
+
+
+def test_a_lone_request_of_a_tenant_runs_at_a_smaller_width():
+    b = Batcher([1, 2, 4], max_queue_delay_s=0.0, policy=fixed(4), isolation="tenant")
+    reqs = [Request(n_tokens=5, arrival_s=0.0, deadline_s=60.0, tenant=t) for t in "abaaa"]
+    b.add(reqs, 0.0)
+    step = b.schedule(0.0)
+    assert sorted((g.width, g.requests[0].tenant) for g in step.groups) == [(1, "b"), (4, "a")]
+    shared = Batcher([1, 2, 4], max_queue_delay_s=0.0, policy=fixed(4))  # isolation "none": strangers share
+    shared.add([Request(n_tokens=5, arrival_s=0.0, deadline_s=60.0, tenant=t) for t in "abaaa"], 0.0)
+    assert any(len({r.tenant for r in g.requests}) == 2 for g in shared.schedule(0.0).groups)
+    with pytest.raises(ConfigError, match="--isolation must be one of none, tenant"):
+        Batcher([1, 2], isolation="strict")

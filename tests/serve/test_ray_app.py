@@ -115,7 +115,11 @@ def test_two_replicas_answer_concurrent_requests_like_one_process(ray_url, pack_
     assert [r.status_code for r in answers] == [200] * len(bodies)
     for response, expected in zip(answers, want, strict=True):
         got = response.json()
-        assert got["debug"]["items"] == expected["debug"]["items"]  # same token-id hashes, N = 1, no fallback
+
+        def same(items):  # group ids number each process's own steps
+            return [{k: v for k, v in item.items() if k != "group"} for item in items]
+
+        assert same(got["debug"]["items"]) == same(expected["debug"]["items"])  # hashes, N = 1, no fallback
         rows = got["result"] if isinstance(got["result"][0], list) else [got["result"]]
         rows_want = expected["result"] if isinstance(expected["result"][0], list) else [expected["result"]]
         for row, row_want in zip(rows, rows_want, strict=True):

@@ -167,17 +167,34 @@ def test_fallback_reruns_at_most_the_cap_lowest_margins_first_and_flags_the_rest
 def test_a_failed_fallback_keeps_the_multiplexed_answer_and_flags_it(pack, monkeypatch):
     runner = ModelRunner(pack, fallback_margin=1.0)
     groups, reqs = _low_margin_groups(runner)
-    real = runner._run_width
 
-    def no_width_1(width, batch):
-        if width == 1:
-            raise RuntimeError("N = 1 re-run failed")
-        return real(width, batch)
+    def broken(batch):
+        raise RuntimeError("N = 1 re-run failed")
 
-    monkeypatch.setattr(runner, "_run_width", no_width_1)
+    monkeypatch.setattr(runner, "_rerun_alone", broken)
     out = runner.run(groups)
     assert all(out[r.id].fallback_failed and not out[r.id].fallback and out[r.id].width == 2 for r in reqs)
     assert runner.fallbacks == 0 and runner.fallbacks_failed == 4
+
+
+def test_fallback_reuses_the_prefill_and_equals_the_unmultiplexed_answer(pack):
+    """The re-run starts from the step's layer-k states: layers [0, k) run once per request, and the
+    answer is the N = 1 model's."""
+    runner = ModelRunner(pack, fallback_margin=1.0)
+    groups, reqs = _low_margin_groups(runner)
+    first_layer = pack.view.layer_modules()[0]
+    rows = []
+    handle = first_layer.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    try:
+        out = runner.run(groups)
+    finally:
+        handle.remove()
+    assert sum(rows) == len(reqs)  # the prefill of the 4 requests, nothing more
+    for text, r in zip(TEXTS, reqs, strict=False):
+        assert out[r.id].fallback and out[r.id].width == 1
+        torch.testing.assert_close(
+            torch.tensor(out[r.id].logits), direct(pack, 1, [text])[0], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_info_names_adapters_without_filesystem_paths(pack, pack_dir):

@@ -16,7 +16,8 @@ from revmux.errors import ConfigError
 from revmux.model import MuxModel
 from revmux.train import TrainConfig, select_rows, train
 from revmux.train.cache import LivePrefill
-from revmux.train.trainer import LOG_NAME, OPTIM_NAME, STATE_NAME, _generator, _scheduler, holdout_accuracy
+from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
+from revmux.train.trainer import LOG_NAME, _generator, _scheduler, holdout_accuracy
 from tests.train import one_thread, toy_task, toy_view
 
 FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3}

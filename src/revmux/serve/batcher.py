@@ -16,6 +16,10 @@ Scheduling, per `schedule(now)`:
    as groups of the largest smaller width, down to N = 1: a group is never padded with another
    user's data or with fake requests. At most `max_batch_groups` composites per step; the rest waits
    (only when a cancel races the claim can the re-cut remainder add a few small groups).
+4. With `isolation="tenant"` a group only ever holds requests of one tenant (`Request.tenant`): the
+   oldest requests are taken as before, but grouped per tenant, so a tenant's lone request runs at a
+   smaller N (N = 1 at worst), never beside another tenant's. The step stops taking requests before its
+   groups would exceed `max_batch_groups`.
 
 What it is not: thread-safe (the engine holds a lock around it) or aware of HTTP.
 """
@@ -33,6 +37,7 @@ from revmux.errors import ConfigError
 from revmux.serve.errors import DeadlineExceeded, QueueFull
 
 Policy = Callable[[int], int]
+ISOLATIONS = ("none", "tenant")
 _ids = itertools.count()
 
 
@@ -47,6 +52,7 @@ class Request:
     id: int = field(default_factory=lambda: next(_ids))
     future: Future = field(default_factory=Future)
     launched_s: float | None = None
+    tenant: str | None = None  # who sent it; with isolation "tenant", groups never mix tenants
 
 
 @dataclass
@@ -110,7 +116,11 @@ class Batcher:
         max_queue_size: int = 1024,
         policy: Policy | None = None,
         length_aware: bool = True,
+        isolation: str = "none",
     ) -> None:
+        if isolation not in ISOLATIONS:
+            raise ConfigError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}.")
+        self.isolation = isolation
         if max_batch_groups < 1 or max_queue_size < 1 or max_queue_delay_s < 0:
             raise ConfigError(
                 "max_batch_groups and max_queue_size must be >= 1 and max_queue_delay_s >= 0, got "
@@ -166,9 +176,12 @@ class Batcher:
         waited_enough = now >= self.queue[0].arrival_s + self.max_queue_delay_s
         if not (force or len(self.queue) >= target or waited_enough):
             return None
-        sizes = self._cut_sizes(min(len(self.queue), target), n)[: self.max_batch_groups]
+        if self.isolation == "tenant":
+            count = self._tenant_window(min(len(self.queue), target), n)
+        else:
+            count = sum(self._cut_sizes(min(len(self.queue), target), n)[: self.max_batch_groups])
         taken: list[Request] = []
-        while self.queue and len(taken) < sum(sizes):
+        while self.queue and len(taken) < count:
             req = self.queue.popleft()
             if req.future.set_running_or_notify_cancel():  # False: cancelled since the purge
                 req.launched_s = now
@@ -177,15 +190,37 @@ class Batcher:
                 self.dropped_cancelled += 1
         if not taken:
             return None
-        if len(taken) < sum(sizes):  # a cancel raced the claim: re-cut what was claimed
-            sizes = self._cut_sizes(len(taken), n)
+        if self.isolation == "tenant":
+            parts: dict[str | None, list[Request]] = {}
+            for req in taken:
+                parts.setdefault(req.tenant, []).append(req)
+            return Step([g for part in parts.values() for g in self._groups(part, n)])
+        return Step(self._groups(taken, n))
+
+    def _groups(self, requests: list[Request], n: int) -> list[Group]:
+        """`requests` cut into groups of n (the remainder at smaller widths), by length when length_aware."""
         if self.length_aware:
-            taken.sort(key=lambda r: r.n_tokens, reverse=True)  # stable: FIFO among equal lengths
+            requests = sorted(requests, key=lambda r: r.n_tokens, reverse=True)  # stable: FIFO among equals
         groups, i = [], 0
-        for width in sizes:
-            groups.append(Group(width, taken[i : i + width]))
+        for width in self._cut_sizes(len(requests), n):
+            groups.append(Group(width, requests[i : i + width]))
             i += width
-        return Step(groups)
+        return groups
+
+    def _tenant_window(self, limit: int, n: int) -> int:
+        """How many of the oldest requests (at most `limit`) fit in max_batch_groups groups when each tenant's
+        requests are grouped apart."""
+        counts: dict[str | None, int] = {}
+        groups = taken = 0
+        for req in itertools.islice(self.queue, limit):
+            before = len(self._cut_sizes(counts.get(req.tenant, 0), n))
+            after = len(self._cut_sizes(counts.get(req.tenant, 0) + 1, n))
+            if groups + after - before > self.max_batch_groups:
+                break
+            counts[req.tenant] = counts.get(req.tenant, 0) + 1
+            groups += after - before
+            taken += 1
+        return taken
 
     def _cut_sizes(self, count: int, n: int) -> list[int]:
         """Widths of the groups for `count` requests: n each, the remainder as the largest smaller widths."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from revmux.config import config_from_dict, load_config
 from revmux.errors import ConfigError
+from revmux.serve.batcher import ISOLATIONS
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -79,6 +80,20 @@ class ServeConfig:
         default=None,
         metadata=_help("Fallback re-runs per step at most, lowest margins first", "unset: all of them"),
     )
+    isolation: str = field(
+        default="none",
+        metadata=_help("none or tenant (tenant: a composite only ever holds requests of one tenant)"),
+    )
+    api_keys_file: str | None = field(
+        default=None,
+        metadata=_help(
+            'One "TENANT KEY" per line: bearer keys, each naming its tenant', "unset: no tenant keys"
+        ),
+    )
+    tenant_header: str | None = field(
+        default=None,
+        metadata=_help("Without keys: the request header that names the tenant", "unset: no header"),
+    )
     length_aware: bool = field(default=True, metadata=_help("Group requests of similar token counts"))
     device: str = field(default="cpu", metadata=_help("cpu or cuda"))
     threads: int | None = field(
@@ -127,6 +142,15 @@ class ServeConfig:
             raise ConfigError(f"--host must be an address like 127.0.0.1, got {self.host!r}.")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ConfigError("--api-key must be a non-empty string (or leave it unset).")
+        if self.isolation not in ISOLATIONS:
+            raise ConfigError(f"--isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}.")
+        if self.api_key is not None and self.api_keys_file is not None:
+            raise ConfigError("pass --api-key (one key) or --api-keys-file (a key per tenant), not both.")
+        if self.isolation == "tenant" and self.api_keys_file is None and not self.tenant_header:
+            raise ConfigError(
+                "--isolation tenant needs to know who sent each request: pass --api-keys-file FILE (one "
+                "'TENANT KEY' per line) or --tenant-header NAME (a header clients set)."
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")
 

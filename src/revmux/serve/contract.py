@@ -42,6 +42,7 @@ class Output:
     fallback: bool = False
     input_hash: str | None = None
     fallback_failed: bool = False
+    group_id: str | None = None  # which composite it shared (step.group); set by the engine
 
 
 class Runner(Protocol):

@@ -70,6 +70,7 @@ class Engine:
             max_queue_size=c.max_queue_size,
             policy=self.policy,
             length_aware=c.length_aware,
+            isolation=c.isolation,
         )
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -123,11 +124,15 @@ class Engine:
         return idle
 
     # ---- intake ---------------------------------------------------------------------------------
-    def submit(self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False) -> list[Future]:
+    def submit(
+        self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False, tenant: str | None = None
+    ) -> list[Future]:
         """Queue `items` (all or none); one future per item, resolved with an Output or an error."""
-        return self._admit(items, truncate=truncate, debug=debug, track=False)
+        return self._admit(items, truncate=truncate, debug=debug, track=False, tenant=tenant)
 
-    def _admit(self, items: Sequence[Item], *, truncate: bool, debug: bool, track: bool) -> list[Future]:
+    def _admit(
+        self, items: Sequence[Item], *, truncate: bool, debug: bool, track: bool, tenant: str | None = None
+    ) -> list[Future]:
         if self._thread is None:
             raise Draining("the engine is not started; call engine.start() (the app's lifespan does).")
         if self._draining:
@@ -144,7 +149,10 @@ class Engine:
                 raise (type(exc)(f"inputs[{i}]: {exc}") if len(items) > 1 else exc) from None
         now = self.clock()
         deadline = now + self.config.request_timeout_ms / 1000
-        reqs = [Request(n_tokens=e.n_tokens, arrival_s=now, deadline_s=deadline, payload=e) for e in encoded]
+        reqs = [
+            Request(n_tokens=e.n_tokens, arrival_s=now, deadline_s=deadline, payload=e, tenant=tenant)
+            for e in encoded
+        ]
         with self._cond:
             if self._draining:
                 raise Draining("the server is draining (shutting down) and accepts no new requests.")
@@ -155,12 +163,15 @@ class Engine:
         return [r.future for r in reqs]
 
     async def predict(
-        self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False
+        self, items: Sequence[Item], *, truncate: bool = True, debug: bool = False, tenant: str | None = None
     ) -> list[Output]:
-        """The Outputs of `items` in order, or the first error; DeadlineExceeded past request_timeout_ms."""
+        """The Outputs of `items` in order, or the first error; DeadlineExceeded past request_timeout_ms.
+        `tenant` names the sender: with isolation "tenant" its inputs share composites only with its own."""
         start = self.clock()
         # tokenization runs off the event loop: a large batch must not stall other connections
-        futures = await asyncio.to_thread(self._admit, items, truncate=truncate, debug=debug, track=True)
+        futures = await asyncio.to_thread(
+            self._admit, items, truncate=truncate, debug=debug, track=True, tenant=tenant
+        )
         try:
             timeout = max(0.0, start + self.config.request_timeout_ms / 1000 - self.clock())
             waits = [asyncio.wrap_future(f) for f in futures]
@@ -213,6 +224,8 @@ class Engine:
             m.queue_duration.observe(max(0.0, t0 - req.arrival_s))
         for g in step.groups:
             m.group_width.observe(g.width)
+            for req in g.requests:
+                m.tenant_inputs.labels(tenant=m.tenant_label(req.tenant), width=str(g.width)).inc()
         m.forward_batch_size.observe(len(step))
         try:
             results = self.runner.run(step.groups)
@@ -225,6 +238,7 @@ class Engine:
             results = {r.id: exc for r in step.requests}
         m.inference_duration.observe(max(0.0, self.clock() - t0))
         self.steps += 1
+        group_of = {r.id: f"{self.steps}.{gi}" for gi, g in enumerate(step.groups) for r in g.requests}
         ids = {r.id for r in step.requests}
         if set(results) - ids:
             log.warning("runner returned %d outputs for requests it was not given", len(set(results) - ids))
@@ -235,6 +249,7 @@ class Engine:
             if isinstance(out, BaseException):
                 req.future.set_exception(out)
             else:
+                out.group_id = group_of[req.id]
                 if out.fallback:
                     m.fallback.inc()
                 if out.fallback_failed:

@@ -6,8 +6,9 @@ The engine is started and drained by the app's lifespan (no globals). /predict t
 a string, a pair `{"text", "text_pair"}`, or a list of those (a batch; a flat list of two strings is a
 batch of two, never a pair). It answers `[{"label", "score"}, ...]` per input (a list of those for a
 batch). With `"debug": true` (or header `X-Revmux-Debug: 1`) it answers
-`{"result": <that>, "debug": {"request_id", "items": [{"input_sha256", "width", "fallback",
-"fallback_failed"}]}}`, where input_sha256 is the hash of the token ids the server made of that input
+`{"result": <that>, "debug": {"request_id", "items": [{"input_sha256", "width", "group", "fallback",
+"fallback_failed"}]}}` (`group`: the composite the input shared, "step.index"; with --isolation tenant
+only requests of the sender's own tenant share it), where input_sha256 is the hash of the token ids the server made of that input
 at admission (contract.token_hash): which input was answered, not a proof that the demux swapped
 nothing (that is tested under load against N = 1 answers).
 Errors are JSON `{"error", "error_type"}`: 422 bad input (also unknown fields and a body that is not
@@ -22,7 +23,6 @@ What it is not: the batching logic (engine.py) or the process (server.py runs uv
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -40,6 +40,7 @@ from revmux.serve.config import ServeConfig
 from revmux.serve.contract import Output
 from revmux.serve.engine import Engine, Item, format_scores
 from revmux.serve.errors import Draining, PayloadTooLarge, QueueFull, ServeError, Unauthorized, status_of
+from revmux.serve.tenants import Tenants
 
 log = logging.getLogger("revmux.serve")
 FIELDS = ("inputs", "top_k", "raw_scores", "truncate", "debug")
@@ -69,15 +70,10 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
     )
     app.state.engine = engine
 
+    tenants = Tenants.from_config(config)
+
     def authorize(request: Request) -> None:
-        if config.api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), config.api_key.encode()
-        ):
-            raise Unauthorized("missing or wrong API key; send the header `Authorization: Bearer <key>`.")
+        tenants.authorize(request.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -116,14 +112,14 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
         request_id = _request_id(request)
         status = 500
         try:
-            authorize(request)
+            tenant = tenants.tenant_of(request.headers)
             if engine.draining:
                 raise Draining("the server is draining (shutting down) and accepts no new requests.")
             body = await _read_body(request, config.max_payload_bytes)
             parsed = parse_predict(body, max_batch_size=config.max_batch_size)
             debug = parsed["debug"] or request.headers.get("x-revmux-debug", "") in ("1", "true")
             task = asyncio.ensure_future(
-                engine.predict(parsed["items"], truncate=parsed["truncate"], debug=debug)
+                engine.predict(parsed["items"], truncate=parsed["truncate"], debug=debug, tenant=tenant)
             )
             outputs = await _unless_disconnected(task, request)
             if outputs is None:
@@ -166,6 +162,7 @@ def predict_response(
         {
             "input_sha256": o.input_hash,
             "width": o.width,
+            "group": o.group_id,
             "fallback": o.fallback,
             "fallback_failed": o.fallback_failed,
         }

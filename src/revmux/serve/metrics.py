@@ -78,11 +78,27 @@ class ServeMetrics:
             "Low-margin inputs answered multiplexed (flagged) because their N = 1 re-run failed or was capped.",
             registry=r,
         )
+        self.tenant_inputs = Counter(
+            "revmux_tenant_inputs",
+            "Inputs run, by tenant and group width N (tenants past the first 100 seen count as 'other').",
+            ["tenant", "width"],
+            registry=r,
+        )
+        self._tenants: set[str] = set()
         self.rejected = Counter(
             "revmux_rejected", "Requests refused before admission, by reason.", ["reason"], registry=r
         )
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+
+    def tenant_label(self, tenant: str | None, limit: int = 100) -> str:
+        """The metrics label of a tenant: its name for the first `limit` tenants seen, then 'other'."""
+        if tenant is None:
+            return "none"
+        if tenant in self._tenants or len(self._tenants) < limit:
+            self._tenants.add(tenant)
+            return tenant
+        return "other"
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -64,6 +64,8 @@ class ModelRunner:
         self.fallback_margin = fallback_margin
         self.fallback_max_per_step = fallback_max_per_step
         self.fallbacks_failed = 0
+        self._states: dict[int, Any] = {}  # width -> the current step's layer-k states
+        self._rows: dict[int, tuple[int, int]] = {}  # request id -> (width, row in that state)
         self.label_names = pack.label_names
         self.widths = pack.widths if widths is None else _select_widths(pack.widths, widths)
         self.fallbacks = 0
@@ -94,6 +96,8 @@ class ModelRunner:
                 raise RunnerContractError(f"a group of width {g.width} holds {len(g.requests)} requests.")
             by_width.setdefault(g.width, []).extend(g.requests)
         results: dict[int, Output | BaseException] = {}
+        self._states: dict[int, Any] = {}  # width -> this step's layer-k states, for the fallback
+        self._rows: dict[int, tuple[int, int]] = {}  # request id -> (width, row in that state)
         for width, reqs in by_width.items():
             try:
                 results |= self._run_width(width, reqs)
@@ -113,6 +117,8 @@ class ModelRunner:
             raise RunnerContractError(
                 f"the width-{width} forward returned {len(logits)} rows for {len(reqs)} requests."
             )
+        if width > 1:
+            self._rows.update({r.id: (width, i) for i, r in enumerate(reqs)})
         return {
             r.id: Output(row, width, False, r.payload.input_hash) for r, row in zip(reqs, logits, strict=True)
         }
@@ -133,7 +139,7 @@ class ModelRunner:
         redone: dict[int, Output] = {}
         if rerun:
             try:
-                redone = self._run_width(1, rerun)
+                redone = self._rerun_alone(rerun)
             except Exception:  # keep the multiplexed answers rather than fail them, but say so
                 redone = {}
         for rid, out in redone.items():
@@ -144,6 +150,23 @@ class ModelRunner:
             results[rid].fallback_failed = True  # type: ignore[union-attr]
         self.fallbacks += len(redone)
         self.fallbacks_failed += len(failed)
+
+    @torch.inference_mode()
+    def _rerun_alone(self, reqs: list[Request]) -> dict[int, Output]:
+        """N = 1 answers of multiplexed requests from the layer-k states their step already computed:
+        only layers [k, L) run again."""
+        out: dict[int, Output] = {}
+        by_width: dict[int, list[Request]] = {}
+        for r in reqs:
+            by_width.setdefault(self._rows[r.id][0], []).append(r)
+        for width, group in by_width.items():
+            rows = torch.tensor([self._rows[r.id][1] for r in group], device=self.view.device)
+            logits = self.pack.models[width].rerun_alone(self._states[width], rows).float().cpu().tolist()
+            out |= {
+                r.id: Output(row, 1, False, r.payload.input_hash)
+                for r, row in zip(group, logits, strict=True)
+            }
+        return out
 
     @torch.inference_mode()
     def _forward(self, width: int, encs: list[Encoded]) -> list[list[float]]:
@@ -164,7 +187,10 @@ class ModelRunner:
         if width == 1:
             logits = self.view.forward_unsplit(inputs)
         else:
-            logits = self.pack.models[width](inputs, order=torch.arange(B, device=device))
+            model = self.pack.models[width]
+            state, perm = model.prefill_grouped(inputs, order=torch.arange(B, device=device))
+            self._states[width] = state
+            logits = model.forward_from_prefill(state, order=perm).logits
         return logits.float().cpu().tolist()
 
     def warmup(self) -> None:

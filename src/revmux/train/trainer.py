@@ -4,20 +4,17 @@ What it is: the recipe of docs/method.md section 4. The backbone and its head st
 multiplexer's adapters train, with CE + InfoNCE + KD (+ the group cosine penalty) against the teacher
 outputs stored by `revmux.train.cache`. Groups are redrawn every epoch from a generator seeded by
 (seed, epoch); checkpoints are selected on a slice held out from TRAIN; every epoch is checkpointed
-(adapter + optimizer state as safetensors, scalars as JSON, no pickle) so that `resume=True` ends with
-the same weights as an uninterrupted run.
+(adapter + optimizer state as safetensors, scalars as JSON, no pickle: `revmux.train.checkpoint`) so
+that `resume=True` ends with the same weights as an uninterrupted run.
 What it is not: teacher fine-tuning (`revmux.train.finetune`), evaluation on the reported split
 (`revmux.evaluate`), or a general-purpose Trainer.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import torch
 from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
-from revmux.config import CONFIG_NAME, WEIGHTS_NAME
+from revmux.checkpoint import write_json
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
@@ -33,12 +30,18 @@ from revmux.model import MuxModel, shared_prefix_mask
 from revmux.progress import StepProgress
 from revmux.prompting import PromptSpec
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
+from revmux.train.checkpoint import (
+    RunState,
+    latest_checkpoint,
+    publish_best,
+    restore,
+    resumable,
+    save_checkpoint,
+)
 from revmux.train.config import TrainConfig
 from revmux.train.losses import mux_loss, pooled
 
 LOG_NAME = "train_log.json"
-STATE_NAME = "trainer_state.json"
-OPTIM_NAME = "optimizer.safetensors"
 HOLDOUT_GROUPINGS = 2
 
 
@@ -53,15 +56,6 @@ class TrainResult:
     train_seconds: float
     cache_build_seconds: float
     trainable_params: int
-
-
-@dataclass
-class _State:
-    epoch: int = 0  # completed epochs
-    step: int = 0
-    best_epoch: int = 0
-    best_metric: float = -1.0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def select_rows(data: TaskData, config: TrainConfig) -> tuple[TaskData, TaskData, list[int], list[int]]:
@@ -120,7 +114,7 @@ def train(
             f"{out_dir} already holds checkpoints (latest {latest.name}); pass --resume to continue that run, "
             "or choose a new --out."
         )
-    resumed = _resumable(latest, config, fingerprint) if latest is not None else None
+    resumed = resumable(latest, config, fingerprint) if latest is not None else None
     model = _new_model(view, config, backbone_path, task, prompt)
     start = time.perf_counter()
     sources = [_source(view, config, part, cache_root, progress, sha) for part in (fit, held)]
@@ -142,10 +136,10 @@ def train(
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
     if latest is not None and resumed is not None:
-        state = _restore(latest, resumed, model, optimizer, scheduler)
-        _publish_best(out_dir, state.best_epoch)  # in case the interruption came between the two
+        state = restore(latest, resumed, model, optimizer, scheduler)
+        publish_best(out_dir, state.best_epoch)  # in case the interruption came between the two
     else:
-        state = _State()
+        state = RunState()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
             model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=model.config.shared_prefix))
     with _progress_bar(progress, steps_per_epoch * config.epochs, state.step, config.epochs) as bar:
@@ -164,8 +158,8 @@ def train(
             state.history.append({"epoch": epoch, **stats})
             if accuracy > state.best_metric:
                 state.best_epoch, state.best_metric = epoch, accuracy
-            _save_checkpoint(out_dir, model, optimizer, scheduler, state, config, fingerprint)
-            _publish_best(out_dir, state.best_epoch)
+            save_checkpoint(out_dir, model, optimizer, scheduler, state, config, fingerprint)
+            publish_best(out_dir, state.best_epoch)
             _write_log(out_dir, info, state)
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 break
@@ -220,16 +214,6 @@ def pca_states(
 
     exclude = common_prefix if skip_shared_prefix else None
     return real_token_states(source, max_tokens=max_tokens, exclude=exclude)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The complete `checkpoints/epoch-{i}` with the largest i (one whose trainer_state.json exists)."""
-    found = []
-    for path in (Path(out_dir) / "checkpoints").glob("epoch-*"):
-        suffix = path.name.removeprefix("epoch-")
-        if suffix.isdigit() and (path / STATE_NAME).is_file():
-            found.append((int(suffix), path))
-    return max(found)[1] if found else None
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -345,104 +329,7 @@ def _train_epoch(
     }
 
 
-def _save_checkpoint(
-    out_dir: Path,
-    model: MuxModel,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    state: _State,
-    config: TrainConfig,
-    fingerprint: dict[str, str],
-) -> Path:
-    """checkpoints/epoch-{i}/: adapter, optimizer tensors (safetensors), scalars (JSON); renamed in when complete."""
-    from safetensors.torch import save_file
-
-    root = out_dir / "checkpoints"
-    final, tmp = root / f"epoch-{state.epoch}", root / f".tmp-epoch-{state.epoch}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    opt = optimizer.state_dict()
-    tensors = {
-        f"state.{i}.{name}": t.detach().to("cpu").contiguous()
-        for i, per_param in opt["state"].items()
-        for name, t in per_param.items()
-    }
-    save_file(tensors, str(tmp / OPTIM_NAME))
-    doc = {
-        "epoch": state.epoch,
-        "step": state.step,
-        "best_epoch": state.best_epoch,
-        "best_metric": state.best_metric,
-        "history": state.history,
-        "config": config.to_dict(),
-        "fingerprint": fingerprint,
-        "optimizer_param_groups": opt["param_groups"],
-        "scheduler": None if scheduler is None else scheduler.state_dict(),
-    }
-    _write_json(tmp / STATE_NAME, doc)
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    return final
-
-
-def _resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str]) -> dict[str, Any]:
-    """The checkpoint's trainer state, or ConfigError when resuming it would not continue the same run."""
-    doc = json.loads((checkpoint / STATE_NAME).read_text())
-    saved, now = _saved_config(doc["config"]), config.to_dict()
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    if differ:
-        detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
-        raise ConfigError(
-            f"cannot resume from {checkpoint}: the config differs in {differ} ({detail}). Resume with the "
-            "saved values, or train into a new --out without --resume."
-        )
-    for key, what in (("backbone", "teacher backbone's weights"), ("train_data", "training data")):
-        if doc["fingerprint"].get(key) != fingerprint[key]:
-            raise ConfigError(
-                f"cannot resume from {checkpoint}: the {what} differ from the interrupted run's. Resume with "
-                "the same --teacher and data, or train into a new --out without --resume."
-            )
-    return doc
-
-
-def _saved_config(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's config as this revmux spells it (older checkpoints had flat adapter keys)."""
-    try:
-        return TrainConfig.from_dict(saved, source="checkpoint").to_dict()
-    except ConfigError:
-        return saved
-
-
-def _restore(
-    checkpoint: Path, doc: dict[str, Any], model: MuxModel, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> _State:
-    """Load adapter, optimizer and scheduler state from `checkpoint` (checked by `_resumable`)."""
-    from safetensors.torch import load_file
-
-    model.mux.load_state_dict(load_file(str(checkpoint / WEIGHTS_NAME)))
-    per_param: dict[int, dict[str, Tensor]] = {}
-    for name, t in load_file(str(checkpoint / OPTIM_NAME)).items():
-        _, i, key = name.split(".", 2)
-        per_param.setdefault(int(i), {})[key] = t
-    groups = [
-        {**g, **({"betas": tuple(g["betas"])} if "betas" in g else {})} for g in doc["optimizer_param_groups"]
-    ]
-    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
-    if scheduler is not None:
-        scheduler.load_state_dict(doc["scheduler"])
-    return _State(doc["epoch"], doc["step"], doc["best_epoch"], doc["best_metric"], doc["history"])
-
-
-def _publish_best(out_dir: Path, best_epoch: int) -> None:
-    """Copy the best epoch's adapter to `out_dir` (each file written aside, then renamed in)."""
-    source = out_dir / "checkpoints" / f"epoch-{best_epoch}"
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        tmp = out_dir / f".{name}.tmp"
-        shutil.copyfile(source / name, tmp)
-        os.replace(tmp, out_dir / name)
-
-
-def _write_log(out_dir: Path, info: dict[str, Any], state: _State) -> float:
+def _write_log(out_dir: Path, info: dict[str, Any], state: RunState) -> float:
     """train_log.json: the run's facts plus the history so far; returns train seconds (all runs)."""
     seconds = sum(h["seconds"] + h["eval_seconds"] for h in state.history)
     train_only = sum(h["seconds"] for h in state.history)
@@ -456,20 +343,5 @@ def _write_log(out_dir: Path, info: dict[str, Any], state: _State) -> float:
         "train_seconds": seconds,
         "examples_per_s": examples / train_only if train_only else 0.0,
     }
-    _write_json(out_dir / LOG_NAME, log)
+    write_json(out_dir / LOG_NAME, log)
     return seconds
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")

@@ -1,0 +1,70 @@
+"""Multiplexing strangers, measured on a trained adapter: adversarial partners and the fallback sweep.
+
+Usage: python benchmarks/partners.py --adapter revmux-demo/adapter-revmux-n2-k2 --task sst2 \
+    [--data-dir ../shared/data/glue] --candidates 40 --rows 200 --margins 0,0.1,0.2,0.3,0.4,0.5,0.6 \
+    --out docs/results/partners.json
+Appends (or replaces, per adapter) one record with the command, machine and date; render_results.py
+turns the file into the RESULTS section "Multiplexing strangers" and docs/fallback.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from revmux.adversarial import adversarial_partners
+from revmux.data import load_task
+from revmux.fallback import fallback_sweep
+from revmux.model import MuxModel
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", required=True)
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--data-dir", default=None, help="GLUE download (default: the bundled sst2 sample)")
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--margins", default="0,0.1,0.2,0.3,0.4,0.5,0.6")
+    ap.add_argument("--groupings", type=int, default=10)
+    ap.add_argument("--out", default="docs/results/partners.json")
+    args = ap.parse_args(argv)
+    model = MuxModel.from_pretrained(args.adapter)
+    data = load_task(args.task, "dev", args.data_dir)
+    adversarial = adversarial_partners(model, data, candidates=args.candidates, rows=args.rows)
+    margins = [float(m) for m in args.margins.split(",")]
+    sweep = fallback_sweep(model, data, margins, groupings=args.groupings)
+    record = {
+        "adapter": Path(args.adapter).name,
+        "task": args.task,
+        "n": model.n,
+        "k": model.k,
+        "kind": model.config.kind,
+        "adversarial": adversarial.to_dict(),
+        "fallback": sweep,
+        "command": shlex.join(["python", "benchmarks/partners.py", *(argv or sys.argv[1:])]),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = Path(args.out)
+    records = json.loads(out.read_text()) if out.is_file() else []
+    records = [r for r in records if (r["adapter"], r["task"]) != (record["adapter"], record["task"])]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([*records, record], indent=2) + "\n")
+    a = adversarial
+    print(
+        f"{record['adapter']} ({args.task}): some partner flips {a.flippable_rows:.1%} of rows; "
+        f"{a.flip_share:.1%} of candidates flip a row; written to {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The confidence fallback, measured: accuracy and re-run share over a sweep of margins.
+
+What it is: `fallback_sweep(model, data, margins)` draws the same random groupings as
+`revmux.evaluate` (seeds `seed + r`), keeps each multiplexed answer's probability margin (top-1 minus
+top-2), and for every margin M replaces the answers below M with the request's N = 1 answer, which is
+what the server's fallback returns (it re-runs layers [k, L) from the same layer-k states). It reports
+per M the accuracy mean and std over groupings, the agreement with the teacher, the share of answers
+re-run, and the cost model's bound with that share re-run: per request (k + (L - k) / N + share *
+(L - k)) / L of plain inference. What it is not: a timing (`revmux bench` measures speed).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from revmux.data import TaskData
+from revmux.errors import ConfigError
+from revmux.evaluate import prefill_rows, prepared
+from revmux.model import MuxModel
+
+
+def fallback_sweep(
+    model: MuxModel,
+    data: TaskData,
+    margins: Sequence[float],
+    *,
+    groupings: int = 10,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_length: int | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per margin: margin, accuracy_mean/std, agreement, rerun_share, bound (see the module)."""
+    bad = [m for m in margins if not 0.0 <= m <= 1.0]
+    if bad or not margins:
+        raise ConfigError(f"--fallback-margin takes probability margins in [0, 1], got {list(margins)!r}.")
+    if groupings < 1:
+        raise ConfigError(f"--groupings must be an integer >= 1, got {groupings!r}.")
+    data = prepared(model, data, max_length)
+    view, N, M = model.view, model.n, len(data)
+    chunk = batch_size * N
+    m = (M // N) * N if N > 1 else 0
+    labels = torch.tensor(data.labels)
+    model.eval()
+    runs = []
+    with torch.inference_mode():
+        states, teacher = prefill_rows(model, data, chunk, max_length)
+        for r in range(groupings):
+            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
+            pred, margin = teacher.clone(), torch.full((M,), float("inf"))  # leftovers run at N = 1
+            for rows in perm[:m].split(chunk):
+                order = torch.arange(rows.numel(), device=view.device)
+                logits = model.forward_from_prefill(
+                    states.rows(view, rows.to(view.device)), order=order
+                ).logits
+                top2 = logits.float().softmax(-1).topk(min(2, logits.shape[-1]), dim=-1).values.cpu()
+                pred[rows] = logits.argmax(-1).cpu()
+                margin[rows] = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+            runs.append((pred, margin))
+    L, k = model.config.num_layers, model.k
+    out = []
+    for threshold in margins:
+        answers = [torch.where(margin < threshold, teacher, pred) for pred, margin in runs]
+        accs = [float((a == labels).float().mean()) for a in answers]
+        share = statistics.fmean(float((margin < threshold).float().mean()) for _, margin in runs)
+        cost = (k + (L - k) / N + share * (L - k)) / L
+        out.append(
+            {
+                "margin": threshold,
+                "accuracy_mean": statistics.fmean(accs),
+                "accuracy_std": statistics.pstdev(accs),
+                "agreement": statistics.fmean(float((a == teacher).float().mean()) for a in answers),
+                "teacher_accuracy": float((teacher == labels).float().mean()),
+                "rerun_share": share,
+                "bound": 1.0 / cost,
+            }
+        )
+    return out
