@@ -227,6 +227,19 @@ def test_cli_eval_json_and_table(view, tiny_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "partner sensitivity" in result.stdout and "teacher accuracy" in result.stdout
 
+    extra = ["--adversarial-partners", "3", "--adversarial-rows", "5", "--fallback-margin", "0,0.5,1"]
+    result = CliRunner().invoke(app, [*base, *args, *extra])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["adversarial"]["rows"] == 5 and report["adversarial"]["placements"] == 6
+    assert [f["margin"] for f in report["fallback"]] == [0.0, 0.5, 1.0] and report["fallback"][2][
+        "agreement"
+    ] == 1.0
+    result = CliRunner().invoke(app, [*base, *args[:-1], *extra])  # the table, then one line each
+    assert "adversarial partners (3 per row" in result.stdout and "fallback margin 0.50" in result.stdout
+    bad = CliRunner().invoke(app, [*base, *args, "--fallback-margin", "0,x"])
+    assert bad.exit_code == 2 and "--fallback-margin" in bad.output
+
 
 def test_cli_eval_errors_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["eval", "--adapter", str(tmp_path / "missing"), "--task", "sst2"])

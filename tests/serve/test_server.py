@@ -1,4 +1,4 @@
-"""`revmux serve` (cli.py + server.py): start-up errors exit non-zero with a clear message; SIGTERM under
+"""`revmux serve` (revmux.cli + server.py): start-up errors exit non-zero with a clear message; SIGTERM under
 load answers every accepted request and exits 0 within drain_timeout_s (a real subprocess on 127.0.0.1)."""
 
 from __future__ import annotations

@@ -93,6 +93,14 @@ def eval_cmd(
     prompt_style: PromptStyle = None,
     verbalizer_words: VerbalizerWords = None,
     instruction: Instruction = None,
+    adversarial_partners: Annotated[
+        int | None, typer.Option(min=1, help="Also: K random partner sets per row, the row in every slot.")
+    ] = None,
+    adversarial_rows: Annotated[int, typer.Option(min=1, help="Rows for --adversarial-partners.")] = 200,
+    fallback_margin: Annotated[
+        str | None,
+        typer.Option(help="Also: accuracy and re-run share with the fallback at margins M[,M...]."),
+    ] = None,
 ) -> None:
     """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity.
 
@@ -114,22 +122,50 @@ def eval_cmd(
             mux, data = _teacher_and_data(model, task, split, data_dir, eval_file, columns, prompt)
             mux.config.task, mux.config.max_length = task, max_length or mux.config.max_length
             groupings = 1  # N = 1: every grouping gives the same predictions
-        report = evaluate(
-            mux,
-            data,
-            groupings=groupings,
-            batch_size=batch_size,
-            seed=seed,
-            max_length=max_length,
-            progress=not as_json,
-            task=task or eval_file,
-        )
+        kw = {"groupings": groupings, "batch_size": batch_size, "seed": seed, "max_length": max_length}
+        report = evaluate(mux, data, progress=not as_json, task=task or eval_file, **kw)
+        extra = _partner_checks(mux, data, adversarial_partners, adversarial_rows, fallback_margin, kw)
     except RevmuxError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps(report.to_dict()))
+        print(json.dumps(report.to_dict() | extra))
         return
     console.print(eval_table(report))
+    for line in _partner_lines(extra):
+        console.print(line)
+
+
+def _partner_checks(mux, data, candidates: int | None, rows: int, margins: str | None, kw: dict) -> dict:
+    """The optional adversarial-partner and fallback measurements of `revmux eval`, as JSON-ready dicts."""
+    out: dict = {}
+    if candidates is not None:
+        from revmux.adversarial import adversarial_partners
+
+        out["adversarial"] = adversarial_partners(
+            mux, data, candidates=candidates, rows=rows, batch_size=kw["batch_size"], seed=kw["seed"],
+            max_length=kw["max_length"],
+        ).to_dict()  # fmt: skip
+    if margins is not None:
+        from revmux.config import coerce
+        from revmux.fallback import fallback_sweep
+
+        out["fallback"] = fallback_sweep(mux, data, coerce(margins, list[float], "--fallback-margin"), **kw)
+    return out
+
+
+def _partner_lines(report: dict) -> list[str]:
+    lines = []
+    if a := report.get("adversarial"):
+        lines.append(
+            f"adversarial partners ({a['candidates']} per row, every slot, {a['rows']} rows): some partner flips "
+            f"{a['flippable_rows']:.1%} of rows; {a['flip_share']:.1%} of candidates flip a row"
+        )
+    for f in report.get("fallback", []):
+        lines.append(
+            f"fallback margin {f['margin']:.2f}: accuracy {f['accuracy_mean']:.2%} (teacher "
+            f"{f['teacher_accuracy']:.2%}), re-run {f['rerun_share']:.1%}, bound {f['bound']:.2f}x"
+        )
+    return lines
 
 
 def _adapter_and_data(adapter, model, task, split, data_dir, eval_file, columns, prompt):

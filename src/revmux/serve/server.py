@@ -5,7 +5,7 @@ bound: a bad path, mismatched adapters, a bad knob) and `run_server(engine, conf
 SIGTERM or SIGINT, /ready turns 503 and /predict answers 503, the engine launches what is queued
 without waiting for partners, every accepted request is answered, and uvicorn then closes its
 connections; the process exits 0 within drain_timeout_s. A second signal forces uvicorn's exit.
-What it is not: the HTTP routes (http.py) or the CLI flags (cli.py).
+What it is not: the HTTP routes (http.py) or the CLI flags (revmux.cli).
 """
 
 from __future__ import annotations
