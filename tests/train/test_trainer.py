@@ -254,6 +254,23 @@ def test_pca_composite_is_the_default_and_needs_pca_init():
     assert off.mux_options["pca_composite"] is False
 
 
+def test_mux_options_keyed_by_kind_and_flags_over_them():
+    """Recipes key options by kind; a --mux-option flag (a flat key) wins over the recipe's."""
+    recipe = {"revmux": {"pca_composite": True, "f_hidden": 16}, "ora": {"up_hidden": 8}}
+    assert TrainConfig(mux_options=recipe).mux_options == {
+        "f_hidden": 16,
+        "up_hidden": None,
+        "pca_composite": True,
+    }
+    assert TrainConfig(kind="ora", mux_options=recipe).mux_options == {"f_hidden": None, "up_hidden": 8}
+    assert TrainConfig(kind="adapter", mux_options=recipe).mux_options == {
+        "f_hidden": None,
+        "up_hidden": None,
+    }
+    flagged = TrainConfig(mux_options=recipe | {"pca_composite": "false"}, pca_init=True)
+    assert flagged.mux_options["pca_composite"] is False and flagged.mux_options["f_hidden"] == 16
+
+
 def test_configs_saved_before_mux_options_migrate():
     """Older train logs and checkpoints spelled the adapter knobs as flat keys."""
     old = TrainConfig.from_dict({"f_hidden": 8, "up_hidden": None, "up_norm": False, "pca_composite": False})

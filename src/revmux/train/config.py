@@ -16,7 +16,7 @@ from typing import Any
 
 from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, config_from_dict, load_yaml
 from revmux.errors import ConfigError
-from revmux.mux.registry import resolve_options, valid_kinds
+from revmux.mux.registry import mux_class, resolve_options, valid_kinds
 
 FLAGS = {
     "kind": "--mux",
@@ -98,12 +98,12 @@ class TrainConfig:
             raise bad("shared_prefix", "true, false or unset (automatic)")
         if not isinstance(self.mux_options, dict):
             raise ConfigError(f"mux_options must be a mapping of option to value, got {self.mux_options!r}.")
-        if self.mux_options and set(self.mux_options) <= set(valid_kinds()):
-            if not all(isinstance(v, dict) for v in self.mux_options.values()):
-                raise ConfigError(
-                    f"mux_options keyed by mux kind must map each kind to its options: {self.mux_options!r}."
-                )
-            self.mux_options = dict(self.mux_options.get(self.kind) or {})  # per-kind options (recipes)
+        # a recipe may key options by kind ({revmux: {pca_composite: true}}); flat keys (flags) win over them
+        kinds = set(valid_kinds())
+        per_kind = {k: v for k, v in self.mux_options.items() if k in kinds and isinstance(v, dict)}
+        flat = {k: v for k, v in self.mux_options.items() if k not in per_kind}
+        mine = per_kind.get(mux_class(self.kind).kind) or {}
+        self.mux_options = {**mine, **flat}
         self.mux_options = resolve_options(self.kind, self.mux_options)  # checked; every option spelled out
         if self.mux_options.get("pca_composite") and not self.pca_init:
             raise ConfigError(
