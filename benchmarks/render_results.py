@@ -5,6 +5,9 @@ is regenerated, never edited by hand: rerun the commands, then `python benchmark
 Prose that is not a measurement lives in docs/results/notes.md and is included verbatim; the targets
 the rows are checked against live in docs/results/targets.yaml. This script only reads docs/results/:
 it writes docs/RESULTS.md and the plots, never its inputs.
+
+Longer than the ~400 lines our modules aim for, on purpose: it is one small function per RESULTS
+section, in the order the document reads, and nothing else; splitting it would only scatter that order.
 """
 
 from __future__ import annotations

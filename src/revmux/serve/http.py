@@ -106,6 +106,14 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
             return _error(exc)
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    _add_predict(app, engine, config, tenants)
+    return app
+
+
+def _add_predict(app: FastAPI, engine: Engine, config: ServeConfig, tenants: Tenants) -> None:
+    """POST /predict: authorize and name the tenant, parse, queue, await the answers, count the outcome."""
+    metrics = engine.metrics
+
     @app.post("/predict")
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -142,8 +150,6 @@ def create_app(engine: Engine, config: ServeConfig | None = None) -> FastAPI:
         finally:
             metrics.requests.labels(status=str(status)).inc()
             metrics.request_duration.observe(time.perf_counter() - t0)
-
-    return app
 
 
 def predict_response(

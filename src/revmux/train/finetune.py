@@ -65,23 +65,90 @@ def finetune(
     """
     import transformers
 
+    _check_args(epochs, lr, batch_size, max_length, max_train_rows, warmup_fraction)
+    torch.manual_seed(seed)
+    train, holdout = _split(train_data, holdout_fraction, max_train_rows, seed)
+
+    names = list(train_data.label_names)
+    model, tokenizer, classify = _load_student(model_path, names, verbalizer_ids)
+
+    encoded = _encode(tokenizer, train, max_length)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+    scheduler = transformers.get_linear_schedule_with_warmup(
+        optimizer, round(warmup_fraction * total_steps), total_steps
+    )
+
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    with _Progress(total_steps, enabled=progress) as bar:
+        for epoch in range(epochs):
+            for rows in _bucketed_batches(encoded["lengths"], batch_size, seed=seed + epoch):
+                batch = _collate(tokenizer, encoded, rows, model.device)
+                labels = torch.tensor([train.labels[i] for i in rows], device=model.device)
+                losses.append(_step(model, classify, batch, labels, optimizer, scheduler))
+                bar.advance(len(rows), losses[-1])
+    train_seconds = time.perf_counter() - start
+
+    model.eval()
+    accuracy = classifier_accuracy(
+        model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2, classify=classify
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    settings = {
+        "model_path": str(model_path),
+        "data": train_data.source,
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "label_names": names,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "max_train_rows": max_train_rows,
+        "warmup_fraction": warmup_fraction,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "holdout_fraction": holdout_fraction,
+        "verbalizer_ids": None if verbalizer_ids is None else [int(i) for i in verbalizer_ids],
+    }
+    result = FinetuneResult(out, accuracy, train_seconds, len(losses), losses)
+    log = {k: v for k, v in asdict(result).items() if k not in ("out_dir", "losses")}
+    log.update(first_loss=losses[0], last_loss=losses[-1], config=settings)
+    (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
+    return result
+
+
+def _step(
+    model: Any, classify: Callable, batch: Any, labels: torch.Tensor, optimizer: Any, scheduler: Any
+) -> float:
+    """One optimizer step of cross-entropy on `batch`; returns the loss."""
+    loss = torch.nn.functional.cross_entropy(classify(batch).float(), labels)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _load_student(
+    model_path: str | Path, names: list[str], verbalizer_ids: Sequence[int] | None
+) -> tuple[Any, Any, Callable]:
+    """(model, tokenizer, classify) to fine-tune: a classification head of `names`, or an LM head read
+    through `verbalizer_ids`; RevmuxError naming the source when it cannot be loaded."""
+    import transformers
+
     from revmux.backbones.hf_load import from_pretrained_quietly
     from revmux.backbones.registry import load_tokenizer
     from revmux.backbones.zoo import resolve_model
 
-    _check_args(epochs, lr, batch_size, max_length, max_train_rows, warmup_fraction)
-    if train_data.num_classes < 2:
-        raise DataError(
-            f"{train_data.source}: found {train_data.num_classes} class(es) {train_data.label_names}; "
-            "a classifier needs at least 2. Check --label-col."
-        )
-    torch.manual_seed(seed)
-    train, holdout = split_holdout(train_data, holdout_fraction, seed=seed)
-    if max_train_rows is not None and len(train) > max_train_rows:
-        train = train.subset(sorted(random.Random(seed).sample(range(len(train)), max_train_rows)))
-
     source = resolve_model(model_path)
-    names = list(train_data.label_names)
     try:
         tokenizer = load_tokenizer(source)  # sets a pad token (eos) for decoders that ship without one
         if verbalizer_ids is not None:
@@ -106,63 +173,7 @@ def finetune(
         ) from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-
-    encoded = _encode(tokenizer, train, max_length)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
-    scheduler = transformers.get_linear_schedule_with_warmup(
-        optimizer, round(warmup_fraction * total_steps), total_steps
-    )
-
-    losses: list[float] = []
-    start = time.perf_counter()
-    model.train()
-    with _Progress(total_steps, enabled=progress) as bar:
-        for epoch in range(epochs):
-            for rows in _bucketed_batches(encoded["lengths"], batch_size, seed=seed + epoch):
-                batch = _collate(tokenizer, encoded, rows, model.device)
-                labels = torch.tensor([train.labels[i] for i in rows], device=model.device)
-                loss = torch.nn.functional.cross_entropy(classify(batch).float(), labels)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-                bar.advance(len(rows), losses[-1])
-    train_seconds = time.perf_counter() - start
-
-    model.eval()
-    accuracy = classifier_accuracy(
-        model, tokenizer, holdout, max_length=max_length, batch_size=batch_size * 2, classify=classify
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    config = {
-        "model_path": str(model_path),
-        "data": train_data.source,
-        "train_rows": len(train),
-        "holdout_rows": len(holdout),
-        "label_names": names,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "max_train_rows": max_train_rows,
-        "warmup_fraction": warmup_fraction,
-        "weight_decay": weight_decay,
-        "seed": seed,
-        "holdout_fraction": holdout_fraction,
-        "verbalizer_ids": None if verbalizer_ids is None else [int(i) for i in verbalizer_ids],
-    }
-    result = FinetuneResult(out, accuracy, train_seconds, len(losses), losses)
-    log = {k: v for k, v in asdict(result).items() if k not in ("out_dir", "losses")}
-    log.update(first_loss=losses[0], last_loss=losses[-1], config=config)
-    (out / LOG_NAME).write_text(json.dumps(log, indent=2) + "\n")
-    return result
+    return model, tokenizer, classify
 
 
 @torch.inference_mode()
@@ -315,3 +326,18 @@ class _Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.steps.__exit__(*exc)
+
+
+def _split(
+    data: TaskData, holdout_fraction: float, max_train_rows: int | None, seed: int
+) -> tuple[TaskData, TaskData]:
+    """(train rows, hold-out rows): a stratified hold-out, then at most `max_train_rows` random train rows."""
+    if data.num_classes < 2:
+        raise DataError(
+            f"{data.source}: found {data.num_classes} class(es) {data.label_names}; "
+            "a classifier needs at least 2. Check --label-col."
+        )
+    train, holdout = split_holdout(data, holdout_fraction, seed=seed)
+    if max_train_rows is not None and len(train) > max_train_rows:
+        train = train.subset(sorted(random.Random(seed).sample(range(len(train)), max_train_rows)))
+    return train, holdout

@@ -97,15 +97,7 @@ def train(
     `recipe` (the name of the recipe the config came from, `revmux.recipes`) is recorded in train_log.json.
     """
     out_dir = Path(out_dir)
-    train_data = RequestEncoder(view.tokenizer, config.max_length, prompt).prepare(
-        train_data
-    )  # = model.encoder's
-    _check_labels(view, train_data)
-    fit, held, _, held_idx = select_rows(train_data, config)
-    if len(fit) < config.n:
-        raise DataError(
-            f"{train_data.source}: {len(fit)} training rows after the hold-out, need >= --n {config.n}."
-        )
+    train_data, fit, held, held_idx = _prepare_rows(view, train_data, config, prompt)
     sha = backbone_hash(view.model)
     fingerprint = {"backbone": sha, "train_data": train_data.sha256()}
     latest = latest_checkpoint(out_dir)
@@ -142,27 +134,8 @@ def train(
         state = RunState()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
             model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=model.config.shared_prefix))
-    with _progress_bar(progress, steps_per_epoch * config.epochs, state.step, config.epochs) as bar:
-        for epoch in range(state.epoch + 1, config.epochs + 1):
-
-            def on_step(loss: float, rate: float, e: int = epoch) -> None:
-                bar.advance(epoch=e, loss=loss, rate=rate)
-
-            stats = _train_epoch(
-                model, sources[0], optimizer, scheduler, config, epoch, steps_per_epoch, on_step
-            )
-            t0 = time.perf_counter()
-            accuracy = holdout_accuracy(model, sources[1], config)
-            stats |= {"holdout_accuracy": accuracy, "eval_seconds": time.perf_counter() - t0}
-            state.epoch, state.step = epoch, state.step + steps_per_epoch
-            state.history.append({"epoch": epoch, **stats})
-            if accuracy > state.best_metric:
-                state.best_epoch, state.best_metric = epoch, accuracy
-            save_checkpoint(out_dir, model, optimizer, scheduler, state, config, fingerprint)
-            publish_best(out_dir, state.best_epoch)
-            _write_log(out_dir, info, state)
-            if stop_after_epochs is not None and epoch >= stop_after_epochs:
-                break
+    run = _Run(model, sources, optimizer, scheduler, config, out_dir, info, fingerprint, steps_per_epoch)
+    _epochs(run, state, progress, stop_after_epochs)
     seconds = _write_log(out_dir, info, state)
     return TrainResult(
         out_dir=out_dir,
@@ -173,6 +146,68 @@ def train(
         cache_build_seconds=cache_seconds,
         trainable_params=model.num_trainable(),
     )
+
+
+def _prepare_rows(
+    view: BackboneView, data: TaskData, config: TrainConfig, prompt: PromptSpec | None
+) -> tuple[TaskData, TaskData, TaskData, list[int]]:
+    """(the rows as the model's encoder sends them, the train part, the hold-out, its row indices)."""
+    data = RequestEncoder(view.tokenizer, config.max_length, prompt).prepare(data)  # = model.encoder's
+    _check_labels(view, data)
+    fit, held, _, held_idx = select_rows(data, config)
+    if len(fit) < config.n:
+        raise DataError(
+            f"{data.source}: {len(fit)} training rows after the hold-out, need >= --n {config.n}."
+        )
+    return data, fit, held, held_idx
+
+
+@dataclass
+class _Run:
+    """What every epoch of one training run uses."""
+
+    model: MuxModel
+    sources: list[Any]  # (train part, hold-out): PrefillCache or LivePrefill
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    config: TrainConfig
+    out_dir: Path
+    info: dict[str, Any]
+    fingerprint: dict[str, str]
+    steps_per_epoch: int
+
+
+def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int | None) -> None:
+    """Epochs state.epoch + 1 .. config.epochs: train, hold-out accuracy, checkpoint, publish the best, log."""
+    c = run.config
+    with _progress_bar(progress, run.steps_per_epoch * c.epochs, state.step, c.epochs) as bar:
+        for epoch in range(state.epoch + 1, c.epochs + 1):
+
+            def on_step(loss: float, rate: float, e: int = epoch) -> None:
+                bar.advance(epoch=e, loss=loss, rate=rate)
+
+            stats = _train_epoch(
+                run.model,
+                run.sources[0],
+                run.optimizer,
+                run.scheduler,
+                c,
+                epoch,
+                run.steps_per_epoch,
+                on_step,
+            )
+            t0 = time.perf_counter()
+            accuracy = holdout_accuracy(run.model, run.sources[1], c)
+            stats |= {"holdout_accuracy": accuracy, "eval_seconds": time.perf_counter() - t0}
+            state.epoch, state.step = epoch, state.step + run.steps_per_epoch
+            state.history.append({"epoch": epoch, **stats})
+            if accuracy > state.best_metric:
+                state.best_epoch, state.best_metric = epoch, accuracy
+            save_checkpoint(run.out_dir, run.model, run.optimizer, run.scheduler, state, c, run.fingerprint)
+            publish_best(run.out_dir, state.best_epoch)
+            _write_log(run.out_dir, run.info, state)
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                break
 
 
 @torch.no_grad()
