@@ -20,7 +20,7 @@ from result_targets import load_targets, targets_section  # sibling script: benc
 
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.demo import DemoSettings
-from revmux.plots import plot_frontier, plot_throughput
+from revmux.plots import plot_fallback, plot_frontier, plot_throughput
 
 RESULTS = Path("docs/results")
 DOC = Path("docs/RESULTS.md")
@@ -414,6 +414,8 @@ def main() -> None:
     if rows:
         attach_measured_speedups(rows, benches)  # in memory only: the inputs are never written
         plot_frontier(rows, Path("docs"))
+    if partners := _load("partners.json"):
+        plot_fallback(partners, Path("docs"))
     bench_files = [RESULTS / f"bench_{b}.json" for b, v in benches.items() if v]
     if bench_files:
         plot_throughput(bench_files, Path("docs"))
@@ -446,6 +448,8 @@ def main() -> None:
         "(measured speed: `revmux bench`).",
         "",
         *partners_section(_load("partners.json")),
+        "![accuracy vs re-run share](fallback.png)" if _load("partners.json") else "",
+        "",
         "## Training with the prefill/teacher cache",
         "",
         *cache_section(_load("cache_speedup.json")),
@@ -475,6 +479,9 @@ def main() -> None:
         "## Serving under load: N = 1 vs load-adaptive N (MiniLM SST-2 teacher, pack {1, 2, 4} at k=2)",
         "",
         *load_section(_load("load_minilm.json")),
+        "### Tenant isolation under load (the demo adapter, N in {1, 2}, k=2)",
+        "",
+        *load_section(_load("load_tenants.json")),
         notes.read_text() if notes.is_file() else "",
     ]
     DOC.write_text("\n".join(lines).rstrip() + "\n")

@@ -206,6 +206,29 @@ def make_plots(
     return paths
 
 
+def plot_fallback(records: Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
+    """fallback.png: accuracy vs the share of answers re-run at N = 1, one line per adapter (its margins
+    marked), the teacher's accuracy dashed (records of benchmarks/partners.py)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for r in records:
+        sweep = r["fallback"]
+        x = [100 * f["rerun_share"] for f in sweep]
+        y = [100 * f["accuracy_mean"] for f in sweep]
+        (line,) = ax.plot(x, y, marker="o", label=f"{r['adapter']} ({r['task']})")
+        ax.axhline(100 * sweep[0]["teacher_accuracy"], color=line.get_color(), linestyle="--", alpha=0.6)
+        for f, xi, yi in zip(sweep, x, y, strict=True):
+            ax.annotate(
+                f"{f['margin']:.1f}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7
+            )
+    ax.set_xlabel("answers re-run at N = 1 (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("confidence fallback: accuracy vs re-run share (labels: margin)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, plt, Path(out_dir) / "fallback.png")
+
+
 def _save(fig: Any, plt: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
