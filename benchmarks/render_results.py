@@ -360,9 +360,8 @@ def load_section(load: dict | None) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     if load.get("tenants"):
-        out.insert(
-            4,
-            f"Clients belong to {load['tenants']} tenants (header X-Tenant); answers carry debug group ids.",
+        out[2] += (
+            f" Clients belong to {load['tenants']} tenants (header X-Tenant); answers carry debug group ids."
         )
     for r in load["results"]:
         by_n = ", ".join(f"N={k}: {v}" for k, v in r["groups_by_width"].items())
