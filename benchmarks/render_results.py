@@ -16,7 +16,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from result_targets import load_targets, targets_section  # sibling script: benchmarks/ is on sys.path
+from result_targets import (  # sibling script: benchmarks/ is on sys.path
+    load_targets,
+    targets_section,
+)
 
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.demo import DemoSettings
@@ -25,14 +28,6 @@ from revmux.plots import plot_fallback, plot_frontier, plot_throughput
 RESULTS = Path("docs/results")
 DOC = Path("docs/RESULTS.md")
 RECIPES = "../src/revmux/configs/recipes"  # recipe files, relative to docs/RESULTS.md
-DISPLAY = {
-    "sst2": "SST-2",
-    "mrpc": "MRPC",
-    "rte": "RTE",
-    "qnli": "QNLI",
-    "minilm": "MiniLM",
-    "mpnet": "MPNet",
-}
 SPEEDUP_BATCH = 32  # measured speedup attached to frontier rows: this batch size of the bench grid
 
 

@@ -124,38 +124,52 @@ def speedup_bound(num_layers: int, k: int, n: int) -> float:
     return num_layers / (k + (num_layers - k) / n)
 
 
+# The flat adapter keys of configs written before mux options existed, by the kinds that took them.
+LEGACY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "revmux": ("f_hidden", "up_hidden", "pca_composite"),
+    "ora": ("f_hidden", "up_hidden"),
+    "adapter": ("f_hidden", "up_hidden"),
+    "datamux": ("up_hidden",),
+}
+LEGACY_OPTIONS |= {"reversible": LEGACY_OPTIONS["revmux"], "vanilla": LEGACY_OPTIONS["adapter"]}
+
+
+def legacy_mux_options(
+    data: dict[str, Any], kind: str | None, *, up_norm: RevmuxError
+) -> dict[str, Any] | None:
+    """Pop the flat adapter keys (f_hidden, up_hidden, pca_composite, up_norm) of an older config from
+    `data`: the options `kind` took, unset ones dropped; None when there were none. Raises `up_norm` for a
+    config built with up_norm, which revmux no longer builds."""
+    legacy = {key: data.pop(key) for key in (*LEGACY_OPTIONS["revmux"], "up_norm") if key in data}
+    if not legacy:
+        return None
+    if legacy.pop("up_norm", False):
+        raise up_norm
+    takes = LEGACY_OPTIONS.get(kind or "", ())
+    return {key: value for key, value in legacy.items() if key in takes and value is not None}
+
+
 def _migrate_mux_config(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Fold the flat adapter keys of older configs (f_hidden, up_hidden, pca_composite, up_norm) into
-    `options`, spelling out the values those adapters were built with."""
+    """Fold the flat adapter keys of older configs into `options`, spelling out what they were built with."""
     if "options" in data:
         return data
-    legacy = {
-        key: data.pop(key) for key in ("f_hidden", "up_hidden", "pca_composite", "up_norm") if key in data
-    }
-    if not legacy:
-        return data
-    if legacy.pop("up_norm", False):
-        raise CheckpointError(
-            f"{source} was trained with up_norm (a LayerNorm after Up), which revmux no longer builds (it did "
-            "not help: see docs/results/notes.md). Re-train the adapter with this revmux."
-        )
-    kind = data.get("kind")
-    takes = {
-        "revmux": ("f_hidden", "up_hidden", "pca_composite"),
-        "ora": ("f_hidden", "up_hidden"),
-        "adapter": ("f_hidden", "up_hidden"),
-        "datamux": ("up_hidden",),
-    }.get(kind, ())
-    data["options"] = {key: value for key, value in legacy.items() if key in takes and value is not None}
-    if kind == "revmux":
-        data["options"].setdefault("pca_composite", False)  # off in every adapter saved before options
+    stale = CheckpointError(
+        f"{source} was trained with up_norm (a LayerNorm after Up), which revmux no longer builds (it did "
+        "not help: see docs/results/notes.md). Re-train the adapter with this revmux."
+    )
+    options = legacy_mux_options(data, data.get("kind"), up_norm=stale)
+    if options is not None:
+        if data.get("kind") == "revmux":
+            options.setdefault("pca_composite", False)  # off in every adapter saved before options
+        data["options"] = options
     return data
 
 
 # ------------------------------------------------------------------------------ one loader for every config
 
 
-def _flag(name: str) -> str:
+def dashed(name: str) -> str:
+    """The flag of a config field: `max_queue_delay_ms` -> `--max-queue-delay-ms`."""
     return "--" + name.replace("_", "-")
 
 
@@ -164,7 +178,7 @@ def config_from_dict(
     data: Mapping[str, Any],
     *,
     source: str,
-    flag: Callable[[str], str] = _flag,
+    flag: Callable[[str], str] = dashed,
     error: type[RevmuxError] = ConfigError,
 ) -> T:
     """`cls(**data)` for a config dataclass, with unknown keys refused and values converted to the fields'

@@ -23,12 +23,9 @@ from typing import Annotated, Any
 
 import typer
 
+from revmux.config import dashed
+
 SCALARS = (bool, int, float, str)
-
-
-def dashed(name: str) -> str:
-    """The default flag of a field: `max_queue_delay_ms` -> `--max-queue-delay-ms`."""
-    return "--" + name.replace("_", "-")
 
 
 def config_flags(

@@ -19,7 +19,7 @@ import torch
 
 from revmux.data import TaskData
 from revmux.errors import ConfigError
-from revmux.evaluate import prefill_rows, prepared
+from revmux.evaluate import predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
 
 
@@ -48,17 +48,11 @@ def fallback_sweep(
     runs = []
     with torch.inference_mode():
         states, teacher = prefill_rows(model, data, chunk, max_length)
+        rows_of = lambda idx: states.rows(view, idx.to(view.device))  # noqa: E731
         for r in range(groupings):
             perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
             pred, margin = teacher.clone(), torch.full((M,), float("inf"))  # leftovers run at N = 1
-            for rows in perm[:m].split(chunk):
-                order = torch.arange(rows.numel(), device=view.device)
-                logits = model.forward_from_prefill(
-                    states.rows(view, rows.to(view.device)), order=order
-                ).logits
-                top2 = logits.float().softmax(-1).topk(min(2, logits.shape[-1]), dim=-1).values.cpu()
-                pred[rows] = logits.argmax(-1).cpu()
-                margin[rows] = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+            predict_grouping(model, rows_of, perm[:m], chunk, pred, margin)
             runs.append((pred, margin))
     L, k = model.config.num_layers, model.k
     out = []

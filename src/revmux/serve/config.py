@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from revmux.config import config_from_dict, load_config
+from revmux.config import config_from_dict, dashed, load_config
 from revmux.errors import ConfigError
 from revmux.serve.batcher import ISOLATIONS
 
@@ -173,20 +173,16 @@ class ServeConfig:
         return data
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _check_int(value: Any, name: str, low: int, high: int | None = None) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
     if not ok or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{_flag(name)} must be an integer {bound}, got {value!r}.")
+        raise ConfigError(f"{dashed(name)} must be an integer {bound}, got {value!r}.")
 
 
 def _check_number(value: Any, name: str, low: float, *, exclusive: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or value < low or (exclusive and value == low):
         raise ConfigError(
-            f"{_flag(name)} must be a number {'>' if exclusive else '>='} {low:g}, got {value!r}."
+            f"{dashed(name)} must be a number {'>' if exclusive else '>='} {low:g}, got {value!r}."
         )

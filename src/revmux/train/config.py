@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N, config_from_dict, load_yaml
+from revmux.config import (
+    DEFAULT_K,
+    DEFAULT_KIND,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_N,
+    config_from_dict,
+    dashed,
+    legacy_mux_options,
+    load_yaml,
+)
 from revmux.errors import ConfigError
 from revmux.mux.registry import mux_class, resolve_options, valid_kinds
 
@@ -26,7 +35,7 @@ FLAGS = {
 
 def flag(name: str) -> str:
     """The `revmux train` flag of a TrainConfig field."""
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
+    return FLAGS.get(name, dashed(name))
 
 
 def _help(text: str) -> dict[str, str]:
@@ -131,19 +140,10 @@ class TrainConfig:
 
 
 def _migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
-    legacy = {
-        key: data.pop(key) for key in ("f_hidden", "up_hidden", "pca_composite", "up_norm") if key in data
-    }
-    if legacy.pop("up_norm", False):
-        raise ConfigError(f"{source}: up_norm is no longer supported (it did not help); remove it.")
-    if legacy:
-        options = dict(data.get("mux_options") or {})
-        options |= {k: v for k, v in legacy.items() if v is not None}
-        if data.get("kind", DEFAULT_KIND) not in ("revmux", "reversible"):
-            options.pop("pca_composite", None)
-            if data.get("kind") == "datamux":
-                options.pop("f_hidden", None)
-        data["mux_options"] = options
+    stale = ConfigError(f"{source}: up_norm is no longer supported (it did not help); remove it.")
+    legacy = legacy_mux_options(data, data.get("kind", DEFAULT_KIND), up_norm=stale)
+    if legacy is not None:
+        data["mux_options"] = dict(data.get("mux_options") or {}) | legacy
     return data
 
 
