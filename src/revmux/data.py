@@ -25,13 +25,15 @@ import torch
 from revmux.errors import ConfigError, DataError
 
 BUNDLED_SST2_DIR = Path(__file__).parent / "datasets" / "sst2"
+UNLABELED = -1  # label id of a row the teacher labels (extra training text: revmux.train.extra)
 _INT = re.compile(r"[+-]?\d+")
 _FLAGS = {"text": "--text-col", "pair": "--pair-col", "label": "--label-col"}
 
 
 @dataclass
 class TaskData:
-    """One split of a classification task: `labels[i]` indexes `label_names`."""
+    """One split of a classification task: `labels[i]` indexes `label_names`, or is `UNLABELED` (-1) for
+    training text that the frozen teacher labels (never in evaluation data)."""
 
     texts: list[str]
     pairs: list[str] | None
@@ -43,7 +45,7 @@ class TaskData:
         n = len(self.texts)
         if len(self.labels) != n or (self.pairs is not None and len(self.pairs) != n):
             raise DataError(f"{self.source}: texts, pairs and labels differ in length.")
-        if any(not 0 <= y < len(self.label_names) for y in self.labels):
+        if any(not (0 <= y < len(self.label_names) or y == UNLABELED) for y in self.labels):
             raise DataError(f"{self.source}: a label id is out of range for classes {self.label_names}.")
 
     def __len__(self) -> int:
@@ -52,6 +54,11 @@ class TaskData:
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
+
+    @property
+    def has_unlabeled(self) -> bool:
+        """True when some rows are UNLABELED (teacher-labelled training text)."""
+        return UNLABELED in self.labels
 
     @property
     def is_pair(self) -> bool:
@@ -69,10 +76,11 @@ class TaskData:
         )
 
     def label_counts(self) -> dict[str, int]:
-        """Rows per class, in label-id order (classes with no rows count 0)."""
+        """Labelled rows per class, in label-id order (classes with no rows count 0; UNLABELED rows skipped)."""
         counts = [0] * self.num_classes
         for y in self.labels:
-            counts[y] += 1
+            if y != UNLABELED:
+                counts[y] += 1
         return dict(zip(self.label_names, counts, strict=True))
 
     def sha256(self) -> str:
@@ -224,6 +232,8 @@ def split_fixed(data: TaskData, n_heldout: int, *, seed: int) -> tuple[TaskData,
     """(rest, held_out) with exactly `n_heldout` held-out rows, stratified by label; both keep file order."""
     if not 0 < n_heldout < len(data):
         raise ConfigError(f"cannot hold out {n_heldout} rows from {data.source} ({len(data)} rows).")
+    if data.has_unlabeled:
+        raise DataError(f"{data.source}: a stratified split needs labelled rows; split before adding text.")
     by_class: list[list[int]] = [[] for _ in data.label_names]
     for i, y in enumerate(data.labels):
         by_class[y].append(i)

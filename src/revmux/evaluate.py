@@ -156,6 +156,8 @@ def prepared(model: MuxModel, data: TaskData, max_length: int | None) -> TaskDat
     """`data` checked against the model's labels and made into what its request encoder sends (prompts)."""
     if len(data) == 0:
         raise DataError(f"{data.source}: no rows to evaluate.")
+    if data.has_unlabeled:
+        raise DataError(f"{data.source}: evaluation needs a label on every row; some are unlabeled.")
     view = model.view
     if data.num_classes != view.num_labels:
         raise DataError(

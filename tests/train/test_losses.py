@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revmux.train.losses import group_cos_penalty, info_nce, kd_kl, mux_loss, pooled
+from revmux.train.losses import (
+    group_cos_penalty,
+    info_nce,
+    kd_kl,
+    mux_loss,
+    pooled,
+    state_mse,
+    teacher_targets,
+)
 
 
 def test_info_nce_is_zero_for_identical_separated_reps_and_high_when_shuffled():
@@ -72,3 +80,28 @@ def test_pooled_is_masked_mean_for_all_position_reads():
     torch.testing.assert_close(pooled(rep, mask), rep[:, :2].mean(1))
     flat = torch.randn(2, 4)
     assert pooled(flat, mask) is flat
+
+
+def test_state_mse_is_zero_for_equal_states_and_scale_free():
+    torch.manual_seed(0)
+    teacher, student = torch.randn(16, 8), torch.randn(16, 8)
+    assert state_mse(teacher.clone(), teacher).item() == pytest.approx(0.0, abs=1e-7)
+    base = state_mse(student, teacher).item()
+    assert base > 0.5  # unrelated states: about 2 variances apart, divided by one
+    assert state_mse(10 * student, 10 * teacher).item() == pytest.approx(
+        base, rel=1e-5
+    )  # variance-normalised
+    _, parts = mux_loss(
+        torch.randn(16, 2), student, teacher, torch.randn(16, 2), torch.zeros(16, dtype=torch.long),
+        lambda_nce=0, lambda_kd=0, lambda_state=4.0,
+    )  # fmt: skip
+    ce = parts["ce"]
+    assert parts["state"] == pytest.approx(base, rel=1e-5)
+    assert parts["loss"] == pytest.approx(ce + 4.0 * base, rel=1e-5)
+
+
+def test_teacher_targets_label_unlabeled_rows_by_the_teacher_never_by_gold():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, -1.0], [0.0, 1.0]])
+    labels = torch.tensor([1, -1, -1, 0])  # rows 1 and 2 unlabeled
+    assert teacher_targets(labels, logits).tolist() == [1, 1, 0, 0]  # gold where given, teacher's elsewhere
+    assert teacher_targets(labels, logits, "teacher").tolist() == [0, 1, 0, 1]  # the teacher's everywhere

@@ -317,3 +317,47 @@ def test_cli_shared_prefix_on_an_encoder_is_a_clear_error(view, data, tmp_path, 
     result = CliRunner().invoke(app, [*args, "--out", str(out), "--k", "1", "--shared-prefix"])
     assert result.exit_code == 2 and "shared_prefix needs a causal decoder" in result.output
     assert not (out / "mux_config.json").exists()
+
+
+def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teacher(
+    view, data, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    teacher, args = _cli_train_args(view, data, tmp_path, rows=80)
+    (tmp_path / "extra.txt").write_text("\n".join(data.texts[100:140]) + "\n")  # rows not in --train
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    import revmux.train.trainer as trainer_module
+
+    real_targets = trainer_module.teacher_targets
+
+    def spy(labels, logits, target="gold"):
+        seen.append((labels.clone(), logits.clone()))
+        return real_targets(labels, logits, target)
+
+    monkeypatch.setattr(trainer_module, "teacher_targets", spy)
+    out = tmp_path / "adapter"
+    common = [*args, "--n", "2", "--k", "1", "--max-length", "32", "--batch-groups", "8", "--epochs", "1"]
+    result = CliRunner().invoke(
+        app,
+        [*common, "--out", str(out), "--unlabeled", str(tmp_path / "extra.txt"), "--augment", "crop,dropout"]
+        + ["--augment-copies", "1", "--lambda-state", "2"],
+    )
+    assert result.exit_code == 0, result.output
+    log = json.loads((out / LOG_NAME).read_text())
+    held = len(log["holdout_rows"])
+    assert log["teacher_labelled_rows"] == 40 + (80 - held)  # the file's rows + one copy of each train row
+    assert log["train_rows"] == 40 + 2 * (80 - held)
+    assert log["config"]["augment"] == ["crop", "dropout"] and log["history"][0]["state"] > 0
+    assert log["unlabeled_source"] == "unlabeled:extra.txt"
+    labels = torch.cat([s[0] for s in seen])
+    assert (labels == -1).sum() > 0 and labels.min() >= -1  # extra rows reach the loss unlabeled ...
+    for lab, logits in seen:  # ... and the loss gets the teacher's label for them
+        mask = lab < 0
+        assert torch.equal(real_targets(lab, logits)[mask], logits.argmax(-1)[mask])
+    (tmp_path / "bad.txt").write_text("fine\n\nstill fine\n")
+    bad = CliRunner().invoke(
+        app, [*common, "--out", str(tmp_path / "b"), "--unlabeled", str(tmp_path / "bad.txt")]
+    )
+    assert bad.exit_code == 2 and "bad.txt, line 2: empty line" in " ".join(bad.output.split()).replace(
+        "/ ", "/"
+    )

@@ -23,6 +23,19 @@ from revmux.errors import RevmuxError
 from revmux.train.config import TrainConfig
 from revmux.train.config import flag as train_flag
 
+Unlabeled = Annotated[
+    str | None,
+    typer.Option(
+        "--unlabeled",
+        help="Extra text of the task, labelled by the teacher: one row per line (a tab between a pair's "
+        "sentences), or a .csv/.tsv/.jsonl file read by --unlabeled-col.",
+    ),
+]
+UnlabeledCol = Annotated[str, typer.Option(help="Text column of a table --unlabeled.")]
+UnlabeledPairCol = Annotated[
+    str | None, typer.Option(help="Second-sentence column of a table --unlabeled (pair tasks).")
+]
+
 
 def finetune(
     model: Annotated[str, typer.Option("--model", help="Pretrained model directory, hub id, or 'minilm'.")],
@@ -110,6 +123,9 @@ def train_cmd(
     text_col: Annotated[str, typer.Option(help="Text column of --train.")] = "text",
     pair_col: Annotated[str | None, typer.Option(help="Second-sentence column of --train.")] = None,
     label_col: Annotated[str, typer.Option(help="Label column of --train.")] = "label",
+    unlabeled: Unlabeled = None,
+    unlabeled_col: UnlabeledCol = "text",
+    unlabeled_pair_col: UnlabeledPairCol = None,
     mux_option: MuxOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest epoch in --out.")
@@ -138,11 +154,16 @@ def train_cmd(
 
     from revmux.backbones import load_backbone
     from revmux.recipes import recipe_name
+    from revmux.train.extra import read_unlabeled
     from revmux.train.trainer import train as run_train
 
     try:
         cfg = _train_config(recipe, config, overrides, mux_option)
         data = load_data(task, "train", data_dir, train_file, text_col, pair_col, label_col)
+        extra = unlabeled and read_unlabeled(
+            unlabeled, label_names=data.label_names, pair=data.is_pair, text_col=unlabeled_col,
+            pair_col=unlabeled_pair_col,
+        )  # fmt: skip
         spec, ids = resolve_prompt(
             teacher, data, task, verbalizer, prompt_style, verbalizer_words, instruction
         )
@@ -151,7 +172,7 @@ def train_cmd(
         name = task or (Path(train_file).stem if train_file else None)
         result = run_train(
             view, data, cfg, out, backbone_path=backbone_path, task=name, resume=resume, prompt=spec,
-            recipe=recipe_name(recipe) if recipe else None,
+            recipe=recipe_name(recipe) if recipe else None, unlabeled=extra,
         )  # fmt: skip
     except RevmuxError as exc:
         fail(exc)

@@ -58,6 +58,21 @@ class TrainConfig:
     lambda_nce: float = field(default=0.25, metadata=_help("weight of InfoNCE against the teacher's reps"))
     lambda_kd: float = field(default=1.0, metadata=_help("weight of KL to the teacher's logits"))
     lambda_cos: float = field(default=0.0, metadata=_help("weight of the group cosine penalty"))
+    lambda_state: float = field(
+        default=0.0,
+        metadata=_help(
+            "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
+        ),
+    )
+    ce_target: str = field(
+        default="gold",
+        metadata=_help("CE labels: gold (teacher's for unlabeled rows) or teacher (every row)"),
+    )
+    augment: list[str] = field(
+        default_factory=list,
+        metadata=_help("teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs)"),
+    )
+    augment_copies: int = field(default=0, metadata=_help("augmented rows per training row (with --augment)"))
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata=_help("tokens per row (longer: truncated)"))
     max_train_rows: int | None = field(default=None, metadata=_help("train on a stratified subset this size"))
     holdout_fraction: float = field(default=0.05, metadata=_help("share of train held out for selection"))
@@ -79,6 +94,7 @@ class TrainConfig:
             return ConfigError(f"{flag(name)} must be {want}, got {getattr(self, name)!r}.")
 
         ints = {"n": 2, "k": 0, "epochs": 1, "batch_groups": 1, "max_length": 2, "holdout_max_rows": 1}
+        ints |= {"augment_copies": 0}
         for name, low in (ints | {"seed": 0}).items():
             v = getattr(self, name)
             if not _is_int(v) or v < low:
@@ -86,7 +102,15 @@ class TrainConfig:
                 raise bad(name, f"an integer >= {low}{note}")
         if self.max_train_rows is not None and (not _is_int(self.max_train_rows) or self.max_train_rows < 2):
             raise bad("max_train_rows", "an integer >= 2 or unset")
-        for name in ("lr", "weight_decay", "warmup_fraction", "lambda_nce", "lambda_kd", "lambda_cos"):
+        for name in (
+            "lr",
+            "weight_decay",
+            "warmup_fraction",
+            "lambda_nce",
+            "lambda_kd",
+            "lambda_cos",
+            "lambda_state",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
                 raise bad(name, "a finite number >= 0")
@@ -98,6 +122,15 @@ class TrainConfig:
             raise bad("holdout_fraction", "in (0, 1)")
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
+        if self.ce_target not in ("gold", "teacher"):
+            raise bad("ce_target", "'gold' or 'teacher'")
+        if isinstance(self.augment, str):
+            self.augment = [a.strip() for a in self.augment.split(",") if a.strip()]
+        known = ("crop", "dropout", "repair")  # revmux.train.extra.AUGMENTATIONS
+        if not isinstance(self.augment, list) or any(a not in known for a in self.augment):
+            raise bad("augment", "a comma-separated list of " + ", ".join(known))
+        if self.augment_copies and not self.augment:
+            raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, repair).")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
         for name in ("pca_init", "use_cache"):

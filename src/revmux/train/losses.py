@@ -1,4 +1,5 @@
-"""The adapter-training losses of docs/method.md section 4: CE + InfoNCE + KD + the group cosine penalty.
+"""The adapter-training losses of docs/method.md section 4: CE + InfoNCE + KD + dense state distillation
++ the group cosine penalty.
 
 What it is: pure functions on tensors (student outputs vs. the frozen teacher's and the gold labels).
 What it is not: a training loop, or anything that knows about backbones, caches or checkpoints.
@@ -27,6 +28,22 @@ def kd_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+def state_mse(student: Tensor, teacher: Tensor) -> Tensor:
+    """Dense distillation: MSE between the student's and the teacher's final states at the read positions
+    (B, d), divided by the variance of the teacher's (so the term's scale does not depend on the backbone)."""
+    t = teacher.float()
+    return F.mse_loss(student.float(), t) / t.var().detach().clamp_min(1e-6)
+
+
+def teacher_targets(labels: Tensor, teacher_logits: Tensor, target: str = "gold") -> Tensor:
+    """The CE targets: gold `labels`, with UNLABELED rows (-1) taking the teacher's prediction; with
+    `target` "teacher", the teacher's prediction for every row."""
+    predicted = teacher_logits.argmax(-1)
+    if target == "teacher":
+        return predicted
+    return torch.where(labels < 0, predicted, labels)
 
 
 def group_cos_penalty(down: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -68,17 +85,19 @@ def mux_loss(
     lambda_nce: float = 0.25,
     lambda_kd: float = 1.0,
     lambda_cos: float = 0.0,
+    lambda_state: float = 0.0,
     nce_scale: float = 20.0,
     temperature: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """CE + lambda_nce * InfoNCE + lambda_kd * KL + lambda_cos * cos: (total, {"loss", "ce", "nce", "kd", "cos"}).
+    """CE + lambda_nce * InfoNCE + lambda_kd * KL + lambda_state * state MSE + lambda_cos * cos:
+    (total, {"loss", "ce", "nce", "kd", "state", "cos"}).
 
     Terms whose lambda is 0 are not computed (reported as 0.0); the cos term also needs `down`
     (kinds without a Down projection, like datamux, have none).
     """
     ce = F.cross_entropy(student_logits.float(), labels)
     total = ce
-    parts = {"ce": float(ce.detach()), "nce": 0.0, "kd": 0.0, "cos": 0.0}
+    parts = {"ce": float(ce.detach()), "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     if lambda_nce:
         nce = info_nce(student_reps, teacher_reps, scale=nce_scale)
         total = total + lambda_nce * nce
@@ -87,6 +106,10 @@ def mux_loss(
         kd = kd_kl(teacher_logits, student_logits, temperature=temperature)
         total = total + lambda_kd * kd
         parts["kd"] = float(kd.detach())
+    if lambda_state:
+        mse = state_mse(student_reps, teacher_reps)
+        total = total + lambda_state * mse
+        parts["state"] = float(mse.detach())
     if lambda_cos and down is not None:
         cos = group_cos_penalty(down, down_mask)
         total = total + lambda_cos * cos

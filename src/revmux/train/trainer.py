@@ -39,7 +39,8 @@ from revmux.train.checkpoint import (
     save_checkpoint,
 )
 from revmux.train.config import TrainConfig
-from revmux.train.losses import mux_loss, pooled
+from revmux.train.extra import augment, with_extra
+from revmux.train.losses import mux_loss, pooled, teacher_targets
 
 LOG_NAME = "train_log.json"
 HOLDOUT_GROUPINGS = 2
@@ -87,6 +88,7 @@ def train(
     stop_after_epochs: int | None = None,
     prompt: PromptSpec | None = None,
     recipe: str | None = None,
+    unlabeled: TaskData | None = None,
 ) -> TrainResult:
     """Train the adapters of a fresh (or resumed) MuxModel on `train_data`; write checkpoints to `out_dir`.
 
@@ -95,11 +97,15 @@ def train(
     interruption in tests); the schedule still spans `config.epochs`. `prompt`: a prompted teacher's spec
     (revmux.prompting): rows become its prompts, and the adapter saves it for eval, predict and serve.
     `recipe` (the name of the recipe the config came from, `revmux.recipes`) is recorded in train_log.json.
+    `unlabeled`: extra text of the task (`revmux.train.extra.read_unlabeled`), labelled by the teacher and
+    added to the training part (never to the hold-out), as are `config.augment`'s rows.
     """
     out_dir = Path(out_dir)
-    train_data, fit, held, held_idx = _prepare_rows(view, train_data, config, prompt)
+    train_data, fit, held, held_idx = _prepare_rows(view, train_data, config, prompt, unlabeled)
     sha = backbone_hash(view.model)
     fingerprint = {"backbone": sha, "train_data": train_data.sha256()}
+    if unlabeled is not None:
+        fingerprint["unlabeled"] = unlabeled.sha256()
     latest = latest_checkpoint(out_dir)
     if latest is not None and not resume:
         raise ConfigError(
@@ -119,6 +125,8 @@ def train(
         "backbone_path": str(backbone_path),
         "backbone_hash": sha,
         "train_rows": len(fit),
+        "teacher_labelled_rows": sum(y < 0 for y in fit.labels),
+        "unlabeled_source": unlabeled.source if unlabeled is not None else None,
         "holdout_rows": held_idx,
         "steps_per_epoch": steps_per_epoch,
         "cache_build_seconds": cache_seconds,
@@ -149,17 +157,28 @@ def train(
 
 
 def _prepare_rows(
-    view: BackboneView, data: TaskData, config: TrainConfig, prompt: PromptSpec | None
+    view: BackboneView,
+    data: TaskData,
+    config: TrainConfig,
+    prompt: PromptSpec | None,
+    unlabeled: TaskData | None = None,
 ) -> tuple[TaskData, TaskData, TaskData, list[int]]:
-    """(the rows as the model's encoder sends them, the train part, the hold-out, its row indices)."""
-    data = RequestEncoder(view.tokenizer, config.max_length, prompt).prepare(data)  # = model.encoder's
+    """(the rows as the model's encoder sends them, the train part with its augmented and unlabeled rows
+    appended, the hold-out, its row indices). Augmentation works on the raw rows, before any prompt."""
+    if data.has_unlabeled:
+        raise DataError(
+            f"{data.source}: training data needs gold labels; pass unlabeled text as --unlabeled."
+        )
     _check_labels(view, data)
     fit, held, _, held_idx = select_rows(data, config)
     if len(fit) < config.n:
         raise DataError(
             f"{data.source}: {len(fit)} training rows after the hold-out, need >= --n {config.n}."
         )
-    return data, fit, held, held_idx
+    extra = [augment(fit, config.augment, config.augment_copies, seed=config.seed)]
+    extra += [unlabeled] if unlabeled is not None else []
+    encoder = RequestEncoder(view.tokenizer, config.max_length, prompt)  # = model.encoder's
+    return encoder.prepare(data), encoder.prepare(with_extra(fit, *extra)), encoder.prepare(held), held_idx
 
 
 @dataclass
@@ -327,12 +346,13 @@ def _train_epoch(
     model.train()
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
-    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "cos": 0.0}
+    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     examples, start = 0, time.perf_counter()
     for s in range(steps):
         rows = perm[s * R : (s + 1) * R]
         rows = rows[: len(rows) - len(rows) % N]
         state, t_reps, t_logits, labels = source.batch(rows)
+        labels = teacher_targets(labels, t_logits, config.ce_target)  # unlabeled rows: the teacher's
         out = model.forward_from_prefill(
             state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
         )
@@ -342,7 +362,7 @@ def _train_epoch(
         loss, parts = mux_loss(
             out.logits, pooled(out.reps, state.attention_mask), t_reps, t_logits, labels,
             down=out.down, down_mask=down_mask, lambda_nce=config.lambda_nce,
-            lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos,
+            lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos, lambda_state=config.lambda_state,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

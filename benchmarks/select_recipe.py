@@ -1,0 +1,123 @@
+"""Choose a training recipe on text held out from TRAIN: train candidates, score them on a selection slice.
+
+Each candidate is a recipe plus field overrides (`name=recipe:field=value;field=value`). Every candidate
+trains on the same rows with the same teacher and is scored on the same selection slice: rows of the
+task's GLUE train split that are not among the training rows (never dev). Reported per candidate:
+accuracy (gold), the teacher's accuracy, agreement with the teacher and partner sensitivity over
+--groupings random groupings, the hold-out epoch chosen and the training seconds. Rows are appended to
+--out (JSON lines), with the command, machine and date; GLUE dev is reported only for the winner, by
+benchmarks/grid.py.
+
+Usage (the demo-scale selection of docs/RESULTS.md):
+    python benchmarks/select_recipe.py --teacher runs/demo/teacher --task sst2 \\
+        --data-dir ../shared/data/glue --train-rows bundled --select-rows 2000 \\
+        --candidate "base=demo" --candidate "state4=demo:lambda_state=4" --out docs/results/selection.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from revmux.backbones import load_backbone
+from revmux.data import TaskData, load_task
+from revmux.evaluate import evaluate
+from revmux.model import MuxModel
+from revmux.recipes import load_recipe
+from revmux.train.config import TrainConfig
+from revmux.train.trainer import train
+
+
+def candidate(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """'name=recipe:field=value;field=value' -> (name, recipe, overrides as strings)."""
+    name, _, rest = spec.partition("=")
+    recipe, _, fields = rest.partition(":")
+    overrides = dict(f.split("=", 1) for f in fields.split(";") if f)
+    return name, recipe, overrides
+
+
+def slices(
+    task: str, data_dir: str, train_rows: str, select_rows: int, seed: int
+) -> tuple[TaskData, TaskData]:
+    """(training rows, selection rows): 'bundled' trains on the bundled SST-2 sample, an integer on that many
+    rows of the GLUE train split; selection rows are other rows of the GLUE train split (texts disjoint)."""
+    full = load_task(task, "train", data_dir)
+    rng = random.Random(seed)
+    order = list(range(len(full)))
+    rng.shuffle(order)
+    if train_rows == "bundled":
+        fit = load_task("sst2", "train")
+        rest = order
+    else:
+        n = int(train_rows)
+        fit, rest = full.subset(order[:n]), order[n:]
+    seen = set(zip(fit.texts, fit.pairs or [None] * len(fit), strict=True))
+    pairs = full.pairs or [None] * len(full)
+    pick = [i for i in rest if (full.texts[i], pairs[i]) not in seen][:select_rows]
+    return fit, full.subset(pick)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--teacher", required=True, help="Fine-tuned teacher directory.")
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--data-dir", required=True, help="GLUE download (the selection slice comes from train).")
+    ap.add_argument("--train-rows", default="bundled", help="'bundled' or a number of GLUE train rows.")
+    ap.add_argument("--select-rows", type=int, default=2000)
+    ap.add_argument("--candidate", action="append", required=True, help="name=recipe:field=value;...")
+    ap.add_argument("--n", type=int, default=2)
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--groupings", type=int, default=3)
+    ap.add_argument("--work-dir", default="runs/select")
+    ap.add_argument("--out", default="docs/results/selection.jsonl")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = shlex.join(["python", "benchmarks/select_recipe.py", *(sys.argv[1:] if argv is None else argv)])
+    view = load_backbone(args.teacher)
+    fit, select = slices(args.task, args.data_dir, args.train_rows, args.select_rows, args.seed)
+    for spec in args.candidate:
+        name, recipe, overrides = candidate(spec)
+        values = load_recipe(recipe) | overrides | {"n": args.n, "k": args.k, "seed": args.seed}
+        values.pop("teacher", None)
+        values.pop("description", None)
+        config = TrainConfig.from_dict(values, source=spec)
+        out_dir = Path(args.work_dir) / f"{args.task}-{name}-n{args.n}-k{args.k}-s{args.seed}"
+        start = time.perf_counter()
+        result = train(view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False)
+        seconds = time.perf_counter() - start
+        model = MuxModel.from_pretrained(out_dir, view)
+        report = evaluate(model, select, groupings=args.groupings, seed=1000)
+        row = {
+            "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
+            "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
+            "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
+            "teacher_accuracy": report.teacher_accuracy,
+            "drop_pts": 100 * (report.teacher_accuracy - report.accuracy_mean),
+            "agreement": report.agreement, "partner_sensitivity": report.partner_sensitivity,
+            "best_epoch": result.best_epoch, "epochs": config.epochs, "seconds": seconds,
+            "config": config.to_dict(), "command": command, "machine": platform.node(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        }  # fmt: skip
+        with open(args.out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(
+            f"{name:>24}: acc {row['accuracy']:.4f} (teacher {row['teacher_accuracy']:.4f}, "
+            f"drop {row['drop_pts']:.2f} pts) agree {row['agreement']:.4f} sens "
+            f"{row['partner_sensitivity']:.4f} best ep {result.best_epoch}/{config.epochs} {seconds:.0f}s",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
