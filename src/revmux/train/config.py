@@ -64,6 +64,10 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
+    lambda_partner: float = field(
+        default=0.0,
+        metadata=_help("weight of the KL between each row's answers under two groupings (costs a 2nd pass)"),
+    )
     ce_target: str = field(
         default="gold",
         metadata=_help("CE labels: gold (teacher's for unlabeled rows) or teacher (every row)"),
