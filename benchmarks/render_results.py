@@ -12,6 +12,7 @@ section, in the order the document reads, and nothing else; splitting it would o
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -372,6 +373,37 @@ def load_section(load: dict | None) -> list[str]:
     return out + [""]
 
 
+def selection_section(path: Path) -> list[str]:
+    """The recipe candidates of benchmarks/select_recipe.py, scored on a slice of TRAIN (never dev)."""
+    if not path.is_file():
+        return ["_No recipe selection yet: run `benchmarks/select_recipe.py`._", ""]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out: list[str] = []
+    for (task, n, k, train_rows, select_rows), group in itertools.groupby(
+        rows, key=lambda r: (r["task"], r["n"], r["k"], r["train_rows"], r["select_rows"])
+    ):
+        group = list(group)
+        out += [
+            f"{task}, N={n}, k={k}: {train_rows:,} labelled training rows (augmented rows come on top), scored on "
+            f"{select_rows:,} other rows of the train split over {group[0].get('groupings', 3)} groupings; "
+            f"machine {group[0]['machine']}, date {group[0]['date']}.",
+            "",
+            "| candidate | recipe + overrides | acc | teacher | drop | agreement | partner sens. | best epoch | "
+            "train time |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in group:
+            over = "; ".join(f"{key}={v}" for key, v in r["overrides"].items()) or "as is"
+            out.append(
+                f"| {r['candidate']} | `{r['recipe']}`: {over} | {100 * r['accuracy']:.2f}% "
+                f"| {100 * r['teacher_accuracy']:.2f}% | {r['drop_pts']:.2f} pts | {100 * r['agreement']:.1f}% "
+                f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['best_epoch']}/{r['epochs']} "
+                f"| {r['seconds'] / 60:.1f} min |"
+            )
+        out += ["", f"Command of each candidate: `{group[0]['command']}` (one `--candidate` per row).", ""]
+    return out
+
+
 def partners_section(records: list[dict] | None) -> list[str]:
     """Adversarial partners and the fallback sweep per adapter (benchmarks/partners.py)."""
     if not records:
@@ -434,6 +466,14 @@ def main() -> None:
         *frontier_section(rows),
         "![accuracy drop vs speedup](frontier.png)" if rows else "",
         "",
+        "## Choosing the default recipe (on train, never dev)",
+        "",
+        "Candidates trained on the same rows with the same teacher and scored on rows of the TRAIN split that",
+        "none of them trained on; the winner became the default (`revmux train` with no recipe) and the demo's",
+        "recipe, and only the winner is reported on dev. Train times are wall-clock on a shared 2-core machine,",
+        "one thread per run.",
+        "",
+        *selection_section(RESULTS / "selection.jsonl"),
         "## Multiplexing strangers: adversarial partners and the confidence fallback",
         "",
         "A row is flipped when some placement (a candidate partner set, the row in any slot) changes its",

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
             "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
+            "groupings": args.groupings,
             "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
             "teacher_accuracy": report.teacher_accuracy,
             "drop_pts": 100 * (report.teacher_accuracy - report.accuracy_mean),
