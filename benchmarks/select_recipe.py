@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             "teacher_accuracy": report.teacher_accuracy,
             "drop_pts": 100 * (report.teacher_accuracy - report.accuracy_mean),
             "agreement": report.agreement, "partner_sensitivity": report.partner_sensitivity,
-            "best_epoch": result.best_epoch, "epochs": config.epochs, "seconds": seconds,
+            "best_epoch": result.best_epoch, "epochs": result.epochs, "seconds": seconds,
             "config": config.to_dict(), "command": command, "machine": platform.node(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         }  # fmt: skip
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:>24}: acc {row['accuracy']:.4f} (teacher {row['teacher_accuracy']:.4f}, "
             f"drop {row['drop_pts']:.2f} pts) agree {row['agreement']:.4f} sens "
-            f"{row['partner_sensitivity']:.4f} best ep {result.best_epoch}/{config.epochs} {seconds:.0f}s",
+            f"{row['partner_sensitivity']:.4f} best ep {result.best_epoch}/{result.epochs} {seconds:.0f}s",
             flush=True,
         )
     return 0

@@ -362,3 +362,12 @@ def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teach
     assert bad.exit_code == 2 and "bad.txt, line 2: empty line" in " ".join(bad.output.split()).replace(
         "/ ", "/"
     )
+
+
+def test_min_steps_adds_epochs_only_where_the_data_is_small():
+    config = TrainConfig(epochs=2, min_steps=10)
+    assert config.epochs_for(3) == 4  # 3 steps an epoch: 4 epochs reach 10 steps
+    assert config.epochs_for(10) == 2 and config.epochs_for(100) == 2  # --epochs is a floor
+    assert TrainConfig(epochs=3).epochs_for(1) == 3
+    with pytest.raises(ConfigError, match="--min-steps must be an integer >= 0"):
+        TrainConfig(min_steps=-1)

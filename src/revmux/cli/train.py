@@ -177,7 +177,7 @@ def train_cmd(
     except RevmuxError as exc:
         fail(exc)
     console.print(
-        f"best epoch {result.best_epoch} of {cfg.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}; "
+        f"best epoch {result.best_epoch} of {result.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}; "
         f"train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
         f"{result.trainable_params:,} adapter parameters; adapter saved to {result.out_dir}"
     )

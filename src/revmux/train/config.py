@@ -49,7 +49,12 @@ class TrainConfig:
     kind: str = field(default=DEFAULT_KIND, metadata=_help("mux kind: revmux, ora, adapter, datamux"))
     n: int = field(default=DEFAULT_N, metadata=_help("requests per group N"))
     k: int = field(default=DEFAULT_K, metadata=_help("prefill layers k before the mux"))
-    epochs: int = field(default=2, metadata=_help("passes over the training rows"))
+    epochs: int = field(
+        default=2, metadata=_help("passes over the training rows (at least; see --min-steps)")
+    )
+    min_steps: int = field(
+        default=0, metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps")
+    )
     batch_groups: int = field(default=32, metadata=_help("groups per optimizer step"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
@@ -98,7 +103,7 @@ class TrainConfig:
             return ConfigError(f"{flag(name)} must be {want}, got {getattr(self, name)!r}.")
 
         ints = {"n": 2, "k": 0, "epochs": 1, "batch_groups": 1, "max_length": 2, "holdout_max_rows": 1}
-        ints |= {"augment_copies": 0}
+        ints |= {"augment_copies": 0, "min_steps": 0}
         for name, low in (ints | {"seed": 0}).items():
             v = getattr(self, name)
             if not _is_int(v) or v < low:
@@ -156,6 +161,10 @@ class TrainConfig:
                 "the PCA composite needs --pca-init (its basis comes from the PCA of layer-k states): keep "
                 "--pca-init, or pass --mux-option pca_composite=false with --no-pca-init."
             )
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """Epochs a run makes: `epochs`, or more when `min_steps` needs them (small training sets)."""
+        return max(self.epochs, -(-self.min_steps // max(1, steps_per_epoch)))
 
     @property
     def rows_per_step(self) -> int:

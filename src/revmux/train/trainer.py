@@ -54,6 +54,7 @@ class TrainResult:
     best_epoch: int
     best_holdout_accuracy: float
     history: list[dict[str, Any]]
+    epochs: int  # epochs the schedule spans: config.epochs, or more for config.min_steps
     train_seconds: float
     cache_build_seconds: float
     trainable_params: int
@@ -118,6 +119,7 @@ def train(
     sources = [_source(view, config, part, cache_root, progress, sha) for part in (fit, held)]
     cache_seconds = time.perf_counter() - start
     steps_per_epoch = max(1, len(fit) // config.rows_per_step)
+    epochs = config.epochs_for(steps_per_epoch)
     info = {
         "config": config.to_dict(),
         "recipe": recipe,
@@ -129,12 +131,13 @@ def train(
         "unlabeled_source": unlabeled.source if unlabeled is not None else None,
         "holdout_rows": held_idx,
         "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs,
         "cache_build_seconds": cache_seconds,
         "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
         "trainable_params": model.num_trainable(),
     }
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _scheduler(optimizer, config, steps_per_epoch * config.epochs)
+    scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
     if latest is not None and resumed is not None:
         state = restore(latest, resumed, model, optimizer, scheduler)
         publish_best(out_dir, state.best_epoch)  # in case the interruption came between the two
@@ -142,7 +145,9 @@ def train(
         state = RunState()
         if config.pca_init and hasattr(model.mux, "init_down_pca"):
             model.mux.init_down_pca(pca_states(sources[0], skip_shared_prefix=model.config.shared_prefix))
-    run = _Run(model, sources, optimizer, scheduler, config, out_dir, info, fingerprint, steps_per_epoch)
+    run = _Run(
+        model, sources, optimizer, scheduler, config, out_dir, info, fingerprint, steps_per_epoch, epochs
+    )
     _epochs(run, state, progress, stop_after_epochs)
     seconds = _write_log(out_dir, info, state)
     return TrainResult(
@@ -150,6 +155,7 @@ def train(
         best_epoch=state.best_epoch,
         best_holdout_accuracy=state.best_metric,
         history=state.history,
+        epochs=epochs,
         train_seconds=seconds,
         cache_build_seconds=cache_seconds,
         trainable_params=model.num_trainable(),
@@ -194,13 +200,14 @@ class _Run:
     info: dict[str, Any]
     fingerprint: dict[str, str]
     steps_per_epoch: int
+    epochs: int
 
 
 def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int | None) -> None:
-    """Epochs state.epoch + 1 .. config.epochs: train, hold-out accuracy, checkpoint, publish the best, log."""
+    """Epochs state.epoch + 1 .. run.epochs: train, hold-out accuracy, checkpoint, publish the best, log."""
     c = run.config
-    with _progress_bar(progress, run.steps_per_epoch * c.epochs, state.step, c.epochs) as bar:
-        for epoch in range(state.epoch + 1, c.epochs + 1):
+    with _progress_bar(progress, run.steps_per_epoch * run.epochs, state.step, run.epochs) as bar:
+        for epoch in range(state.epoch + 1, run.epochs + 1):
 
             def on_step(loss: float, rate: float, e: int = epoch) -> None:
                 bar.advance(epoch=e, loss=loss, rate=rate)
