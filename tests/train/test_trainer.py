@@ -330,9 +330,9 @@ def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teach
 
     real_targets = trainer_module.teacher_targets
 
-    def spy(labels, logits, target="gold"):
+    def spy(labels, logits):
         seen.append((labels.clone(), logits.clone()))
-        return real_targets(labels, logits, target)
+        return real_targets(labels, logits)
 
     monkeypatch.setattr(trainer_module, "teacher_targets", spy)
     out = tmp_path / "adapter"

@@ -73,10 +73,6 @@ class TrainConfig:
         default=0.0,
         metadata=_help("weight of the KL between each row's answers under two groupings (costs a 2nd pass)"),
     )
-    ce_target: str = field(
-        default="gold",
-        metadata=_help("CE labels: gold (teacher's for unlabeled rows) or teacher (every row)"),
-    )
     augment: list[str] = field(
         default_factory=list,
         metadata=_help("teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs)"),
@@ -131,8 +127,6 @@ class TrainConfig:
             raise bad("holdout_fraction", "in (0, 1)")
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
-        if self.ce_target not in ("gold", "teacher"):
-            raise bad("ce_target", "'gold' or 'teacher'")
         if isinstance(self.augment, str):
             self.augment = [a.strip() for a in self.augment.split(",") if a.strip()]
         known = ("crop", "dropout", "repair")  # revmux.train.extra.AUGMENTATIONS

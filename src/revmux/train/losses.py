@@ -47,13 +47,9 @@ def partner_consistency(logits_a: Tensor, logits_b: Tensor) -> Tensor:
     return 0.5 * (kl_ab + kl_ba)
 
 
-def teacher_targets(labels: Tensor, teacher_logits: Tensor, target: str = "gold") -> Tensor:
-    """The CE targets: gold `labels`, with UNLABELED rows (-1) taking the teacher's prediction; with
-    `target` "teacher", the teacher's prediction for every row."""
-    predicted = teacher_logits.argmax(-1)
-    if target == "teacher":
-        return predicted
-    return torch.where(labels < 0, predicted, labels)
+def teacher_targets(labels: Tensor, teacher_logits: Tensor) -> Tensor:
+    """The CE targets: gold `labels`, with UNLABELED rows (-1) taking the teacher's prediction."""
+    return torch.where(labels < 0, teacher_logits.argmax(-1), labels)
 
 
 def group_cos_penalty(down: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -359,7 +359,7 @@ def _train_epoch(
         rows = perm[s * R : (s + 1) * R]
         rows = rows[: len(rows) - len(rows) % N]
         state, t_reps, t_logits, labels = source.batch(rows)
-        labels = teacher_targets(labels, t_logits, config.ce_target)  # unlabeled rows: the teacher's
+        labels = teacher_targets(labels, t_logits)  # unlabeled rows: the teacher's
         out = model.forward_from_prefill(
             state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
         )
