@@ -15,9 +15,11 @@ re-exported here, so `from revmux.bench import ...` reaches all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,16 +28,37 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from revmux.backbones.quantize import check_quantize_mode
+from revmux.bench_baselines import (
+    QUANTIZED_BASELINE,
+    Baselines,
+    build_baselines,
+    parse_baselines,
+    sorted_ort,
+    sorted_runs,
+)
 from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
-from revmux.bench_result import VARIANTS, BenchReport, BenchRun, fmt_mb, fmt_share, fmt_sorted, peak_mb
+from revmux.bench_result import (
+    BASELINES,
+    PLAIN_VARIANTS,
+    VARIANTS,
+    BenchReport,
+    BenchRun,
+    fmt_best,
+    fmt_mb,
+    fmt_share,
+    fmt_sorted,
+    peak_mb,
+)
 from revmux.bench_timing import PeakMemory, Timing, compile_layers, time_interleaved
 from revmux.errors import ConfigError, RevmuxError
 from revmux.model import MuxModel
 from revmux.progress import StepProgress
-from revmux.runs import bucketed_runs
 
 __all__ = [
+    "BASELINES",
     "DTYPES",
+    "PLAIN_VARIANTS",
     "VARIANTS",
     "BenchReport",
     "BenchRun",
@@ -45,10 +68,12 @@ __all__ = [
     "adapter_pass",
     "bench_texts",
     "compile_layers",
+    "fmt_best",
     "fmt_mb",
     "fmt_share",
     "fmt_sorted",
     "padding_waste",
+    "parse_baselines",
     "peak_mb",
     "run_bench",
     "sample_requests",
@@ -61,19 +86,13 @@ DTYPES |= {"fp16": torch.float16, "float16": torch.float16}
 
 
 # ---- the variants ------------------------------------------------------------------------------------
-def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], object]:
+def sorted_plain(model: MuxModel, batch: dict[str, Tensor], view: Any | None = None) -> Callable[[], object]:
     """A closure running the plain model on the batch sorted by length, in as many runs as the mux path
     uses, each cut after its own last real column: plain inference with the same padding savings, so
-    mux against it isolates what multiplexing itself buys."""
-    view = model.view
-    mask = batch["attention_mask"]
-    B = mask.shape[0]
-    order = torch.argsort(mask.sum(1), descending=True, stable=True)
-    n_runs = model.run_count(B // model.n if model.n > 1 else 0)
-    subs = [
-        {key: value[rows][:, cols] for key, value in batch.items()}
-        for rows, cols in bucketed_runs(mask, order, n_runs)
-    ]
+    mux against it isolates what multiplexing itself buys. `view`: another backbone to run the same
+    runs on (an int8 or bf16 copy); default the model's own."""
+    view = model.view if view is None else view
+    subs = sorted_runs(model, batch)
 
     def run() -> object:
         with torch.inference_mode():
@@ -122,6 +141,9 @@ class _Setup:
     warmup: int
     seed: int
     memory: PeakMemory
+    baselines: Baselines
+    mux_model: MuxModel  # the model, or the same adapters on its int8 / bf16 backbone copy (--quantize)
+    efficiency_baseline: str
 
 
 def run_bench(
@@ -141,6 +163,8 @@ def run_bench(
     progress: bool = False,
     seed: int = 0,
     compile: bool = False,
+    baselines: str | Sequence[str] | None = "all",
+    quantize: str | None = None,
 ) -> BenchReport:
     """Time plain, pipeline (tokenization included) and mux forwards per batch size on the same requests.
 
@@ -150,8 +174,21 @@ def run_bench(
     every backbone layer in torch.compile(dynamic=True), in place: plain, pipeline and mux all run the
     compiled layers, so the ratio stays like for like; compilation happens in the warm-up rounds.
     The "adapters" timing is the mux and demux of one batch alone, to show their share of a mux forward.
+
+    `baselines` ("all", "none" or names of BASELINES) adds the length-sorted plain classifier in torch int8,
+    bf16 and on ONNX Runtime fp32 / int8; those that cannot run here are skipped with a note in
+    meta["notes"]. `quantize` ("int8" or "bf16") runs the mux on that copy of the backbone (adapters fp32);
+    plain and plain_sorted stay on the backbone as loaded, and efficiency is taken against the
+    length-sorted plain variant of the mux's own precision (meta["efficiency_baseline"]).
     """
     _check_args(batch_sizes, repeats, warmup, max_length, threads)
+    mode = check_quantize_mode(quantize)
+    names = parse_baselines(baselines)
+    if compile and mode != "none":
+        raise ConfigError(
+            f"--compile and --quantize {mode} cannot be combined: the quantized backbone copy is not compiled. "
+            "Drop one of them."
+        )
     if compile and warmup < 1:
         raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
     view = model.view
@@ -163,9 +200,15 @@ def run_bench(
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, old_threads)
         memory = PeakMemory(dev)
         meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
+        base = build_baselines(view, names, mode, workdir, _input_names(model, texts, pairs, max_length))
+        meta["notes"] += base.notes
+        mux_model = model if mode == "none" else _on_view(model, base.views[QUANTIZED_BASELINE[mode]])
+        meta |= {"quantize": mode, "baselines": base.names, "efficiency_baseline": QUANTIZED_BASELINE[mode]}
         if compile:
             meta["compile_seconds"] = compile_layers(view)
             meta["notes"].append(
@@ -176,7 +219,10 @@ def run_bench(
         if pipeline and not use_pipeline:
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
         pipe = _make_pipeline(view, dev) if use_pipeline else None
-        setup = _Setup(max_length, dev, pipe, length_aware, repeats, warmup, seed, memory)
+        setup = _Setup(
+            max_length, dev, pipe, length_aware, repeats, warmup, seed, memory, base, mux_model,
+            QUANTIZED_BASELINE[mode],
+        )  # fmt: skip
         rounds = len(batch_sizes) * (warmup + repeats)
         runs = []
         with StepProgress(
@@ -189,8 +235,6 @@ def run_bench(
                 if progress:
                     print(run.summary(), file=sys.stderr, flush=True)
         return BenchReport(meta=meta, runs=runs)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _bench_one(
@@ -214,9 +258,14 @@ def _bench_one(
 
     def mux() -> object:
         with torch.inference_mode():
-            return model(batch, length_aware=setup.length_aware)
+            return setup.mux_model(batch, length_aware=setup.length_aware)
 
     fns: dict[str, Callable[[], object]] = {"plain": plain, "plain_sorted": sorted_plain(model, batch)}
+    for name in setup.baselines.names:
+        if name in setup.baselines.views:
+            fns[name] = sorted_plain(model, batch, setup.baselines.views[name])
+        else:
+            fns[name] = sorted_ort(model, batch, setup.baselines.sessions[name])
     if pipe is not None:
         inputs: list[Any] = batch_texts
         if batch_pairs is not None:
@@ -247,7 +296,22 @@ def _bench_one(
         waste_input_order=padding_waste(mask, model.n, length_aware=False),
         length_aware=setup.length_aware,
         memory_key=setup.memory.prefix,
+        efficiency_baseline=setup.efficiency_baseline,
     )
+
+
+def _on_view(model: MuxModel, view: Any) -> MuxModel:
+    """The same adapters (shared, not copied) and config on another backbone view, with the same run cuts."""
+    other = MuxModel(view, model.config, model.mux)
+    other.max_runs, other.min_groups_per_run = model.max_runs, model.min_groups_per_run
+    return other
+
+
+def _input_names(model: MuxModel, texts: list[str], pairs: list[str] | None, max_length: int) -> list[str]:
+    """The keys of a tokenized bench batch (input_ids, attention_mask, maybe token_type_ids)."""
+    encoder = model.encoder.replace(max_length=max_length)
+    sample, sample_pairs = encoder.render(texts[:2], None if pairs is None else pairs[:2])
+    return list(encoder.tokenize(sample, sample_pairs))
 
 
 def _check_args(

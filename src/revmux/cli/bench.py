@@ -57,18 +57,35 @@ def bench_cmd(
         bool,
         typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first."),
     ] = False,
+    baselines: Annotated[
+        str,
+        typer.Option(
+            help="Plain baselines also timed, length-sorted: 'all', 'none' or a comma list of int8, bf16, "
+            "ort_fp32, ort_int8 (ONNX Runtime ones need the onnx extra; those that cannot run are noted)."
+        ),
+    ] = "all",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="Run the mux on the backbone in none, int8 (torch dynamic, CPU) or bf16; adapters fp32."
+        ),
+    ] = "none",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
     ] = False,
     out: Annotated[str | None, typer.Option("--out", help="Also write the JSON object to this file.")] = None,
 ) -> None:
-    """Time plain, pipeline (tokenization included) and multiplexed inference side by side."""
+    """Time plain (padded, length-sorted, int8, bf16, ONNX Runtime), pipeline and multiplexed inference side
+    by side."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = parse_ints(batch_sizes, "--batch-sizes")
     _check_bench_sources(adapter, model, (n, k, mux), mux_option, texts, task, data_dir)
-    from revmux.bench import bench_texts, run_bench
+    from revmux.backbones.quantize import check_quantize_mode
+    from revmux.bench import bench_texts, parse_baselines, run_bench
 
     try:
+        check_quantize_mode(quantize)  # cheap checks before loading
+        parse_baselines(baselines)
         text_list, pairs, source = bench_texts(task, data_dir, texts)  # cheap checks before loading
         muxed = _bench_model(adapter, model, mux, n, k, max_length, mux_option)
         report = run_bench(
@@ -86,6 +103,8 @@ def bench_cmd(
             pipeline=pipeline,
             progress=True,
             compile=compile_,
+            baselines=baselines,
+            quantize=quantize,
         )
     except RevmuxError as exc:
         fail(exc)

@@ -65,12 +65,14 @@ def predict_table(title: str, texts: list[str], results: list[list[dict[str, Any
 
 def bench_table(result: dict) -> Table:
     """The human table of a bench result: one row per batch size."""
-    from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
+    from revmux.bench import fmt_best, fmt_mb, fmt_share, fmt_sorted, peak_mb
 
     table = Table(
         title=f"revmux bench: {result['model']} ({result['model_type']}, L={result['num_layers']}) "
         f"{result['mux']} N={result['n']} k={result['k']} on {result['device']}, {result['threads']} threads",
-        caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization",
+        caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization; "
+        f"mux backbone {result.get('quantize', 'none')}; efficiency against "
+        f"{result.get('efficiency_baseline', 'plain (padded)')}",
     )
     rates = ("plain\nreq/s", "pipeline\nreq/s", "mux\nreq/s")
     for col in (
@@ -80,6 +82,7 @@ def bench_table(result: dict) -> Table:
         "bound",
         "effic-\niency",
         "vs sorted\nplain",
+        "vs best\nplain",
         "adapt.\n% mux",
         "peak MB\nplain/mux",
     ):
@@ -95,6 +98,7 @@ def bench_table(result: dict) -> Table:
             f"{r['bound']:.2f}x",
             f"{r['efficiency']:.0%}",
             fmt_sorted(r),
+            fmt_best(r),
             fmt_share(r),
             f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
         )
