@@ -63,3 +63,32 @@ def test_predict_quantize_and_bad_values(adapter):
         assert bad.exit_code == 2 and "--quantize must be one of none, int8, bf16" in " ".join(
             bad.output.split()
         )
+
+
+def test_demo_quantize_adds_the_quantized_rows_and_the_honest_speed(tmp_path, minilm_path):
+    from revmux.cli.tables import demo_table
+    from revmux.demo import DemoSettings, run_demo
+    from tests.train.test_finetune import _save_tiny
+
+    model_dir = _save_tiny(tmp_path / "tiny", minilm_path)
+    settings = DemoSettings(
+        model=str(model_dir), teacher_epochs=1, adapter_epochs=1, bench_repeats=1, groupings=1,
+        bench_batch_size=8, train_rows=48, dev_rows=16, quantize="int8", bench_baselines="none",
+    )  # fmt: skip
+    with one_thread():
+        result = run_demo(tmp_path / "demo", settings, progress=False)
+    assert result["quantize"] == "int8" and result["best_plain"] in (
+        "plain",
+        "plain_sorted",
+        "plain_int8_sorted",
+    )
+    assert result["speedup_vs_best_plain"] == pytest.approx(result["mux_rps"] / result["best_plain_rps"])
+    for key in ("quantized_teacher_accuracy", "quantized_accuracy_mean"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert (
+        abs(result["quantized_teacher_accuracy"] - result["teacher_accuracy"]) <= 0.25
+    )  # 16 random-ish rows
+    rows = [str(c) for c in demo_table(result, 2, 2).columns[0]._cells]
+    assert "multiplexed accuracy, int8 backbone" in rows and any(
+        r.startswith("speedup vs best plain") for r in rows
+    )
