@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import revmux.bench as bench
+import revmux.bench_baselines as bench_baselines
 from revmux.backbones.quantize import quantized_mode
 from revmux.bench import BASELINES, PLAIN_VARIANTS, parse_baselines, run_bench
 from revmux.bench_inputs import bench_texts
@@ -54,8 +54,8 @@ def test_every_baseline_is_timed_with_its_keys_and_the_best_plain(tiny_dir):  # 
 def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against_it(tiny_dir, monkeypatch):  # noqa: F811
     model = _model(tiny_dir)
     used = []
-    on_view = bench._on_view
-    monkeypatch.setattr(bench, "_on_view", lambda m, v: used.append(on_view(m, v)) or used[-1])
+    on_view = bench_baselines.on_view
+    monkeypatch.setattr(bench_baselines, "on_view", lambda m, v: used.append(on_view(m, v)) or used[-1])
     d = _run(model, baselines="none", quantize="int8")
     assert d["baselines"] == ["plain_int8_sorted"]  # the mux's own precision is always timed
     assert (d["quantize"], d["efficiency_baseline"]) == ("int8", "plain_int8_sorted")

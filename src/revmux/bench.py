@@ -32,8 +32,8 @@ from revmux.backbones.quantize import check_quantize_mode
 from revmux.bench_baselines import (
     QUANTIZED_BASELINE,
     Baselines,
-    build_baselines,
     parse_baselines,
+    prepare_baselines,
     sorted_ort,
     sorted_runs,
 )
@@ -182,15 +182,8 @@ def run_bench(
     length-sorted plain variant of the mux's own precision (meta["efficiency_baseline"]).
     """
     _check_args(batch_sizes, repeats, warmup, max_length, threads)
-    mode = check_quantize_mode(quantize)
-    names = parse_baselines(baselines)
-    if compile and mode != "none":
-        raise ConfigError(
-            f"--compile and --quantize {mode} cannot be combined: the quantized backbone copy is not compiled. "
-            "Drop one of them."
-        )
-    if compile and warmup < 1:
-        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
+    mode, names = check_quantize_mode(quantize), parse_baselines(baselines)
+    _check_compile(compile, warmup, mode)
     view = model.view
     if view.tokenizer is None:
         raise ConfigError(
@@ -205,9 +198,8 @@ def run_bench(
         memory = PeakMemory(dev)
         meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
-        base = build_baselines(view, names, mode, workdir, _input_names(model, texts, pairs, max_length))
+        base, mux_model = prepare_baselines(model, texts, pairs, max_length, names, mode, workdir)
         meta["notes"] += base.notes
-        mux_model = model if mode == "none" else _on_view(model, base.views[QUANTIZED_BASELINE[mode]])
         meta |= {"quantize": mode, "baselines": base.names, "efficiency_baseline": QUANTIZED_BASELINE[mode]}
         if compile:
             meta["compile_seconds"] = compile_layers(view)
@@ -300,20 +292,6 @@ def _bench_one(
     )
 
 
-def _on_view(model: MuxModel, view: Any) -> MuxModel:
-    """The same adapters (shared, not copied) and config on another backbone view, with the same run cuts."""
-    other = MuxModel(view, model.config, model.mux)
-    other.max_runs, other.min_groups_per_run = model.max_runs, model.min_groups_per_run
-    return other
-
-
-def _input_names(model: MuxModel, texts: list[str], pairs: list[str] | None, max_length: int) -> list[str]:
-    """The keys of a tokenized bench batch (input_ids, attention_mask, maybe token_type_ids)."""
-    encoder = model.encoder.replace(max_length=max_length)
-    sample, sample_pairs = encoder.render(texts[:2], None if pairs is None else pairs[:2])
-    return list(encoder.tokenize(sample, sample_pairs))
-
-
 def _check_args(
     batch_sizes: Sequence[int], repeats: int, warmup: int, max_length: int, threads: int | None
 ) -> None:
@@ -327,6 +305,16 @@ def _check_args(
         raise ConfigError(f"max_length must be >= 2, got {max_length}.")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}.")
+
+
+def _check_compile(compile: bool, warmup: int, quantize: str) -> None:
+    if compile and quantize != "none":
+        raise ConfigError(
+            f"--compile and --quantize {quantize} cannot be combined: the quantized backbone copy is not "
+            "compiled. Drop one of them."
+        )
+    if compile and warmup < 1:
+        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
 
 
 def _prepare_device(model: MuxModel, device: str, dtype: str | torch.dtype | None) -> torch.device:

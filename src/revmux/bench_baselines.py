@@ -119,6 +119,36 @@ def _ort_sessions(
     return {name: classifiers[_ORT_PRECISION[name]] for name in names}, None
 
 
+def prepare_baselines(
+    model: MuxModel,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    names: Sequence[str],
+    quantize: str,
+    workdir: str | Path,
+) -> tuple[Baselines, MuxModel]:
+    """The baselines of one bench run, and the model its mux variant runs: `model`, or with `quantize`
+    the same adapters on the int8 / bf16 copy that `plain_<quantize>_sorted` also runs on."""
+    mode = check_quantize_mode(quantize)
+    base = build_baselines(model.view, names, mode, workdir, batch_keys(model, texts, pairs, max_length))
+    return base, model if mode == "none" else on_view(model, base.views[QUANTIZED_BASELINE[mode]])
+
+
+def on_view(model: MuxModel, view: Any) -> MuxModel:
+    """The same adapters (shared, not copied) and config on another backbone view, with the same run cuts."""
+    other = MuxModel(view, model.config, model.mux)
+    other.max_runs, other.min_groups_per_run = model.max_runs, model.min_groups_per_run
+    return other
+
+
+def batch_keys(model: MuxModel, texts: list[str], pairs: list[str] | None, max_length: int) -> list[str]:
+    """The keys of a tokenized bench batch (input_ids, attention_mask, maybe token_type_ids)."""
+    encoder = model.encoder.replace(max_length=max_length)
+    sample, sample_pairs = encoder.render(texts[:2], None if pairs is None else pairs[:2])
+    return list(encoder.tokenize(sample, sample_pairs))
+
+
 def sorted_runs(model: MuxModel, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
     """The batch sorted by length in as many runs as the mux path uses, each cut after its own last real
     column: plain inference with the same padding savings as the mux."""
