@@ -1,16 +1,19 @@
 """Side-by-side timing of plain inference, the transformers pipeline and MuxModel on the same requests.
 
 What it is: `run_bench` times, in one run and interleaved (plain, pipeline, mux, plain, ...), the frozen
-classifier's own batched forward, `transformers.pipeline("text-classification")` (which also tokenizes)
-and `MuxModel` on the same real sentences, and reports medians, requests/s, peak memory, padding waste
-and the measured speedup against the cost-model bound S(k, N) (docs/method.md section 7). What it is not: a
-load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check. It never judges a
-speed: the numbers are for people and scripts to read.
+classifier's own batched forward (padded, and length-sorted), the plain baselines a user would deploy
+instead (torch int8 and bf16, ONNX Runtime fp32 and int8, length-sorted),
+`transformers.pipeline("text-classification")` (which also tokenizes) and `MuxModel` on the same real
+sentences, and reports medians, requests/s, peak memory, padding waste, the fastest plain variant and
+the measured speedup against it and against the cost-model bound S(k, N) (docs/method.md section 7).
+What it is not: a load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check.
+It never judges a speed: the numbers are for people and scripts to read.
 
 This module runs the variants; the rest of the bench has one module per job: `revmux.bench_inputs`
-(the requests, padding waste), `revmux.bench_timing` (interleaved timing, peak memory, compile) and
-`revmux.bench_result` (the typed `BenchRun` / `BenchReport` and their JSON). Their public names are
-re-exported here, so `from revmux.bench import ...` reaches all of them.
+(the requests, padding waste), `revmux.bench_baselines` (the plain baselines' backbones and sessions),
+`revmux.bench_timing` (interleaved timing, peak memory, compile) and `revmux.bench_result` (the typed
+`BenchRun` / `BenchReport` and their JSON). Their public names are re-exported here, so
+`from revmux.bench import ...` reaches all of them.
 """
 
 from __future__ import annotations
