@@ -104,5 +104,7 @@ def test_cli_bench_quantize_int8_prints_the_honest_fields(tiny_dir):  # noqa: F8
     for key in ("plain_int8_sorted_ms", "plain_int8_sorted_rps", "efficiency", "best_plain"):
         assert d[key] is not None, key
     assert d["speedup_vs_best_plain"] > 0 and d["speedup_vs_padded"] == d["speedup"]
+    tvm = runner.invoke(app, ["bench", "--model", str(tiny_dir), "--backend", "tvm", "--baselines", "none"])
+    assert tvm.exit_code == 2 and "--backend must be one of torch, onnx" in " ".join(tvm.output.split())
     bad = runner.invoke(app, ["bench", "--model", str(tiny_dir), "--quantize", "int4"])
     assert bad.exit_code == 2 and "--quantize must be one of none, int8, bf16" in " ".join(bad.output.split())

@@ -33,7 +33,6 @@ from torch import Tensor
 
 from revmux.backbones.quantize import check_quantize_mode
 from revmux.bench_baselines import (
-    QUANTIZED_BASELINE,
     Baselines,
     parse_baselines,
     prepare_baselines,
@@ -168,6 +167,7 @@ def run_bench(
     compile: bool = False,
     baselines: str | Sequence[str] | None = "all",
     quantize: str | None = None,
+    backend: str = "torch",
 ) -> BenchReport:
     """Time plain, pipeline (tokenization included) and mux forwards per batch size on the same requests.
 
@@ -178,15 +178,15 @@ def run_bench(
     compiled layers, so the ratio stays like for like; compilation happens in the warm-up rounds.
     The "adapters" timing is the mux and demux of one batch alone, to show their share of a mux forward.
 
-    `baselines` ("all", "none" or names of BASELINES) adds the length-sorted plain classifier in torch int8,
-    bf16 and on ONNX Runtime fp32 / int8; those that cannot run here are skipped with a note in
-    meta["notes"]. `quantize` ("int8" or "bf16") runs the mux on that copy of the backbone (adapters fp32);
-    plain and plain_sorted stay on the backbone as loaded, and efficiency is taken against the
-    length-sorted plain variant of the mux's own precision (meta["efficiency_baseline"]).
+    `baselines` ("all", "none" or names of BASELINES) adds the length-sorted plain model in torch int8 and
+    bf16 and on ONNX Runtime fp32 / int8 (those that cannot run are noted in meta["notes"]). `quantize`
+    ("int8", "bf16") runs the mux on that copy of the backbone, `backend` "onnx" its layers on ONNX Runtime
+    (adapters fp32 in torch either way); efficiency is then taken against the sorted plain model of the
+    same backend and precision (meta["efficiency_baseline"]). plain and plain_sorted stay as loaded.
     """
     _check_args(batch_sizes, repeats, warmup, max_length, threads)
     mode, names = check_quantize_mode(quantize), parse_baselines(baselines)
-    _check_compile(compile, warmup, mode)
+    _check_compile(compile, warmup, mode, backend)
     view = model.view
     if view.tokenizer is None:
         raise ConfigError(
@@ -201,9 +201,11 @@ def run_bench(
         memory = PeakMemory(dev)
         meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
-        base, mux_model = prepare_baselines(model, texts, pairs, max_length, names, mode, workdir)
+        base, mux_model, eff = prepare_baselines(
+            model, texts, pairs, max_length, names, mode, workdir, backend
+        )
         meta["notes"] += base.notes
-        meta |= {"quantize": mode, "baselines": base.names, "efficiency_baseline": QUANTIZED_BASELINE[mode]}
+        meta |= {"quantize": mode, "backend": backend, "baselines": base.names, "efficiency_baseline": eff}
         if compile:
             meta["compile_seconds"] = compile_layers(view)
             meta["notes"].append(
@@ -215,8 +217,7 @@ def run_bench(
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
         pipe = _make_pipeline(view, dev) if use_pipeline else None
         setup = _Setup(
-            max_length, dev, pipe, length_aware, repeats, warmup, seed, memory, base, mux_model,
-            QUANTIZED_BASELINE[mode],
+            max_length, dev, pipe, length_aware, repeats, warmup, seed, memory, base, mux_model, eff
         )  # fmt: skip
         rounds = len(batch_sizes) * (warmup + repeats)
         runs = []
@@ -310,10 +311,11 @@ def _check_args(
         raise ConfigError(f"threads must be >= 1, got {threads}.")
 
 
-def _check_compile(compile: bool, warmup: int, quantize: str) -> None:
-    if compile and quantize != "none":
+def _check_compile(compile: bool, warmup: int, quantize: str, backend: str) -> None:
+    if compile and (quantize != "none" or backend != "torch"):
+        flag = f"--quantize {quantize}" if quantize != "none" else f"--backend {backend}"
         raise ConfigError(
-            f"--compile and --quantize {quantize} cannot be combined: the quantized backbone copy is not "
+            f"--compile and {flag} cannot be combined: the mux's quantized or exported backbone is not "
             "compiled. Drop one of them."
         )
     if compile and warmup < 1:

@@ -27,6 +27,8 @@ from revmux.model import MuxModel
 from revmux.runs import bucketed_runs
 
 QUANTIZED_BASELINE = {"none": "plain_sorted", "int8": "plain_int8_sorted", "bf16": "plain_bf16_sorted"}
+ORT_BASELINE = {"none": "ort_fp32_sorted", "int8": "ort_int8_sorted"}  # --backend onnx, by --quantize
+BACKENDS = ("torch", "onnx")
 _TORCH_MODES = {"plain_int8_sorted": "int8", "plain_bf16_sorted": "bf16"}
 _ORT_PRECISION = {"ort_fp32_sorted": "fp32", "ort_int8_sorted": "int8"}
 
@@ -119,6 +121,19 @@ def _ort_sessions(
     return {name: classifiers[_ORT_PRECISION[name]] for name in names}, None
 
 
+def efficiency_baseline(quantize: str, backend: str) -> str:
+    """The length-sorted plain variant the mux is compared with for efficiency: the same backend and
+    precision as the mux's backbone. ConfigError for an unknown backend or onnx with bf16."""
+    mode = check_quantize_mode(quantize)
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if backend == "torch":
+        return QUANTIZED_BASELINE[mode]
+    if mode not in ORT_BASELINE:
+        raise ConfigError(f"--backend onnx runs fp32 or int8 (--quantize none|int8), not --quantize {mode}.")
+    return ORT_BASELINE[mode]
+
+
 def prepare_baselines(
     model: MuxModel,
     texts: list[str],
@@ -127,12 +142,28 @@ def prepare_baselines(
     names: Sequence[str],
     quantize: str,
     workdir: str | Path,
-) -> tuple[Baselines, MuxModel]:
-    """The baselines of one bench run, and the model its mux variant runs: `model`, or with `quantize`
-    the same adapters on the int8 / bf16 copy that `plain_<quantize>_sorted` also runs on."""
+    backend: str = "torch",
+) -> tuple[Baselines, MuxModel, str]:
+    """The baselines of one bench run, the model its mux variant runs and its efficiency baseline.
+
+    The mux model is `model`; with `quantize` the same adapters on the int8 / bf16 copy that
+    `plain_<quantize>_sorted` also runs on; with backend "onnx" the same adapters on layers exported to
+    ONNX Runtime (fp32, or int8 with quantize "int8"), compared with `ort_<precision>_sorted`.
+    """
     mode = check_quantize_mode(quantize)
-    base = build_baselines(model.view, names, mode, workdir, batch_keys(model, texts, pairs, max_length))
-    return base, model if mode == "none" else on_view(model, base.views[QUANTIZED_BASELINE[mode]])
+    eff = efficiency_baseline(mode, backend)
+    wanted = [*names, eff] if eff not in names and eff != "plain_sorted" else list(names)
+    torch_mode = mode if backend == "torch" else "none"
+    keys = batch_keys(model, texts, pairs, max_length)
+    base = build_baselines(model.view, wanted, torch_mode, workdir, keys)
+    if backend == "onnx":
+        from revmux.onnx_backend import ort_view
+
+        if eff not in base.names:
+            raise ConfigError(f"--backend onnx needs ONNX Runtime here, but {'; '.join(base.notes)}.")
+        view = ort_view(model.view, workdir, model.k, "int8" if mode == "int8" else "fp32")
+        return base, on_view(model, view), eff
+    return base, model if mode == "none" else on_view(model, base.views[QUANTIZED_BASELINE[mode]]), eff
 
 
 def on_view(model: MuxModel, view: Any) -> MuxModel:

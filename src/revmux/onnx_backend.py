@@ -1,16 +1,20 @@
-"""ONNX Runtime baselines: the plain classifier exported with torch.onnx and run by onnxruntime, fp32 or int8.
+"""ONNX Runtime: the plain classifier as a baseline, and the backbone layers under a multiplexed model.
 
 What it is: `ort_classifiers(view, workdir)` exports a view's Hugging Face classifier once (torch.onnx,
 TorchScript exporter, dynamic batch and sequence axes) into `workdir`, makes an int8 copy with
 `onnxruntime.quantization.quantize_dynamic`, and returns an `OrtClassifier` per precision: what a user who
-wants a faster CPU classifier would deploy instead of revmux. `ort_unavailable(view)` says in words why a
-view cannot take this path (onnxruntime not installed, an LM head or a decoder), or None. What it is not:
-a multiplexed model on ONNX Runtime (the adapters run in torch), or a general exporter: only encoder
-classifiers read through their own head are exported. onnxruntime is imported here and nowhere else.
+wants a faster CPU classifier would deploy instead of revmux. `ort_view(view, workdir, k)` exports the
+layer ranges [0, k) and [k, L) as graphs and returns a view whose `run_layers` runs them on ONNX Runtime
+(fp32 or int8), so that `MuxModel` on it keeps its own grouping, runs and adapters (in torch, fp32) while
+the prefill and the tail run on ONNX Runtime. `ort_unavailable(view)` says in words why a view cannot take
+these paths (onnxruntime not installed, an LM head or a decoder), or None. What it is not: a general
+exporter: only encoder classifiers read through their own head are exported. onnxruntime is imported here
+and nowhere else.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import warnings
 from collections.abc import Mapping
@@ -20,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from revmux.errors import ConfigError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")  # in the order the export takes them
 ORT_PRECISIONS = ("fp32", "int8")
@@ -122,6 +128,97 @@ def ort_classifiers(
 ) -> dict[str, OrtClassifier]:
     """{"fp32": ..., "int8": ...}: `view`'s classifier exported once into `workdir` and its int8 copy."""
     workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     fp32 = export_classifier(view, workdir / "classifier.onnx", names)
     int8 = quantize_int8(fp32, workdir / "classifier-int8.onnx")
     return {"fp32": OrtClassifier(fp32, threads), "int8": OrtClassifier(int8, threads)}
+
+
+# ---- the backbone layers of a multiplexed model -------------------------------------------------------
+class _Layers(nn.Module):
+    """Layers [start, stop) of a view on (hidden (B, T, d), attention_mask (B, T)): what gets exported."""
+
+    def __init__(self, view: Any, start: int, stop: int) -> None:
+        super().__init__()
+        self.model = view.model  # registered, so that the export sees the layers' weights as parameters
+        self.__dict__["view"] = view
+        self.start, self.stop = start, stop
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        state = self.view.composite_state(hidden, attention_mask)
+        return self.view.run_layers(state, self.start, self.stop).hidden
+
+
+def export_layers(view: Any, start: int, stop: int, path: str | Path) -> Path:
+    """Export layers [start, stop) of `view` (inputs hidden and attention_mask, dynamic B and T) to `path`.
+
+    The trace runs on a padded two-row state, so the attention mask is part of the graph.
+    """
+    path = Path(path)
+    hidden = torch.randn(2, 8, view.hidden_size, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    axes = {name: {0: "batch", 1: "sequence"} for name in ("hidden", "attention_mask", "out")}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Layers(view, start, stop).eval(),
+                (hidden, mask),
+                str(path),
+                input_names=["hidden", "attention_mask"],
+                output_names=["out"],
+                dynamic_axes=axes,
+                dynamo=False,
+            )
+    finally:
+        view.model.eval()
+    return path
+
+
+class OrtLayers:
+    """An onnxruntime session over exported layers: hidden states in, hidden states out (torch tensors)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.session = OrtClassifier(path, threads).session
+
+    def __call__(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+        feeds = {
+            "hidden": hidden.detach().float().contiguous().cpu().numpy(),
+            "attention_mask": attention_mask.detach().cpu().numpy().astype(np.int64),
+        }
+        return torch.from_numpy(self.session.run(["out"], feeds)[0])
+
+
+def ort_view(
+    view: Any, workdir: str | Path, k: int, precision: str = "fp32", threads: int | None = None
+) -> Any:
+    """A shallow copy of `view` (same model, tokenizer and head) whose layers [0, k) and [k, L) run on ONNX
+    Runtime, in fp32 or int8; any other layer range still runs in torch. ConfigError when it cannot."""
+    reason = ort_unavailable(view)
+    if reason is None and view.dtype != torch.float32:
+        reason = f"the backbone is {str(view.dtype).removeprefix('torch.')}; the export starts from fp32"
+    if reason is None and precision not in ORT_PRECISIONS:
+        reason = f"precision must be one of {', '.join(ORT_PRECISIONS)}, got {precision!r}"
+    if reason is not None:
+        raise ConfigError(f"--backend onnx cannot run here: {reason}.")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    sessions: dict[tuple[int, int], OrtLayers] = {}
+    for start, stop in ((0, k), (k, view.num_layers)):
+        if start == stop:
+            continue
+        path = export_layers(view, start, stop, workdir / f"layers-{start}-{stop}.onnx")
+        if precision == "int8":
+            path = quantize_int8(path, workdir / f"layers-{start}-{stop}-int8.onnx")
+        sessions[(start, stop)] = OrtLayers(path, threads)
+    other = copy.copy(view)
+    torch_layers = view.run_layers
+
+    def run_layers(state: Any, start: int, stop: int) -> Any:
+        session = sessions.get((start, stop))
+        if session is None:
+            return torch_layers(state, start, stop)
+        return state.with_hidden(session(state.hidden, state.attention_mask))
+
+    other.run_layers = run_layers
+    return other

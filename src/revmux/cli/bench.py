@@ -30,6 +30,14 @@ QuantizeOption = Annotated[
         help="Run the mux on the backbone in none, int8 (torch dynamic, CPU) or bf16; adapters stay fp32.",
     ),
 ]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Where the mux's backbone layers run: torch, or onnx (ONNX Runtime, fp32 or with --quantize "
+        "int8; adapters in torch; needs the onnx extra).",
+    ),
+]
 CompileOption = Annotated[
     bool, typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first.")
 ]
@@ -79,6 +87,7 @@ def bench_cmd(
     compile_: CompileOption = False,
     baselines: BaselinesOption = "all",
     quantize: QuantizeOption = "none",
+    backend: BackendOption = "torch",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
     ] = False,
@@ -111,6 +120,7 @@ def bench_cmd(
             compile=compile_,
             baselines=baselines,
             quantize=quantize,
+            backend=backend,
         )
     except RevmuxError as exc:
         fail(exc)
