@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from revmux.backbones import load_backbone
 from revmux.bench import adapter_pass, run_bench, sorted_plain
 from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
-from revmux.bench_result import BenchReport, BenchRun, peak_mb
+from revmux.bench_result import BASELINES, BenchReport, BenchRun, peak_mb
 from revmux.bench_timing import PeakMemory, Timing, time_interleaved
 from revmux.cli import app
 from revmux.data import model_inputs
@@ -27,7 +27,7 @@ RUN_KEYS = (
     "batch_size n k device threads plain_ms plain_ms_min plain_ms_max mux_ms mux_ms_min mux_ms_max "
     "pipeline_ms pipeline_ms_min pipeline_ms_max plain_rps pipeline_rps mux_rps speedup bound efficiency "
     "peak_rss_mb_plain peak_rss_mb_pipeline peak_rss_mb_mux padding_waste_plain padding_waste_mux "
-    "plain_sorted_ms plain_sorted_rps speedup_vs_sorted"
+    "plain_sorted_ms plain_sorted_rps speedup_vs_sorted speedup_vs_padded speedup_vs_best_plain"
 ).split()
 META_KEYS = (
     "model model_type mux n k num_layers device threads max_length repeats torch_version machine date runs"
@@ -62,8 +62,9 @@ def _model(tiny_dir, n: int = 2, k: int = 1) -> MuxModel:
 def _bench(tiny_dir, batch_sizes=(2, 4)) -> dict:
     texts, pairs, _ = bench_texts()
     report = run_bench(
-        _model(tiny_dir), texts, pairs=pairs, batch_sizes=batch_sizes, repeats=2, warmup=1, max_length=32
-    )
+        _model(tiny_dir), texts, pairs=pairs, batch_sizes=batch_sizes, repeats=2, warmup=1, max_length=32,
+        baselines="none",
+    )  # fmt: skip
     return json.loads(json.dumps(report.to_dict()))  # JSON-ready
 
 
@@ -87,9 +88,11 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
             assert r[f"{v}_ms_min"] <= r[f"{v}_ms"] <= r[f"{v}_ms_max"]
             assert r[f"{v}_rps"] == pytest.approx(r["batch_size"] / (r[f"{v}_ms"] / 1e3))
             assert peak_mb(r, v) > 0
-        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["mux_ms"])
+        assert r["speedup"] == pytest.approx(r["plain_ms"] / r["mux_ms"]) == r["speedup_vs_padded"]
         assert r["bound"] == pytest.approx(bound)
-        assert r["efficiency"] == pytest.approx(r["speedup"] / r["bound"])
+        assert r["efficiency"] == pytest.approx(r["plain_sorted_ms"] / r["mux_ms"] / r["bound"])
+        assert r["best_plain"] in ("plain", "plain_sorted") and r["efficiency_baseline"] == "plain_sorted"
+        assert r["speedup_vs_best_plain"] == pytest.approx(r[f"{r['best_plain']}_ms"] / r["mux_ms"])
         assert 0.0 <= r["padding_waste_plain"] < 1.0 and 0.0 <= r["padding_waste_mux"] < 1.0
         assert r["padding_waste_mux"] == r["padding_waste_mux_length_aware"]
         assert isinstance(r["adapter_ms"], float) and r["adapter_ms"] > 0
@@ -99,7 +102,9 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
 
 def test_n1_has_no_adapter_timing(tiny_dir):
     texts, _, _ = bench_texts()
-    report = run_bench(_model(tiny_dir, n=1), texts, batch_sizes=(2,), repeats=1, warmup=0, pipeline=False)
+    report = run_bench(
+        _model(tiny_dir, n=1), texts, batch_sizes=(2,), repeats=1, warmup=0, pipeline=False, baselines="none"
+    )
     (run,) = report.runs
     assert run.adapters is None and run.adapter_ms is None and run.adapter_share is None
     assert run.rps("pipeline") is None and set(run.timings) == {"plain", "plain_sorted", "mux"}
@@ -151,7 +156,9 @@ def test_compile_wraps_every_layer_and_needs_warmup(tiny_dir, monkeypatch):
     texts, _, _ = bench_texts()
     with pytest.raises(RevmuxError, match="warm-up"):
         run_bench(model, texts, batch_sizes=(2,), warmup=0, compile=True)
-    report = run_bench(model, texts, batch_sizes=(2,), repeats=1, warmup=1, pipeline=False, compile=True)
+    report = run_bench(
+        model, texts, batch_sizes=(2,), repeats=1, warmup=1, pipeline=False, compile=True, baselines="none"
+    )
     assert [m for m, _ in compiled] == list(model.view.layer_modules())
     assert all(kw == {"dynamic": True} for _, kw in compiled)
     assert report.meta["compiled"] is True and report.meta["compile_seconds"] >= 0
@@ -169,9 +176,11 @@ RUN_JSON_KEYS = (
     "batch_size n k device threads seq_len mean_length texts_repeated "
     "plain_ms plain_ms_min plain_ms_max plain_rps peak_rss_mb_plain "
     "plain_sorted_ms plain_sorted_ms_min plain_sorted_ms_max plain_sorted_rps peak_rss_mb_plain_sorted "
-    "pipeline_ms pipeline_ms_min pipeline_ms_max pipeline_rps peak_rss_mb_pipeline "
+    + "".join(f"{v}_ms {v}_ms_min {v}_ms_max {v}_rps peak_rss_mb_{v} " for v in BASELINES)
+    + "pipeline_ms pipeline_ms_min pipeline_ms_max pipeline_rps peak_rss_mb_pipeline "
     "mux_ms mux_ms_min mux_ms_max mux_rps peak_rss_mb_mux "
-    "speedup bound efficiency speedup_vs_sorted adapter_ms adapter_share "
+    "speedup bound efficiency speedup_vs_sorted speedup_vs_padded best_plain speedup_vs_best_plain "
+    "efficiency_baseline adapter_ms adapter_share "
     "padding_waste_plain padding_waste_mux slot_waste_mux "
     "padding_waste_mux_length_aware slot_waste_mux_length_aware "
     "padding_waste_mux_input_order slot_waste_mux_input_order"
@@ -199,8 +208,14 @@ def test_bench_run_to_dict_writes_the_flat_json_keys_in_order():
     assert list(d) == RUN_JSON_KEYS
     assert (d["plain_ms"], d["plain_ms_min"], d["plain_ms_max"], d["peak_rss_mb_plain"]) == (20, 19, 22, 100)
     assert d["plain_rps"] == 8 / 0.020 and d["mux_rps"] == 8 / 0.0125 and d["pipeline_rps"] == 8 / 0.040
-    assert (d["speedup"], d["bound"], d["efficiency"]) == (20 / 12.5, 1.5, 20 / 12.5 / 1.5)
+    assert (d["speedup"], d["bound"], d["efficiency"]) == (20 / 12.5, 1.5, 16 / 12.5 / 1.5)
     assert (d["speedup_vs_sorted"], d["adapter_ms"], d["adapter_share"]) == (16 / 12.5, 1.25, 0.1)
+    assert (d["speedup_vs_padded"], d["best_plain"], d["speedup_vs_best_plain"]) == (
+        20 / 12.5,
+        "plain_sorted",
+        16 / 12.5,
+    )
+    assert d["efficiency_baseline"] == "plain_sorted" and d["plain_int8_sorted_ms"] is None
     assert (d["padding_waste_mux"], d["slot_waste_mux"]) == (0.3, 0.1)  # length-aware grouping
     assert (d["padding_waste_mux_input_order"], d["slot_waste_mux_input_order"]) == (0.4, 0.2)
     order = _run(length_aware=False).to_dict()
@@ -220,8 +235,9 @@ def test_bench_run_to_dict_writes_the_flat_json_keys_in_order():
 def test_report_runs_are_typed_and_match_their_json(tiny_dir):
     texts, pairs, _ = bench_texts()
     report = run_bench(
-        _model(tiny_dir), texts, pairs=pairs, batch_sizes=(2, 4), repeats=1, warmup=0, max_length=32
-    )
+        _model(tiny_dir), texts, pairs=pairs, batch_sizes=(2, 4), repeats=1, warmup=0, max_length=32,
+        baselines="none",
+    )  # fmt: skip
     assert all(isinstance(r, BenchRun) for r in report.runs)
     for run, d in zip(report.runs, report.to_dict()["runs"], strict=True):
         assert list(d) == RUN_JSON_KEYS
@@ -242,7 +258,9 @@ def test_time_interleaved_times_every_fn_per_round_and_reports_each_round():
 def test_bench_progress_prints_plain_lines_when_stderr_is_not_a_terminal(tiny_dir, capsys):
     texts, _, _ = bench_texts()
     model = _model(tiny_dir)
-    run_bench(model, texts, batch_sizes=(2, 4), repeats=2, warmup=1, pipeline=False, progress=True)
+    run_bench(
+        model, texts, batch_sizes=(2, 4), repeats=2, warmup=1, pipeline=False, progress=True, baselines="none"
+    )
     lines = capsys.readouterr().err.splitlines()
     summaries = [line for line in lines if line.startswith("batch ")]
     assert [line.split(":")[0] for line in summaries] == ["batch 2", "batch 4"]
@@ -283,6 +301,7 @@ def test_cli_bench_model_prints_one_json_object(tiny_dir, tmp_path):
     out = tmp_path / "b.json"
     args = ["bench", "--model", str(tiny_dir), "--n", "2", "--k", "1", "--mux", "revmux"]
     args += ["--batch-sizes", "4", "--repeats", "2", "--warmup", "1", "--max-length", "32", "--json"]
+    args += ["--baselines", "none"]
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.strip().splitlines()) == 1
@@ -295,6 +314,7 @@ def test_cli_bench_model_prints_one_json_object(tiny_dir, tmp_path):
 def test_cli_bench_adapter(tiny_dir, tmp_path):
     _model(tiny_dir, n=2, k=2).save_pretrained(tmp_path / "adapter")
     args = ["bench", "--adapter", str(tmp_path / "adapter"), "--batch-sizes", "2,4", "--repeats", "2"]
+    args += ["--baselines", "none"]
     result = runner.invoke(app, [*args, "--warmup", "1", "--max-length", "32", "--no-pipeline", "--json"])
     assert result.exit_code == 0, result.output
     d = json.loads(result.stdout)

@@ -44,6 +44,7 @@ SETTINGS = {
     "tenant_header": ("X-Tenant", "X-Tenant"),
     "length_aware": (False, False),
     "device": ("cuda", "cuda"),
+    "quantize": ("int8", "int8"),
     "threads": ("2", 2),
     "log_level": ("debug", "debug"),
 }

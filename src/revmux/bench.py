@@ -1,23 +1,28 @@
 """Side-by-side timing of plain inference, the transformers pipeline and MuxModel on the same requests.
 
 What it is: `run_bench` times, in one run and interleaved (plain, pipeline, mux, plain, ...), the frozen
-classifier's own batched forward, `transformers.pipeline("text-classification")` (which also tokenizes)
-and `MuxModel` on the same real sentences, and reports medians, requests/s, peak memory, padding waste
-and the measured speedup against the cost-model bound S(k, N) (docs/method.md section 7). What it is not: a
-load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check. It never judges a
-speed: the numbers are for people and scripts to read.
+classifier's own batched forward (padded, and length-sorted), the plain baselines a user would deploy
+instead (torch int8 and bf16, ONNX Runtime fp32 and int8, length-sorted),
+`transformers.pipeline("text-classification")` (which also tokenizes) and `MuxModel` on the same real
+sentences, and reports medians, requests/s, peak memory, padding waste, the fastest plain variant and
+the measured speedup against it and against the cost-model bound S(k, N) (docs/method.md section 7).
+What it is not: a load generator or a serving benchmark (no queueing, no HTTP), nor an accuracy check.
+It never judges a speed: the numbers are for people and scripts to read.
 
 This module runs the variants; the rest of the bench has one module per job: `revmux.bench_inputs`
-(the requests, padding waste), `revmux.bench_timing` (interleaved timing, peak memory, compile) and
-`revmux.bench_result` (the typed `BenchRun` / `BenchReport` and their JSON). Their public names are
-re-exported here, so `from revmux.bench import ...` reaches all of them.
+(the requests, padding waste), `revmux.bench_baselines` (the plain baselines' backbones and sessions),
+`revmux.bench_timing` (interleaved timing, peak memory, compile) and `revmux.bench_result` (the typed
+`BenchRun` / `BenchReport` and their JSON). Their public names are re-exported here, so
+`from revmux.bench import ...` reaches all of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,16 +31,36 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from revmux.backbones.quantize import check_quantize_mode
+from revmux.bench_baselines import (
+    Baselines,
+    parse_baselines,
+    prepare_baselines,
+    sorted_ort,
+    sorted_runs,
+)
 from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
-from revmux.bench_result import VARIANTS, BenchReport, BenchRun, fmt_mb, fmt_share, fmt_sorted, peak_mb
+from revmux.bench_result import (
+    BASELINES,
+    PLAIN_VARIANTS,
+    VARIANTS,
+    BenchReport,
+    BenchRun,
+    fmt_best,
+    fmt_mb,
+    fmt_share,
+    fmt_sorted,
+    peak_mb,
+)
 from revmux.bench_timing import PeakMemory, Timing, compile_layers, time_interleaved
 from revmux.errors import ConfigError, RevmuxError
 from revmux.model import MuxModel
 from revmux.progress import StepProgress
-from revmux.runs import bucketed_runs
 
 __all__ = [
+    "BASELINES",
     "DTYPES",
+    "PLAIN_VARIANTS",
     "VARIANTS",
     "BenchReport",
     "BenchRun",
@@ -45,10 +70,12 @@ __all__ = [
     "adapter_pass",
     "bench_texts",
     "compile_layers",
+    "fmt_best",
     "fmt_mb",
     "fmt_share",
     "fmt_sorted",
     "padding_waste",
+    "parse_baselines",
     "peak_mb",
     "run_bench",
     "sample_requests",
@@ -61,19 +88,13 @@ DTYPES |= {"fp16": torch.float16, "float16": torch.float16}
 
 
 # ---- the variants ------------------------------------------------------------------------------------
-def sorted_plain(model: MuxModel, batch: dict[str, Tensor]) -> Callable[[], object]:
+def sorted_plain(model: MuxModel, batch: dict[str, Tensor], view: Any | None = None) -> Callable[[], object]:
     """A closure running the plain model on the batch sorted by length, in as many runs as the mux path
     uses, each cut after its own last real column: plain inference with the same padding savings, so
-    mux against it isolates what multiplexing itself buys."""
-    view = model.view
-    mask = batch["attention_mask"]
-    B = mask.shape[0]
-    order = torch.argsort(mask.sum(1), descending=True, stable=True)
-    n_runs = model.run_count(B // model.n if model.n > 1 else 0)
-    subs = [
-        {key: value[rows][:, cols] for key, value in batch.items()}
-        for rows, cols in bucketed_runs(mask, order, n_runs)
-    ]
+    mux against it isolates what multiplexing itself buys. `view`: another backbone to run the same
+    runs on (an int8 or bf16 copy); default the model's own."""
+    view = model.view if view is None else view
+    subs = sorted_runs(model, batch)
 
     def run() -> object:
         with torch.inference_mode():
@@ -122,6 +143,9 @@ class _Setup:
     warmup: int
     seed: int
     memory: PeakMemory
+    baselines: Baselines
+    mux_model: MuxModel  # the model, or the same adapters on its int8 / bf16 backbone copy (--quantize)
+    efficiency_baseline: str
 
 
 def run_bench(
@@ -141,6 +165,9 @@ def run_bench(
     progress: bool = False,
     seed: int = 0,
     compile: bool = False,
+    baselines: str | Sequence[str] | None = "all",
+    quantize: str | None = None,
+    backend: str = "torch",
 ) -> BenchReport:
     """Time plain, pipeline (tokenization included) and mux forwards per batch size on the same requests.
 
@@ -150,10 +177,16 @@ def run_bench(
     every backbone layer in torch.compile(dynamic=True), in place: plain, pipeline and mux all run the
     compiled layers, so the ratio stays like for like; compilation happens in the warm-up rounds.
     The "adapters" timing is the mux and demux of one batch alone, to show their share of a mux forward.
+
+    `baselines` ("all", "none" or names of BASELINES) adds the length-sorted plain model in torch int8 and
+    bf16 and on ONNX Runtime fp32 / int8 (those that cannot run are noted in meta["notes"]). `quantize`
+    ("int8", "bf16") runs the mux on that copy of the backbone, `backend` "onnx" its layers on ONNX Runtime
+    (adapters fp32 in torch either way); efficiency is then taken against the sorted plain model of the
+    same backend and precision (meta["efficiency_baseline"]). plain and plain_sorted stay as loaded.
     """
     _check_args(batch_sizes, repeats, warmup, max_length, threads)
-    if compile and warmup < 1:
-        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
+    mode, names = check_quantize_mode(quantize), parse_baselines(baselines)
+    _check_compile(compile, warmup, mode, backend)
     view = model.view
     if view.tokenizer is None:
         raise ConfigError(
@@ -163,9 +196,16 @@ def run_bench(
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, old_threads)
         memory = PeakMemory(dev)
         meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
+        base, mux_model, eff = prepare_baselines(
+            model, texts, pairs, max_length, names, mode, workdir, backend
+        )
+        meta["notes"] += base.notes
+        meta |= {"quantize": mode, "backend": backend, "baselines": base.names, "efficiency_baseline": eff}
         if compile:
             meta["compile_seconds"] = compile_layers(view)
             meta["notes"].append(
@@ -176,7 +216,9 @@ def run_bench(
         if pipeline and not use_pipeline:
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
         pipe = _make_pipeline(view, dev) if use_pipeline else None
-        setup = _Setup(max_length, dev, pipe, length_aware, repeats, warmup, seed, memory)
+        setup = _Setup(
+            max_length, dev, pipe, length_aware, repeats, warmup, seed, memory, base, mux_model, eff
+        )  # fmt: skip
         rounds = len(batch_sizes) * (warmup + repeats)
         runs = []
         with StepProgress(
@@ -189,8 +231,6 @@ def run_bench(
                 if progress:
                     print(run.summary(), file=sys.stderr, flush=True)
         return BenchReport(meta=meta, runs=runs)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _bench_one(
@@ -214,9 +254,14 @@ def _bench_one(
 
     def mux() -> object:
         with torch.inference_mode():
-            return model(batch, length_aware=setup.length_aware)
+            return setup.mux_model(batch, length_aware=setup.length_aware)
 
     fns: dict[str, Callable[[], object]] = {"plain": plain, "plain_sorted": sorted_plain(model, batch)}
+    for name in setup.baselines.names:
+        if name in setup.baselines.views:
+            fns[name] = sorted_plain(model, batch, setup.baselines.views[name])
+        else:
+            fns[name] = sorted_ort(model, batch, setup.baselines.sessions[name])
     if pipe is not None:
         inputs: list[Any] = batch_texts
         if batch_pairs is not None:
@@ -247,6 +292,7 @@ def _bench_one(
         waste_input_order=padding_waste(mask, model.n, length_aware=False),
         length_aware=setup.length_aware,
         memory_key=setup.memory.prefix,
+        efficiency_baseline=setup.efficiency_baseline,
     )
 
 
@@ -263,6 +309,17 @@ def _check_args(
         raise ConfigError(f"max_length must be >= 2, got {max_length}.")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}.")
+
+
+def _check_compile(compile: bool, warmup: int, quantize: str, backend: str) -> None:
+    if compile and (quantize != "none" or backend != "torch"):
+        flag = f"--quantize {quantize}" if quantize != "none" else f"--backend {backend}"
+        raise ConfigError(
+            f"--compile and {flag} cannot be combined: the mux's quantized or exported backbone is not "
+            "compiled. Drop one of them."
+        )
+    if compile and warmup < 1:
+        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
 
 
 def _prepare_device(model: MuxModel, device: str, dtype: str | torch.dtype | None) -> torch.device:

@@ -16,17 +16,22 @@ from typing import Any
 from revmux.bench_inputs import PaddingWaste
 from revmux.bench_timing import Timing
 
-VARIANTS = ("plain", "plain_sorted", "pipeline", "mux")  # in JSON key order; "pipeline" may be absent
+# in JSON key order; the baselines and "pipeline" may be absent (their keys are then null)
+BASELINES = ("plain_int8_sorted", "plain_bf16_sorted", "ort_fp32_sorted", "ort_int8_sorted")
+VARIANTS = ("plain", "plain_sorted", *BASELINES, "pipeline", "mux")
+PLAIN_VARIANTS = ("plain", "plain_sorted", *BASELINES)  # the candidates for best_plain (not pipeline)
 
 
 @dataclass(frozen=True)
 class BenchRun:
     """One batch size of a benchmark: the batch, each variant's timing, padding and the cost-model bound.
 
-    timings: by variant name (plain, plain_sorted, pipeline, mux); pipeline is absent when not timed.
+    timings: by variant name (VARIANTS); pipeline and the baselines are absent when not timed.
     adapters: the mux and demux of one batch alone (None at N = 1). bound: S(k, N) (docs/method.md).
     length_aware: which grouping the mux variant used, i.e. which of the two wastes is the mux's.
     memory_key: JSON key prefix of the peak memory readings (peak_rss_mb on CPU, peak_mem_mb on CUDA).
+    efficiency_baseline: the length-sorted plain variant in the mux's own precision (plain_sorted, or
+    plain_int8_sorted / plain_bf16_sorted when the mux runs on a quantized backbone).
     """
 
     batch_size: int
@@ -45,6 +50,7 @@ class BenchRun:
     waste_input_order: PaddingWaste
     length_aware: bool = True
     memory_key: str = "peak_rss_mb"
+    efficiency_baseline: str = "plain_sorted"
 
     def ms(self, variant: str) -> float | None:
         """Median ms of `variant`, or None when it was not timed."""
@@ -63,13 +69,24 @@ class BenchRun:
 
     @property
     def speedup(self) -> float:
-        """Plain over mux median time."""
+        """Plain (padded, arrival order) over mux median time; also written as speedup_vs_padded."""
         return self.timings["plain"].ms / self.timings["mux"].ms
 
     @property
     def efficiency(self) -> float:
-        """The measured speedup as a fraction of the bound."""
-        return self.speedup / self.bound
+        """Length-sorted plain (in the mux's precision) over mux median time, as a fraction of the bound."""
+        return self.timings[self.efficiency_baseline].ms / self.timings["mux"].ms / self.bound
+
+    @property
+    def best_plain(self) -> str:
+        """The fastest plain variant timed (pipeline excluded: it also tokenizes)."""
+        timed = [name for name in PLAIN_VARIANTS if name in self.timings]
+        return min(timed, key=lambda name: self.timings[name].ms)
+
+    @property
+    def speedup_vs_best_plain(self) -> float:
+        """The fastest plain variant's median time over the mux's."""
+        return self.timings[self.best_plain].ms / self.timings["mux"].ms
 
     @property
     def speedup_vs_sorted(self) -> float:
@@ -111,7 +128,9 @@ class BenchRun:
             out[f"{name}_rps"] = self.rps(name)
             out[f"{self.memory_key}_{name}"] = t.peak_mb if t else None
         out |= {"speedup": self.speedup, "bound": self.bound, "efficiency": self.efficiency}
-        out |= {"speedup_vs_sorted": self.speedup_vs_sorted}
+        out |= {"speedup_vs_sorted": self.speedup_vs_sorted, "speedup_vs_padded": self.speedup}
+        out |= {"best_plain": self.best_plain, "speedup_vs_best_plain": self.speedup_vs_best_plain}
+        out["efficiency_baseline"] = self.efficiency_baseline
         out |= {"adapter_ms": self.adapter_ms, "adapter_share": self.adapter_share}
         out["padding_waste_plain"] = self.padding_waste_plain
         out["padding_waste_mux"] = self.mux_waste.composite
@@ -123,12 +142,14 @@ class BenchRun:
         return out
 
     def summary(self) -> str:
-        """One line for people: medians of plain, pipeline and mux, and the speedup against the bound."""
+        """One line for people: medians of plain, pipeline, the best plain and mux, and the ratios."""
         pipe = self.ms("pipeline")
         return (
             f"batch {self.batch_size}: plain {self.timings['plain'].ms:.1f} ms, pipeline "
-            f"{'n/a' if pipe is None else f'{pipe:.1f} ms'}, mux {self.timings['mux'].ms:.1f} ms, "
-            f"speedup {self.speedup:.2f}x of bound {self.bound:.2f}x"
+            f"{'n/a' if pipe is None else f'{pipe:.1f} ms'}, best plain {self.best_plain} "
+            f"{self.timings[self.best_plain].ms:.1f} ms, mux {self.timings['mux'].ms:.1f} ms, "
+            f"speedup {self.speedup:.2f}x padded, {self.speedup_vs_best_plain:.2f}x best plain, "
+            f"efficiency {self.efficiency:.0%} of bound {self.bound:.2f}x"
         )
 
 
@@ -165,6 +186,12 @@ def fmt_share(run: dict[str, Any]) -> str:
     """A run's adapter share of the mux forward as a percentage cell, or n/a (N = 1, older results)."""
     value = run.get("adapter_share")
     return "n/a" if value is None else f"{value:.1%}"
+
+
+def fmt_best(run: dict[str, Any]) -> str:
+    """A run's best plain variant and the mux's speedup over it as a cell, or n/a (older results)."""
+    name, value = run.get("best_plain"), run.get("speedup_vs_best_plain")
+    return "n/a" if name is None or value is None else f"{value:.2f}x\n{name}"
 
 
 def fmt_sorted(run: dict[str, Any]) -> str:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from revmux.backbones import load_backbone
+from revmux.backbones.quantize import check_quantize_mode, quantized_copy
 from revmux.bench import run_bench
 from revmux.data import load_task
 from revmux.errors import ConfigError
+from revmux.evaluate import evaluate
 from revmux.grid import GridCell, Teacher, run_cell
 from revmux.model import MuxModel
 from revmux.recipes import read_recipe
@@ -44,6 +46,8 @@ class DemoSettings:
     seed: int = 0
     train_rows: int | None = None  # None: the whole bundled sample (4,000 rows); small values for tests
     dev_rows: int | None = None  # None: the whole dev split (872 rows)
+    quantize: str = "none"  # int8 / bf16: the bench's mux runs on that backbone, and its accuracy is added
+    bench_baselines: str = "all"  # the plain baselines the bench times (revmux.bench.parse_baselines)
 
 
 def run_demo(
@@ -82,6 +86,7 @@ def run_demo(
         seed=s.seed, groupings=s.groupings, backbone=s.model, progress=progress, overrides=overrides,
     )  # fmt: skip
     model = MuxModel.from_pretrained(adapter_dir, frozen.view)
+    quantized = _quantized_accuracy(model, dev, s)
     (run,) = run_bench(
         model,
         dev.texts,
@@ -89,6 +94,8 @@ def run_demo(
         max_length=s.max_length,
         repeats=s.bench_repeats,
         pipeline=False,
+        baselines=s.bench_baselines,
+        quantize=s.quantize,
     ).runs
     result = {
         "model": s.model,
@@ -109,6 +116,12 @@ def run_demo(
         "speedup": run.speedup,
         "bound": run.bound,
         "efficiency": run.efficiency,
+        "plain_sorted_rps": run.rps("plain_sorted"),
+        "best_plain": run.best_plain,
+        "best_plain_rps": run.rps(run.best_plain),
+        "speedup_vs_best_plain": run.speedup_vs_best_plain,
+        "quantize": s.quantize,
+        **quantized,
         "bench_batch_size": s.bench_batch_size,
         "teacher_train_seconds": teacher.train_seconds,
         "adapter_train_seconds": row.train_seconds,
@@ -116,6 +129,20 @@ def run_demo(
     }
     (out / "demo_result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _quantized_accuracy(model: MuxModel, dev: Any, s: DemoSettings) -> dict[str, float]:
+    """With --quantize: the teacher and multiplexed accuracy on a quantized copy of the backbone (same
+    adapters, same groupings as the fp32 rows); nothing otherwise."""
+    if check_quantize_mode(s.quantize) == "none":
+        return {}
+    on_quantized = MuxModel(quantized_copy(model.view, s.quantize), model.config, model.mux)
+    report = evaluate(on_quantized, dev, groupings=s.groupings, max_length=s.max_length, seed=s.seed)
+    return {
+        "quantized_teacher_accuracy": report.teacher_accuracy,
+        "quantized_accuracy_mean": report.accuracy_mean,
+        "quantized_accuracy_std": report.accuracy_std,
+    }
 
 
 def _clear_previous_demo(out: Path, adapter_name: str) -> None:

@@ -9,8 +9,41 @@ from typing import Annotated
 import typer
 
 from revmux.cli.common import MuxOption, console, err_console, fail, mux_options, parse_ints
+from revmux.cli.evaluate import quantize_mode
 from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N
 from revmux.errors import RevmuxError
+
+# the longer options of `revmux bench`, kept out of its signature
+BaselinesOption = Annotated[
+    str,
+    typer.Option(
+        "--baselines",
+        help="Plain baselines also timed, length-sorted: 'all', 'none' or a comma list of int8, bf16, "
+        "ort_fp32, ort_int8 (ONNX Runtime ones need the onnx extra; those that cannot run are noted).",
+    ),
+]
+QuantizeOption = Annotated[
+    str,
+    typer.Option(
+        "--quantize",
+        callback=quantize_mode,
+        help="Run the mux on the backbone in none, int8 (torch dynamic, CPU) or bf16; adapters stay fp32.",
+    ),
+]
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="Where the mux's backbone layers run: torch, or onnx (ONNX Runtime, fp32 or with --quantize "
+        "int8; adapters in torch; needs the onnx extra).",
+    ),
+]
+CompileOption = Annotated[
+    bool, typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first.")
+]
+DtypeOption = Annotated[
+    str | None, typer.Option("--dtype", help="Backbone dtype: fp32, bf16 or fp16 (adapters stay fp32).")
+]
 
 
 def bench_cmd(
@@ -34,9 +67,7 @@ def bench_cmd(
         int, typer.Option(min=2, help="Tokens per request (longer are truncated).")
     ] = DEFAULT_MAX_LENGTH,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    dtype: Annotated[
-        str | None, typer.Option(help="Backbone dtype: fp32, bf16 or fp16 (adapters stay fp32).")
-    ] = None,
+    dtype: DtypeOption = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch.set_num_threads for the run.")] = None,
     repeats: Annotated[int, typer.Option(min=1, help="Timed rounds; the median is reported.")] = 7,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed rounds first.")] = 2,
@@ -53,23 +84,24 @@ def bench_cmd(
     length_aware: Annotated[
         bool, typer.Option("--length-aware/--no-length-aware", help="Group requests of similar length.")
     ] = True,
-    compile_: Annotated[
-        bool,
-        typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first."),
-    ] = False,
+    compile_: CompileOption = False,
+    baselines: BaselinesOption = "all",
+    quantize: QuantizeOption = "none",
+    backend: BackendOption = "torch",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
     ] = False,
     out: Annotated[str | None, typer.Option("--out", help="Also write the JSON object to this file.")] = None,
 ) -> None:
-    """Time plain, pipeline (tokenization included) and multiplexed inference side by side."""
+    """Time plain (padded, sorted, int8, bf16, ONNX Runtime), pipeline and multiplexed inference side by side."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sizes = parse_ints(batch_sizes, "--batch-sizes")
     _check_bench_sources(adapter, model, (n, k, mux), mux_option, texts, task, data_dir)
-    from revmux.bench import bench_texts, run_bench
+    from revmux.bench import bench_texts, parse_baselines, run_bench
 
     try:
-        text_list, pairs, source = bench_texts(task, data_dir, texts)  # cheap checks before loading
+        parse_baselines(baselines)  # a cheap check before loading
+        text_list, pairs, source = bench_texts(task, data_dir, texts)
         muxed = _bench_model(adapter, model, mux, n, k, max_length, mux_option)
         report = run_bench(
             muxed,
@@ -86,6 +118,9 @@ def bench_cmd(
             pipeline=pipeline,
             progress=True,
             compile=compile_,
+            baselines=baselines,
+            quantize=quantize,
+            backend=backend,
         )
     except RevmuxError as exc:
         fail(exc)

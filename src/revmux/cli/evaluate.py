@@ -21,6 +21,27 @@ from revmux.cli.common import (
 from revmux.errors import RevmuxError
 
 
+def quantize_mode(value: str) -> str:
+    """The --quantize value checked when the command line is parsed (before anything is loaded)."""
+    from revmux.backbones.quantize import check_quantize_mode
+
+    try:
+        return check_quantize_mode(value)
+    except RevmuxError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--quantize'") from None
+
+
+# --quantize on eval, predict and demo: the frozen backbone in torch dynamic int8 or bf16, adapters fp32
+Quantize = Annotated[
+    str,
+    typer.Option(
+        "--quantize",
+        callback=quantize_mode,
+        help="Run the frozen backbone in none, int8 (torch dynamic int8, CPU) or bf16; adapters stay fp32.",
+    ),
+]
+
+
 def verify(
     model: Annotated[
         str, typer.Option("--model", help="Model directory (or hub id when the hub is reachable).")
@@ -101,13 +122,15 @@ def eval_cmd(
         str | None,
         typer.Option(help="Also: accuracy and re-run share with the fallback at margins M[,M...]."),
     ] = None,
+    quantize: Quantize = "none",
 ) -> None:
     """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity.
 
     Without --adapter, --model alone is evaluated at N = 1 (the teacher: a classifier, or an LM read
-    through --verbalizer ids or a --prompt-style prompt).
+    through --verbalizer ids or a --prompt-style prompt). --quantize: teacher and mux rows on that backbone.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from revmux.backbones.quantize import quantize_backbone
     from revmux.cli.tables import eval_table
     from revmux.evaluate import evaluate
 
@@ -122,6 +145,7 @@ def eval_cmd(
             mux, data = _teacher_and_data(model, task, split, data_dir, eval_file, columns, prompt)
             mux.config.task, mux.config.max_length = task, max_length or mux.config.max_length
             groupings = 1  # N = 1: every grouping gives the same predictions
+        quantize_backbone(mux.view, quantize)  # after the adapter's backbone hash was checked
         kw = {"groupings": groupings, "batch_size": batch_size, "seed": seed, "max_length": max_length}
         report = evaluate(mux, data, progress=not as_json, task=task or eval_file, **kw)
         extra = _partner_checks(mux, data, adversarial_partners, adversarial_rows, fallback_margin, kw)
@@ -136,8 +160,12 @@ def eval_cmd(
 
 
 def _partner_checks(mux, data, candidates: int | None, rows: int, margins: str | None, kw: dict) -> dict:
-    """The optional adversarial-partner and fallback measurements of `revmux eval`, as JSON-ready dicts."""
-    out: dict = {}
+    """The optional adversarial-partner and fallback measurements of `revmux eval`, as JSON-ready dicts, and
+    the backbone's quantization when it has one."""
+    from revmux.backbones.quantize import quantized_mode
+
+    mode = quantized_mode(mux.view)
+    out: dict = {} if mode == "none" else {"quantize": mode}
     if candidates is not None:
         from revmux.adversarial import adversarial_partners
 
@@ -155,6 +183,8 @@ def _partner_checks(mux, data, candidates: int | None, rows: int, margins: str |
 
 def _partner_lines(report: dict) -> list[str]:
     lines = []
+    if quantize := report.get("quantize"):
+        lines.append(f"backbone in {quantize} (the teacher and multiplexed rows alike); adapters in fp32")
     if a := report.get("adversarial"):
         lines.append(
             f"adversarial partners ({a['candidates']} per row, every slot, {a['rows']} rows): some partner flips "
@@ -217,9 +247,11 @@ def predict_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON array (pipeline-shaped) instead of a table.")
     ] = False,
+    quantize: Quantize = "none",
 ) -> None:
     """Classify TEXTS (or --file) with an adapter; --json prints [[{"label": ..., "score": ...}], ...]."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from revmux.backbones.quantize import quantize_backbone
     from revmux.cli.tables import predict_table
     from revmux.errors import InputError
     from revmux.model import MuxModel
@@ -232,6 +264,7 @@ def predict_cmd(
             raise InputError(f"--top-k must be >= 0 (0 for all labels), got {top_k}.")
         text_list, pairs = read_texts(file) if file is not None else (list(texts or []), None)
         mux = MuxModel.from_pretrained(adapter, backbone=model)
+        quantize_backbone(mux.view, quantize)
         results = predict(mux, text_list, pairs, top_k=top_k or None)
     except RevmuxError as exc:
         fail(exc)

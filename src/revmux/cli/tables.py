@@ -65,12 +65,14 @@ def predict_table(title: str, texts: list[str], results: list[list[dict[str, Any
 
 def bench_table(result: dict) -> Table:
     """The human table of a bench result: one row per batch size."""
-    from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
+    from revmux.bench import fmt_best, fmt_mb, fmt_share, fmt_sorted, peak_mb
 
     table = Table(
         title=f"revmux bench: {result['model']} ({result['model_type']}, L={result['num_layers']}) "
         f"{result['mux']} N={result['n']} k={result['k']} on {result['device']}, {result['threads']} threads",
-        caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization",
+        caption=f"median of {result['repeats']} interleaved repeats; pipeline includes tokenization; "
+        f"mux backbone {result.get('quantize', 'none')}; efficiency against "
+        f"{result.get('efficiency_baseline', 'plain (padded)')}",
     )
     rates = ("plain\nreq/s", "pipeline\nreq/s", "mux\nreq/s")
     for col in (
@@ -80,6 +82,7 @@ def bench_table(result: dict) -> Table:
         "bound",
         "effic-\niency",
         "vs sorted\nplain",
+        "vs best\nplain",
         "adapt.\n% mux",
         "peak MB\nplain/mux",
     ):
@@ -95,6 +98,7 @@ def bench_table(result: dict) -> Table:
             f"{r['bound']:.2f}x",
             f"{r['efficiency']:.0%}",
             fmt_sorted(r),
+            fmt_best(r),
             fmt_share(r),
             f"{fmt_mb(peak_mb(r, 'plain'))}/{fmt_mb(peak_mb(r, 'mux'))}",
         )
@@ -119,7 +123,18 @@ def demo_table(result: dict, n: int, k: int) -> Table:
     table.add_row("partner sensitivity", pct(result["partner_sensitivity"] or 0.0))
     table.add_row(f"plain req/s (batch {result['bench_batch_size']})", f"{result['plain_rps']:.1f}")
     table.add_row("multiplexed req/s", f"{result['mux_rps']:.1f}")
-    table.add_row("speedup (measured, same run)", f"{result['speedup']:.2f}x")
+    table.add_row("speedup vs padded plain (same run)", f"{result['speedup']:.2f}x")
+    if result.get("best_plain"):  # results written before the honest baselines lack it
+        table.add_row(
+            f"speedup vs best plain ({result['best_plain']})", f"{result['speedup_vs_best_plain']:.2f}x"
+        )
+    if "quantized_accuracy_mean" in result:
+        table.add_row(
+            f"teacher accuracy, {result['quantize']} backbone", pct(result["quantized_teacher_accuracy"])
+        )
+        table.add_row(
+            f"multiplexed accuracy, {result['quantize']} backbone", pct(result["quantized_accuracy_mean"])
+        )
     table.add_row("cost-model bound S(k,N)", f"{result['bound']:.2f}x")
     table.add_row("total time", f"{result['total_seconds'] / 60:.1f} min")
     return table

@@ -23,6 +23,7 @@ from revmux.errors import ConfigError
 from revmux.serve.batcher import ISOLATIONS
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+QUANTIZE_MODES = ("none", "int8", "bf16")  # revmux.backbones.quantize's, without importing torch here
 
 
 def _help(text: str, default: str | None = None, envvar: str | None = None) -> dict[str, str]:
@@ -96,6 +97,10 @@ class ServeConfig:
     )
     length_aware: bool = field(default=True, metadata=_help("Group requests of similar token counts"))
     device: str = field(default="cpu", metadata=_help("cpu or cuda"))
+    quantize: str = field(
+        default="none",
+        metadata=_help("Frozen backbone in none, int8 (torch dynamic, CPU) or bf16; adapters fp32"),
+    )
     threads: int | None = field(
         default=None, metadata=_help("torch.set_num_threads", "unset: torch's choice")
     )
@@ -150,6 +155,11 @@ class ServeConfig:
             raise ConfigError(
                 "--isolation tenant needs to know who sent each request: pass --api-keys-file FILE (one "
                 "'TENANT KEY' per line) or --tenant-header NAME (a header clients set)."
+            )
+        if self.quantize not in QUANTIZE_MODES:
+            raise ConfigError(
+                f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}. Use int8 (torch "
+                "dynamic int8 on the backbone's Linear layers, CPU) or bf16 (the backbone in bfloat16)."
             )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {self.log_level!r}.")

@@ -32,10 +32,12 @@ def build_engine(
     model: str | Path | None = None,
 ) -> Engine:
     """Load the adapters (one, or a pack) on their teacher and wrap them in an Engine (not started)."""
+    from revmux.backbones.quantize import quantize_backbone
     from revmux.serve.pack import load_pack
     from revmux.serve.runner import ModelRunner
 
     loaded = load_pack(pack=pack, adapter=adapter, model=model, device=config.device)
+    quantize_backbone(loaded.view, config.quantize)  # every width shares this view; adapters stay fp32
     runner = ModelRunner(
         loaded,
         max_length=config.max_length,

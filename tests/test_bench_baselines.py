@@ -1,0 +1,110 @@
+"""The plain baselines of `revmux bench` (torch int8 / bf16 and ONNX Runtime, length-sorted) and
+`--quantize`: JSON shape and formulas at tiny size. Never a speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import revmux.bench_baselines as bench_baselines
+from revmux.backbones.quantize import quantized_mode
+from revmux.bench import BASELINES, PLAIN_VARIANTS, parse_baselines, run_bench
+from revmux.bench_inputs import bench_texts
+from revmux.cli import app
+from revmux.errors import ConfigError
+from revmux.onnx_backend import ort_unavailable
+from tests.test_bench import _model, tiny_dir  # noqa: F401  (tiny_dir is a fixture)
+
+runner = CliRunner()
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+
+
+def _run(model, **kw) -> dict:
+    texts, pairs, _ = bench_texts()
+    kw = {"batch_sizes": (4,), "repeats": 1, "warmup": 0, "max_length": 32, "pipeline": False} | kw
+    return json.loads(json.dumps(run_bench(model, texts, pairs=pairs, **kw).to_dict()))
+
+
+def test_every_baseline_is_timed_with_its_keys_and_the_best_plain(tiny_dir):  # noqa: F811
+    d = _run(_model(tiny_dir))
+    timed = list(BASELINES) if HAS_ORT else ["plain_int8_sorted", "plain_bf16_sorted"]
+    assert d["baselines"] == timed and d["quantize"] == "none" and d["efficiency_baseline"] == "plain_sorted"
+    (r,) = d["runs"]
+    for v in timed:
+        assert isinstance(r[f"{v}_ms"], float) and r[f"{v}_ms"] > 0, v
+        assert r[f"{v}_ms_min"] <= r[f"{v}_ms"] <= r[f"{v}_ms_max"]
+        assert r[f"{v}_rps"] == pytest.approx(r["batch_size"] / (r[f"{v}_ms"] / 1e3))
+        assert r[f"peak_rss_mb_{v}"] > 0
+    fastest = min((v for v in PLAIN_VARIANTS if r[f"{v}_ms"] is not None), key=lambda v: r[f"{v}_ms"])
+    assert r["best_plain"] == fastest
+    assert r["speedup_vs_best_plain"] == pytest.approx(r[f"{fastest}_ms"] / r["mux_ms"])
+    assert r["speedup_vs_best_plain"] <= r["speedup_vs_sorted"] and r["speedup_vs_best_plain"] <= r["speedup"]
+    assert r["speedup_vs_padded"] == r["speedup"] == pytest.approx(r["plain_ms"] / r["mux_ms"])
+    assert r["efficiency"] == pytest.approx(r["plain_sorted_ms"] / r["mux_ms"] / r["bound"])
+    if not HAS_ORT:
+        assert any("ort_fp32_sorted and ort_int8_sorted skipped" in note for note in d["notes"])
+        assert r["ort_int8_sorted_ms"] is None and r["ort_fp32_sorted_rps"] is None
+
+
+def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against_it(tiny_dir, monkeypatch):  # noqa: F811
+    model = _model(tiny_dir)
+    used = []
+    on_view = bench_baselines.on_view
+    monkeypatch.setattr(bench_baselines, "on_view", lambda m, v: used.append(on_view(m, v)) or used[-1])
+    d = _run(model, baselines="none", quantize="int8")
+    assert d["baselines"] == ["plain_int8_sorted"]  # the mux's own precision is always timed
+    assert (d["quantize"], d["efficiency_baseline"]) == ("int8", "plain_int8_sorted")
+    r = d["runs"][0]
+    assert r["efficiency"] == pytest.approx(r["plain_int8_sorted_ms"] / r["mux_ms"] / r["bound"])
+    assert r["plain_bf16_sorted_ms"] is None and r["ort_fp32_sorted_ms"] is None
+    (mux,) = used
+    assert quantized_mode(mux.view) == "int8" and mux.mux is model.mux and mux.config is model.config
+    assert quantized_mode(model.view) == "none"  # plain and plain_sorted stay on the fp32 backbone
+    assert all(p.dtype == torch.float32 for p in model.mux.parameters())
+
+
+def test_skipped_baselines_leave_a_note_never_an_error(tiny_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("revmux.onnx_backend.ort_unavailable", lambda view: "onnxruntime is not installed")
+    d = _run(_model(tiny_dir), baselines="ort_fp32,int8")
+    assert d["baselines"] == ["plain_int8_sorted"]
+    assert "ort_fp32_sorted skipped: onnxruntime is not installed" in d["notes"]
+    assert d["runs"][0]["ort_fp32_sorted_ms"] is None and d["runs"][0]["best_plain"] in PLAIN_VARIANTS
+    decoder = SimpleNamespace(
+        verbalizer_ids=[5, 6], causal=True, reads_all_positions=False, model_type="llama"
+    )
+    decoder.device = torch.device("cpu")
+    assert ort_unavailable(decoder) is not None and (
+        not HAS_ORT or "encoder classifiers" in ort_unavailable(decoder)
+    )
+
+
+def test_parse_baselines_and_bad_values_name_the_choices(tiny_dir):  # noqa: F811
+    assert parse_baselines("all") == parse_baselines(None) == list(BASELINES)
+    assert parse_baselines("none") == [] == parse_baselines("")
+    assert parse_baselines("ort_int8, int8") == ["plain_int8_sorted", "ort_int8_sorted"]
+    assert parse_baselines(["plain_bf16_sorted"]) == ["plain_bf16_sorted"]
+    with pytest.raises(ConfigError, match="--baselines takes 'all', 'none' or a comma list"):
+        parse_baselines("int4")
+    with pytest.raises(ConfigError, match="--quantize must be one of none, int8, bf16"):
+        _run(_model(tiny_dir), quantize="int4")
+
+
+def test_cli_bench_quantize_int8_prints_the_honest_fields(tiny_dir):  # noqa: F811
+    args = ["bench", "--model", str(tiny_dir), "--n", "4", "--k", "1", "--quantize", "int8"]
+    args += ["--baselines", "int8", "--batch-sizes", "8", "--repeats", "1", "--warmup", "0"]
+    result = runner.invoke(app, [*args, "--max-length", "32", "--no-pipeline", "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.stdout)
+    assert (d["n"], d["k"], d["quantize"], d["baselines"]) == (4, 1, "int8", ["plain_int8_sorted"])
+    for key in ("plain_int8_sorted_ms", "plain_int8_sorted_rps", "efficiency", "best_plain"):
+        assert d[key] is not None, key
+    assert d["speedup_vs_best_plain"] > 0 and d["speedup_vs_padded"] == d["speedup"]
+    tvm = runner.invoke(app, ["bench", "--model", str(tiny_dir), "--backend", "tvm", "--baselines", "none"])
+    assert tvm.exit_code == 2 and "--backend must be one of torch, onnx" in " ".join(tvm.output.split())
+    bad = runner.invoke(app, ["bench", "--model", str(tiny_dir), "--quantize", "int4"])
+    assert bad.exit_code == 2 and "--quantize must be one of none, int8, bf16" in " ".join(bad.output.split())
