@@ -7,6 +7,7 @@ submodule: `state_dict()` holds the adapters only, and `.train()` never wakes th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ class MuxModel(nn.Module):
         # cut after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
         self.max_runs = MAX_RUNS
         self.min_groups_per_run = MIN_GROUPS_PER_RUN
+        # "auto": without gradients on a bf16 backbone the adapters compute in bf16 (`inference_mux`);
+        # "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
+        self.adapter_precision = "auto"
+        self.__dict__["_twin"] = None  # (key, the adapters cast to the backbone's dtype), not a submodule
 
     @classmethod
     def from_backbone(
@@ -127,6 +132,24 @@ class MuxModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ---- inference ----------------------------------------------------------------------------
+    def inference_mux(self) -> Multiplexer:
+        """The multiplexer the forward computes with: `mux` itself, or, with `adapter_precision` "auto", no
+        gradient recorded and a bf16 backbone, a copy of it cast to bf16 once (re-cast only when a weight
+        changes), so that no state is cast around the adapters. `mux` itself is never cast."""
+        if self.adapter_precision not in ("auto", "fp32"):
+            raise ConfigError(f"adapter_precision must be 'auto' or 'fp32', got {self.adapter_precision!r}.")
+        dtype = self.view.dtype
+        if self.adapter_precision == "fp32" or dtype != torch.bfloat16 or torch.is_grad_enabled():
+            return self.mux
+        tensors = self.mux.state_dict(keep_vars=True).values()
+        key = (dtype, tuple((t.data_ptr(), t._version, t.device) for t in tensors))
+        twin = self.__dict__["_twin"]
+        if twin is None or twin[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                twin = (key, copy.deepcopy(self.mux).to(dtype).requires_grad_(False).eval())
+            self.__dict__["_twin"] = twin
+        return twin[1]
+
     def prefill(self, inputs: Mapping[str, Tensor]) -> LayerState:
         """Embeddings and layers [0, k) on every request separately, exactly as the unsplit model."""
         state = self.view.embed(inputs)
@@ -255,7 +278,8 @@ class MuxModel(nn.Module):
         read positions -> head: (what each head read (G * N, [T,] d), logits (G * N, C)), in group order."""
         G, N, T = masks.shape
         comp_mask = masks.amax(dim=1)  # OR of the group's masks
-        comp = self.mux.mux(h)
+        mux = self.inference_mux()
+        comp = mux.mux(h)
         ridx = (
             None
             if self.view.reads_all_positions
@@ -269,7 +293,7 @@ class MuxModel(nn.Module):
             rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
         else:
             rows = out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
-        per_request = self.mux.demux(rows).flatten(0, 1)  # (G * N, [T,] d)
+        per_request = mux.demux(rows).flatten(0, 1)  # (G * N, [T,] d)
         return per_request, self.view.head(per_request, masks.reshape(G * N, T))
 
     def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
@@ -300,7 +324,7 @@ class MuxModel(nn.Module):
 
         Raises CheckpointError when the files are missing, truncated or corrupted, or when the
         backbone differs from the one the adapters were trained on. `dtype` (e.g. torch.bfloat16) casts
-        the backbone after its hash is checked; the adapters stay fp32.
+        the backbone after its hash is checked; the adapters' weights stay fp32 (`inference_mux`).
         """
         config = MuxConfig.load(directory)
         view = resolve_backbone(
