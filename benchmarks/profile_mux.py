@@ -117,8 +117,17 @@ def profile_one(
         with torch.inference_mode():
             return model(batch, length_aware=True)
 
+    def mux_fp32_adapters() -> object:
+        model.adapter_precision = "fp32"
+        try:
+            return mux()
+        finally:
+            model.adapter_precision = "auto"
+
     profiled, records = instrumented(model, batch)
     fns = {"plain_sorted": sorted_plain(model, batch), "mux": mux, "mux_profiled": profiled}
+    if model.view.dtype == torch.bfloat16 and hasattr(model, "inference_mux"):
+        fns["mux_fp32_adapters"] = mux_fp32_adapters  # what bf16 adapters save, in the same rounds
     timed = time_interleaved(fns, repeats=repeats, warmup=warmup, memory=PeakMemory(torch.device("cpu")))
     kept = records[warmup:]
     parts = {name: statistics.median(r[name] for r in kept) for name in (*STAGES, "other", "total")}
@@ -140,7 +149,7 @@ def profile_one(
         "efficiency_min": timed["plain_sorted"].ms_min / timed["mux"].ms_min / bound,
         "breakdown_ms": parts,
         "shares": {name: parts[name] / total for name in (*STAGES, "other")},
-    }
+    } | ({"mux_fp32_adapters_ms": timed["mux_fp32_adapters"].ms} if "mux_fp32_adapters" in timed else {})
 
 
 def torch_profile(model: MuxModel, texts: list[str], bs: int, max_length: int, rows: int = 20) -> str:
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", default="32,128")
     ap.add_argument("--dtypes", default="fp32,bf16", help="backbone dtypes (the adapters' follow the model)")
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--torch-profile", action="store_true", help="also print torch.profiler's op table")
@@ -196,7 +205,12 @@ def main(argv: list[str] | None = None) -> None:
                         f"{dtype_name} N={n} k={k} bs={bs} T={row['seq_len']}: plain_sorted "
                         f"{row['plain_sorted_ms']:.1f} ms, mux {row['mux_ms']:.1f} ms, speedup "
                         f"{row['speedup_vs_sorted']:.2f}x of {row['bound']:.2f}, efficiency "
-                        f"{row['efficiency']:.2f} (fastest rounds {row['efficiency_min']:.2f}) | {shares}",
+                        f"{row['efficiency']:.2f} (fastest rounds {row['efficiency_min']:.2f}) | {shares}"
+                        + (
+                            f" | fp32 adapters {row['mux_fp32_adapters_ms']:.1f} ms"
+                            if "mux_fp32_adapters_ms" in row
+                            else ""
+                        ),
                         flush=True,
                     )
                     if args.torch_profile:
