@@ -71,20 +71,21 @@ class StageTimers:
 def instrumented(model: MuxModel, batch: dict[str, torch.Tensor]) -> tuple[Callable[[], object], list]:
     """A closure running `model(batch)` with stage timers on, and the list each call appends its totals to."""
     timers = StageTimers()
-    view, mux = model.view, model.mux
-    k = model.k
-    wrapped = {
-        (view, "embed"): timers.wrap("embed", view.embed),
-        (view, "run_layers"): timers.wrap(
-            lambda state, start, stop: "prefill" if start < k else "tail", view.run_layers
-        ),
-        (view, "head"): timers.wrap("head", view.head),
-        (mux, "mux"): timers.wrap("mux", mux.mux),
-        (mux, "demux"): timers.wrap("demux", mux.demux),
+    view, k = model.view, model.k
+    stages = {
+        (view, "embed"): "embed",
+        (view, "run_layers"): lambda state, start, stop: "prefill" if start < k else "tail",
+        (view, "head"): "head",
     }
     records: list[dict[str, float]] = []
 
     def run() -> object:
+        with torch.inference_mode():  # the adapters the forward computes with (a bf16 copy made now, if any)
+            mux = model.inference_mux() if hasattr(model, "inference_mux") else model.mux
+        wrapped = {
+            (obj, attr): timers.wrap(name, getattr(obj, attr))
+            for (obj, attr), name in (stages | {(mux, "mux"): "mux", (mux, "demux"): "demux"}).items()
+        }
         for (obj, attr), fn in wrapped.items():
             obj.__dict__[attr] = fn
         timers.reset()
@@ -118,11 +119,11 @@ def profile_one(
             return model(batch, length_aware=True)
 
     def mux_fp32_adapters() -> object:
-        model.adapter_precision = "fp32"
+        precision, model.adapter_precision = model.adapter_precision, "fp32"
         try:
             return mux()
         finally:
-            model.adapter_precision = "auto"
+            model.adapter_precision = precision
 
     profiled, records = instrumented(model, batch)
     fns = {"plain_sorted": sorted_plain(model, batch), "mux": mux, "mux_profiled": profiled}
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-sizes", default="32,128")
     ap.add_argument("--dtypes", default="fp32,bf16", help="backbone dtypes (the adapters' follow the model)")
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument(
+        "--adapter-precision", default="auto", help="MuxModel.adapter_precision: auto, backbone or fp32"
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
@@ -194,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         for n in _ints(args.n):
             for k in _ints(args.k):
                 model = MuxModel.from_backbone(view, n=n, k=k)
+                model.adapter_precision = args.adapter_precision
                 for bs in _ints(args.batch_sizes):
                     row = profile_one(
                         model, texts, bs, max_length=args.max_length, repeats=args.repeats, warmup=args.warmup

@@ -1,4 +1,5 @@
-"""Adapters in the backbone's precision: on a bf16 backbone, inference runs a bf16 copy of the adapters.
+"""Adapters in the backbone's precision: on a bf16 backbone, inference can run a bf16 copy of the adapters
+(`adapter_precision` "backbone", and "auto" where bf16 matmuls are native).
 
 Tolerance: on a bf16 backbone, the logits with bf16 adapters stay within 2% of the logits' largest
 magnitude (plus 1e-3) of the logits with fp32 adapters; the bf16 backbone alone moves them about as far
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import revmux.model
 from revmux.errors import ConfigError
 from revmux.model import MuxModel
 from tests.tiny import tiny_batch, tiny_bert
@@ -35,6 +37,7 @@ def test_bf16_adapters_agree_with_fp32_adapters_on_a_bf16_backbone(n):
         reference = model(batch, length_aware=True)  # fp32 everything
         assert model.inference_mux() is model.mux
         model.view.model.to(torch.bfloat16)
+        model.adapter_precision = "backbone"
         fast = model(batch, length_aware=True)
         model.adapter_precision = "fp32"
         slow = model(batch, length_aware=True)
@@ -50,6 +53,7 @@ def test_bf16_adapters_agree_with_fp32_adapters_on_a_bf16_backbone(n):
 def test_the_bf16_copy_is_made_once_and_follows_weight_changes():
     model = _trained_like(2)
     model.view.model.to(torch.bfloat16)
+    model.adapter_precision = "backbone"
     batch = tiny_batch([5, 9, 7, 3], seed=2)
     with torch.inference_mode():
         twin = model.inference_mux()
@@ -64,8 +68,17 @@ def test_the_bf16_copy_is_made_once_and_follows_weight_changes():
     assert model.inference_mux() is model.mux  # gradients recorded: the fp32 adapters themselves
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_uses_bf16_adapters_only_where_bf16_is_native(native, monkeypatch):
+    model = _trained_like(2)
+    model.view.model.to(torch.bfloat16)
+    monkeypatch.setattr(revmux.model, "native_bf16", lambda device_type: native)
+    with torch.inference_mode():
+        assert (model.inference_mux() is model.mux) is not native
+
+
 def test_adapter_precision_is_checked():
     model = _trained_like(2)
     model.adapter_precision = "fp8"
-    with pytest.raises(ConfigError, match="adapter_precision must be 'auto' or 'fp32'"):
+    with pytest.raises(ConfigError, match="adapter_precision must be one of auto, backbone, fp32"):
         model.inference_mux()

@@ -8,6 +8,7 @@ submodule: `state_dict()` holds the adapters only, and `.train()` never wakes th
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,20 @@ from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec
 from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, real_ends, run_count, split_runs
+
+ADAPTER_PRECISIONS = ("auto", "backbone", "fp32")  # what MuxModel.adapter_precision takes
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 matmuls run natively on this kind of device: CUDA, or a CPU that oneDNN runs bf16 on
+    (AVX512/AMX). Elsewhere (e.g. AVX2) they are emulated and slower than fp32."""
+    if device_type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -68,8 +83,9 @@ class MuxModel(nn.Module):
         # cut after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
         self.max_runs = MAX_RUNS
         self.min_groups_per_run = MIN_GROUPS_PER_RUN
-        # "auto": without gradients on a bf16 backbone the adapters compute in bf16 (`inference_mux`);
-        # "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
+        # without gradients on a bf16 backbone the adapters compute in bf16 with "backbone", and with "auto"
+        # where bf16 matmuls are native (CUDA, or a CPU oneDNN runs bf16 on: emulated ones are slower than
+        # fp32); "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
         self.adapter_precision = "auto"
         self.__dict__["_twin"] = None  # (key, the adapters cast to the backbone's dtype), not a submodule
 
@@ -133,13 +149,18 @@ class MuxModel(nn.Module):
 
     # ---- inference ----------------------------------------------------------------------------
     def inference_mux(self) -> Multiplexer:
-        """The multiplexer the forward computes with: `mux` itself, or, with `adapter_precision` "auto", no
-        gradient recorded and a bf16 backbone, a copy of it cast to bf16 once (re-cast only when a weight
-        changes), so that no state is cast around the adapters. `mux` itself is never cast."""
-        if self.adapter_precision not in ("auto", "fp32"):
-            raise ConfigError(f"adapter_precision must be 'auto' or 'fp32', got {self.adapter_precision!r}.")
+        """The multiplexer the forward computes with: `mux` itself, or, with no gradient recorded, a bf16
+        backbone and `adapter_precision` "backbone" (or "auto" where bf16 is native), a copy of it cast to
+        bf16 once (re-cast only when a weight changes): no state is cast around the adapters. `mux` itself
+        is never cast."""
+        if self.adapter_precision not in ADAPTER_PRECISIONS:
+            raise ConfigError(
+                f"adapter_precision must be one of {', '.join(ADAPTER_PRECISIONS)}, got {self.adapter_precision!r}."
+            )
         dtype = self.view.dtype
         if self.adapter_precision == "fp32" or dtype != torch.bfloat16 or torch.is_grad_enabled():
+            return self.mux
+        if self.adapter_precision == "auto" and not native_bf16(self.view.device.type):
             return self.mux
         tensors = self.mux.state_dict(keep_vars=True).values()
         key = (dtype, tuple((t.data_ptr(), t._version, t.device) for t in tensors))
