@@ -199,7 +199,8 @@ class MuxModel(nn.Module):
         mask = inputs["attention_mask"]
         B, T = mask.shape
         N = self.n
-        logits: list[Tensor] = []
+        reads: list[Tensor] = []  # per run, the tail's outputs at each request's read position
+        rest: list[Tensor] = []
         for rows, cols in bucketed_runs(mask, perm, self.run_count(B // N), group_size=N):
             sub = {key: _rows_cols(value, rows, cols.stop, B, T) for key, value in inputs.items()}
             state = self.prefill(sub)
@@ -208,13 +209,15 @@ class MuxModel(nn.Module):
                 masks = state.attention_mask[:m].unflatten(0, (m // N, N))  # (G, N, t)
                 t = cols.stop if m == rows.shape[0] else int(real_ends(masks.amax(dim=1)).max())
                 h = state.hidden[:m, :t].unflatten(0, (m // N, N))  # (G, N, t, d), no copy
-                logits.append(self._mux_groups(h, masks[..., :t])[1])
+                reads.append(self._mux_tail(h, masks[..., :t]))
             if m < rows.shape[0]:
-                rest = _select(state, torch.arange(m, rows.shape[0], device=mask.device))
-                logits.append(
-                    self.teacher_from_prefill(_cut(rest, int(real_ends(rest.attention_mask).max())))[1]
+                left = _select(state, torch.arange(m, rows.shape[0], device=mask.device))
+                rest.append(
+                    self.teacher_from_prefill(_cut(left, int(real_ends(left.attention_mask).max())))[1]
                 )
-        return torch.cat(logits)[_inverse(perm)]
+        m = B // N * N
+        logits = [self._demux_head(_cat(reads), mask[perm[:m]])[1]] if m else []
+        return torch.cat(logits + rest)[_inverse(perm)]
 
     def prefill_grouped(
         self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool = False
@@ -277,13 +280,15 @@ class MuxModel(nn.Module):
         down = None
         if G:
             idx = perm[:m].view(G, N)
+            runs = []
             for chunk in split_runs(torch.arange(G, device=mask.device), self.run_count(G)):
                 masks = mask[idx[chunk]]  # (g, N, T)
                 t = T if self.view.reads_all_positions else int(real_ends(masks.amax(dim=1)).max())
                 h = state.hidden[:, :t][idx[chunk]]  # (g, N, t, d): only the run's real columns
-                rep, lg = self._mux_groups(h, masks[..., :t])
-                reads.append(rep)
-                logits.append(lg)
+                runs.append(self._mux_tail(h, masks[..., :t]))
+            rep, lg = self._demux_head(_cat(runs), mask[perm[:m]])
+            reads.append(rep)
+            logits.append(lg)
             if return_down:
                 down = self.mux.down(state.hidden[idx])
         rest = perm[m:]
@@ -294,28 +299,27 @@ class MuxModel(nn.Module):
         inverse = _inverse(perm)
         return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
 
-    def _mux_groups(self, h: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, through mux -> tail -> demux at the
-        read positions -> head: (what each head read (G * N, [T,] d), logits (G * N, C)), in group order."""
+    def _mux_tail(self, h: Tensor, masks: Tensor) -> Tensor:
+        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed and run through the tail: the
+        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`."""
         G, N, T = masks.shape
         comp_mask = masks.amax(dim=1)  # OR of the group's masks
-        mux = self.inference_mux()
-        comp = mux.mux(h)
-        ridx = (
-            None
-            if self.view.reads_all_positions
-            else self.view.read_index(masks.reshape(G * N, T)).view(G, N)
-        )
-        if self.config.shared_prefix and ridx is not None:
+        comp = self.inference_mux().mux(h)
+        if self.view.reads_all_positions:
+            out = self._tail(comp, comp_mask)
+            return out.unsqueeze(1).expand(G, N, *out.shape[1:])
+        ridx = self.view.read_index(masks.reshape(G * N, T)).view(G, N)
+        if self.config.shared_prefix:
             shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
             comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
         out = self._tail(comp, comp_mask)  # (G, T, d)
-        if ridx is None:
-            rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
-        else:
-            rows = out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
-        per_request = mux.demux(rows).flatten(0, 1)  # (G * N, [T,] d)
-        return per_request, self.view.head(per_request, masks.reshape(G * N, T))
+        return out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
+
+    def _demux_head(self, rows: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """`_mux_tail`'s outputs of all runs at once (G, N, [T,] d), with the requests' (G * N, T) masks,
+        demuxed and read by the head: (what each head read (G * N, [T,] d), logits (G * N, C))."""
+        per_request = self.inference_mux().demux(rows).flatten(0, 1)
+        return per_request, self.view.head(per_request, masks)
 
     def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
         """Layers [k, L) on composites (G, T, d) with their (G, T) masks, in one run: (G, T, d)."""
@@ -378,6 +382,11 @@ def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-
     lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
     cols = torch.arange(h.shape[2], device=h.device)
     return lead & (cols < stop.unsqueeze(1))
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """`torch.cat(parts)`, without a copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _inverse(perm: Tensor) -> Tensor:
