@@ -84,6 +84,7 @@ def test_half_backbone_with_fp32_adapters(model_dirs, family, dtype):
     reference = _randomize(MuxModel.from_backbone(full, n=2, k=1))
     model = MuxModel.from_backbone(half, n=2, k=1)
     model.mux.load_state_dict(reference.mux.state_dict())
+    model.adapter_precision = "fp32"  # this test's subject (bf16 adapters: tests/test_inference_mux.py)
     assert {p.dtype for p in model.mux.parameters()} == {torch.float32}
 
     texts = toy_task(rows=6).texts

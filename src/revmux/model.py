@@ -7,6 +7,8 @@ submodule: `state_dict()` holds the adapters only, and `.train()` never wakes th
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,21 @@ from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec
-from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, run_count
+from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, real_ends, run_count, split_runs
+
+ADAPTER_PRECISIONS = ("auto", "backbone", "fp32")  # what MuxModel.adapter_precision takes
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether bf16 matmuls run natively on this kind of device: CUDA, or a CPU that oneDNN runs bf16 on
+    (AVX512/AMX). Elsewhere (e.g. AVX2) they are emulated and slower than fp32."""
+    if device_type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @dataclass
@@ -67,6 +83,11 @@ class MuxModel(nn.Module):
         # cut after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
         self.max_runs = MAX_RUNS
         self.min_groups_per_run = MIN_GROUPS_PER_RUN
+        # without gradients on a bf16 backbone the adapters compute in bf16 with "backbone", and with "auto"
+        # where bf16 matmuls are native (CUDA, or a CPU oneDNN runs bf16 on: emulated ones are slower than
+        # fp32); "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
+        self.adapter_precision = "auto"
+        self.__dict__["_twin"] = None  # (key, the adapters cast to the backbone's dtype), not a submodule
 
     @classmethod
     def from_backbone(
@@ -127,6 +148,29 @@ class MuxModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ---- inference ----------------------------------------------------------------------------
+    def inference_mux(self) -> Multiplexer:
+        """The multiplexer the forward computes with: `mux` itself, or, with no gradient recorded, a bf16
+        backbone and `adapter_precision` "backbone" (or "auto" where bf16 is native), a copy of it cast to
+        bf16 once (re-cast only when a weight changes): no state is cast around the adapters. `mux` itself
+        is never cast."""
+        if self.adapter_precision not in ADAPTER_PRECISIONS:
+            raise ConfigError(
+                f"adapter_precision must be one of {', '.join(ADAPTER_PRECISIONS)}, got {self.adapter_precision!r}."
+            )
+        dtype = self.view.dtype
+        if self.adapter_precision == "fp32" or dtype != torch.bfloat16 or torch.is_grad_enabled():
+            return self.mux
+        if self.adapter_precision == "auto" and not native_bf16(self.view.device.type):
+            return self.mux
+        tensors = self.mux.state_dict(keep_vars=True).values()
+        key = (dtype, tuple((t.data_ptr(), t._version, t.device) for t in tensors))
+        twin = self.__dict__["_twin"]
+        if twin is None or twin[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                twin = (key, copy.deepcopy(self.mux).to(dtype).requires_grad_(False).eval())
+            self.__dict__["_twin"] = twin
+        return twin[1]
+
     def prefill(self, inputs: Mapping[str, Tensor]) -> LayerState:
         """Embeddings and layers [0, k) on every request separately, exactly as the unsplit model."""
         state = self.view.embed(inputs)
@@ -137,11 +181,43 @@ class MuxModel(nn.Module):
     ) -> Tensor:
         """Logits (B, C) in input order for a tokenized batch of any size B.
 
-        The prefill runs in the same runs of consecutive groups as the tail (see `_tail`), each cut after
-        its own last real column; the result equals one prefill over the padded batch.
+        The batch runs in runs of consecutive groups (see `run_count`), each prefilled, multiplexed, run
+        through the tail, demultiplexed and read on its own, cut after its own last real column; the
+        result equals one padded pass over the whole batch (`prefill` then `forward_from_prefill`).
         """
-        state, perm = self.prefill_grouped(inputs, order=order, length_aware=length_aware)
-        return self.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
+        mask = inputs.get("attention_mask")
+        if self.n == 1 or mask is None or self.view.reads_all_positions:
+            state, perm = self.prefill_grouped(inputs, order=order, length_aware=length_aware)
+            return self.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
+        perm = plan_groups(mask.sum(1), self.n, length_aware=length_aware, order=order)
+        return self._forward_runs(inputs, perm)
+
+    def _forward_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> Tensor:
+        """`forward` run by run (whole groups of N in `perm` order; the B mod N leftovers join the last run
+        and run unmultiplexed): no batch-wide padded buffer is built, gathered or scattered, and the
+        adapters see only the columns the tail runs on."""
+        mask = inputs["attention_mask"]
+        B, T = mask.shape
+        N = self.n
+        reads: list[Tensor] = []  # per run, the tail's outputs at each request's read position
+        rest: list[Tensor] = []
+        for rows, cols in bucketed_runs(mask, perm, self.run_count(B // N), group_size=N):
+            sub = {key: _rows_cols(value, rows, cols.stop, B, T) for key, value in inputs.items()}
+            state = self.prefill(sub)
+            m = rows.shape[0] // N * N
+            if m:
+                masks = state.attention_mask[:m].unflatten(0, (m // N, N))  # (G, N, t)
+                t = cols.stop if m == rows.shape[0] else int(real_ends(masks.amax(dim=1)).max())
+                h = state.hidden[:m, :t].unflatten(0, (m // N, N))  # (G, N, t, d), no copy
+                reads.append(self._mux_tail(h, masks[..., :t]))
+            if m < rows.shape[0]:
+                left = _select(state, torch.arange(m, rows.shape[0], device=mask.device))
+                rest.append(
+                    self.teacher_from_prefill(_cut(left, int(real_ends(left.attention_mask).max())))[1]
+                )
+        m = B // N * N
+        logits = [self._demux_head(_cat(reads), mask[perm[:m]])[1]] if m else []
+        return torch.cat(logits + rest)[_inverse(perm)]
 
     def prefill_grouped(
         self, inputs: Mapping[str, Tensor], *, order: Tensor | None = None, length_aware: bool = False
@@ -204,55 +280,51 @@ class MuxModel(nn.Module):
         down = None
         if G:
             idx = perm[:m].view(G, N)
-            h = state.hidden[idx]  # (G, N, T, d)
-            masks = mask[idx]  # (G, N, T)
-            comp_mask = masks.amax(dim=1)  # OR of the group's masks
-            comp = self.mux.mux(h)
-            ridx = (
-                None
-                if self.view.reads_all_positions
-                else self.view.read_index(masks.reshape(m, T)).view(G, N)
-            )
-            if self.config.shared_prefix and ridx is not None:
-                shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
-                comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
-            out = self._tail(comp, comp_mask)  # (G, T, d)
-            if ridx is None:
-                rows = out.unsqueeze(1).expand(G, N, *out.shape[1:])
-            else:
-                rows = out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
-            per_request = self.mux.demux(rows).flatten(0, 1)  # (m, [T,] d)
-            reads.append(per_request)
-            logits.append(self.view.head(per_request, masks.reshape(m, T)))
+            runs = []
+            for chunk in split_runs(torch.arange(G, device=mask.device), self.run_count(G)):
+                masks = mask[idx[chunk]]  # (g, N, T)
+                t = T if self.view.reads_all_positions else int(real_ends(masks.amax(dim=1)).max())
+                h = state.hidden[:, :t][idx[chunk]]  # (g, N, t, d): only the run's real columns
+                runs.append(self._mux_tail(h, masks[..., :t]))
+            rep, lg = self._demux_head(_cat(runs), mask[perm[:m]])
+            reads.append(rep)
+            logits.append(lg)
             if return_down:
-                down = self.mux.down(h)
+                down = self.mux.down(state.hidden[idx])
         rest = perm[m:]
         if rest.numel():
             rep, lg = self.teacher_from_prefill(_select(state, rest))
             reads.append(rep)
             logits.append(lg)
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(B, device=perm.device)
+        inverse = _inverse(perm)
         return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
 
-    def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
-        """Layers [k, L) on composites (G, T, d), in up to `max_runs` runs of consecutive composites.
+    def _mux_tail(self, h: Tensor, masks: Tensor) -> Tensor:
+        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed and run through the tail: the
+        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`."""
+        G, N, T = masks.shape
+        comp_mask = masks.amax(dim=1)  # OR of the group's masks
+        comp = self.inference_mux().mux(h)
+        if self.view.reads_all_positions:
+            out = self._tail(comp, comp_mask)
+            return out.unsqueeze(1).expand(G, N, *out.shape[1:])
+        ridx = self.view.read_index(masks.reshape(G * N, T)).view(G, N)
+        if self.config.shared_prefix:
+            shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
+            comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
+        out = self._tail(comp, comp_mask)  # (G, T, d)
+        return out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
 
-        Each run is cut after its own last real column, so composites of short requests (adjacent when
-        grouping is length-aware) skip the padding of the batch's longest one. Only trailing padding is
-        cut: the columns kept are unchanged, so the result equals one run over the whole batch.
-        """
-        G = comp_mask.shape[0]
-        n_runs = self.run_count(G)
-        if n_runs == 1:
-            return self.view.run_layers(
-                self.view.composite_state(comp, comp_mask), self.k, self.view.num_layers
-            ).hidden
-        out = torch.zeros_like(comp)
-        for chunk, cols in bucketed_runs(comp_mask, torch.arange(G, device=comp.device), n_runs):
-            state = self.view.composite_state(comp[chunk, cols], comp_mask[chunk, cols])
-            out[chunk, cols] = self.view.run_layers(state, self.k, self.view.num_layers).hidden
-        return out
+    def _demux_head(self, rows: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """`_mux_tail`'s outputs of all runs at once (G, N, [T,] d), with the requests' (G * N, T) masks,
+        demuxed and read by the head: (what each head read (G * N, [T,] d), logits (G * N, C))."""
+        per_request = self.inference_mux().demux(rows).flatten(0, 1)
+        return per_request, self.view.head(per_request, masks)
+
+    def _tail(self, comp: Tensor, comp_mask: Tensor) -> Tensor:
+        """Layers [k, L) on composites (G, T, d) with their (G, T) masks, in one run: (G, T, d)."""
+        state = self.view.composite_state(comp, comp_mask)
+        return self.view.run_layers(state, self.k, self.view.num_layers).hidden
 
     def teacher_from_prefill(self, state: LayerState) -> tuple[Tensor, Tensor]:
         """The unmultiplexed model from layer k: (what the head reads, logits). The teacher of training."""
@@ -277,7 +349,7 @@ class MuxModel(nn.Module):
 
         Raises CheckpointError when the files are missing, truncated or corrupted, or when the
         backbone differs from the one the adapters were trained on. `dtype` (e.g. torch.bfloat16) casts
-        the backbone after its hash is checked; the adapters stay fp32.
+        the backbone after its hash is checked; the adapters' weights stay fp32 (`inference_mux`).
         """
         config = MuxConfig.load(directory)
         view = resolve_backbone(
@@ -310,6 +382,27 @@ def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-
     lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
     cols = torch.arange(h.shape[2], device=h.device)
     return lead & (cols < stop.unsqueeze(1))
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """`torch.cat(parts)`, without a copy when there is one part."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _inverse(perm: Tensor) -> Tensor:
+    """The inverse permutation of `perm`."""
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(perm.shape[0], device=perm.device)
+    return inverse
+
+
+def _rows_cols(value: Tensor, rows: Tensor, stop: int, B: int, T: int) -> Tensor:
+    """`rows` of an input tensor, and its first `stop` columns when it is (B, T, ...) like the mask."""
+    if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != B:
+        return value
+    if value.dim() >= 2 and value.shape[1] == T:
+        return value[rows, :stop]
+    return value[rows]
 
 
 def _cut(state: LayerState, t: int) -> LayerState:

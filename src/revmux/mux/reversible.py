@@ -41,10 +41,25 @@ def unpack(c: Tensor, n: int, d_sub: int) -> Tensor:
     return c[..., : n * d_sub].unflatten(-1, (n, d_sub))
 
 
+def coupling_slots(down_proj: nn.Linear, coupling: ReversibleCoupling, h: Tensor) -> Tensor:
+    """(G, N, T, d) (already in the adapter dtype) -> (G, T, N * d_sub): Down, then the coupling chain over
+    the slot axis, the N slots side by side (the first N * d_sub channels of the packed composite).
+
+    The chain of `ReversibleCoupling.forward`, run on the slot views of one Down output: no slot-axis
+    transpose, no stack and no pad (one cat of the N results)."""
+    n = h.shape[1]
+    x = down_proj(h)  # (G, N, T, d_sub)
+    first = x[:, n - 1] if n > 1 else torch.zeros_like(x[:, 0])
+    ys = [x[:, 0] + coupling.fs[0](first)]
+    for i in range(1, n):
+        ys.append(x[:, i] + coupling.fs[i](ys[i - 1]))
+    return torch.cat(ys, dim=-1)
+
+
 def coupling_mux(down_proj: nn.Linear, coupling: ReversibleCoupling, h: Tensor, d: int) -> Tensor:
     """(G, N, T, d) (already in the adapter dtype) -> (G, T, d): Down, coupling over the slot axis, pack."""
-    x = down_proj(h).movedim(1, -2)  # (G, T, N, d_sub)
-    return pack(coupling(x), d)
+    slots = coupling_slots(down_proj, coupling, h)
+    return F.pad(slots, (0, d - slots.shape[-1]))
 
 
 @dataclass
@@ -118,8 +133,13 @@ class RevMUX(Multiplexer):
     def mux(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, T, d) composites."""
         check_shape(h, self.n, self.d, "RevMUX.mux", 3)
-        c = coupling_mux(self.down_proj, self.coupling, h.to(param_dtype(self)), self.d)
-        return self.to_composite(c).to(h.dtype)
+        slots = coupling_slots(self.down_proj, self.coupling, h.to(param_dtype(self)))  # (G, T, N * d_sub)
+        if not self.pca_composite:
+            return F.pad(slots, (0, self.d - slots.shape[-1])).to(h.dtype)
+        # to_composite without the zero channels: mean + slots @ V[:N * d_sub], one addmm
+        basis = self.composite_basis[: slots.shape[-1]].to(slots.dtype)
+        c = torch.addmm(self.composite_mean.to(slots.dtype), slots.flatten(0, -2), basis)
+        return c.view(*slots.shape[:-1], self.d).to(h.dtype)
 
     def invert(self, o: Tensor) -> Tensor:
         """(G, *, d) composite -> (G, N, *, d_sub): the exact coupling inverse (no Up), for verification."""

@@ -1,0 +1,40 @@
+"""MuxModel's runs: the adapters and the tail see only each run's real columns, as the length-sorted plain
+model does, so multiplexing pays no more padding per request than plain inference in the same runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from revmux.model import MuxModel, plan_groups
+from revmux.runs import bucketed_runs
+from tests.tiny import tiny_batch, tiny_bert
+
+
+@pytest.mark.parametrize("path", ["forward", "forward_from_prefill"])
+def test_adapters_and_tail_run_on_each_runs_real_columns_only(path):
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=2, k=1)
+    lengths = [3 + (i * 7) % 29 for i in range(33)]  # 16 groups in 4 runs, one leftover
+    batch = tiny_batch(lengths, seed=3)
+    mask = batch["attention_mask"]
+    perm = plan_groups(mask.sum(1), 2, length_aware=True)
+    expected = [cols.stop for _, cols in bucketed_runs(mask[perm[:32]], torch.arange(32), 4, group_size=2)]
+    seen: list[int] = []
+    mux = model.mux.mux
+    model.mux.mux = lambda h: seen.append(h.shape[2]) or mux(h)
+    tail_widths: list[int] = []
+    hook = view.layer_modules()[1].register_forward_pre_hook(
+        lambda _, args: tail_widths.append(args[0].shape[1])
+    )
+    try:
+        with torch.inference_mode():
+            if path == "forward":
+                model(batch, length_aware=True)
+            else:
+                model.forward_from_prefill(model.prefill(batch), length_aware=True)
+    finally:
+        hook.remove()
+        del model.mux.mux
+    assert seen == expected and min(expected) < mask.shape[1]
+    assert tail_widths[:4] == expected  # the 4 composite runs; then the leftover at N = 1
