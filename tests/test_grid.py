@@ -40,7 +40,7 @@ def _glue(directory: Path) -> Path:
 
 
 def _recipe(path: Path) -> Path:
-    fields = load_recipe("default") | {"epochs": 1, "batch_groups": 4, "max_length": 24}
+    fields = load_recipe("default") | {"epochs": 1, "min_steps": 0, "batch_groups": 4, "max_length": 24}
     teacher = {"style": "finetune", "epochs": 1, "batch_size": 16, "max_length": 24, "max_train_rows": 48}
     path.write_text(yaml.safe_dump({"description": "tiny", **fields, "teacher": teacher}))
     return path

@@ -107,7 +107,7 @@ def test_half_backbone_with_fp32_adapters(model_dirs, family, dtype):
 def test_adapters_train_on_a_bf16_backbone_from_the_cache(model_dirs, tmp_path):
     """The prefill cache hands the backbone states in its own dtype; the losses run in fp32."""
     view = load_backbone(model_dirs["llama"], verbalizer_ids=VERBALIZER["llama"], dtype=torch.bfloat16)
-    config = TrainConfig(n=2, k=1, epochs=2, batch_groups=8, max_length=32)
+    config = TrainConfig(min_steps=0, n=2, k=1, epochs=2, batch_groups=8, max_length=32)
     result = train(
         view, toy_task(rows=64), config, tmp_path, backbone_path=str(model_dirs["llama"]),
         cache_root=tmp_path / "cache", progress=False,

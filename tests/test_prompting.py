@@ -190,7 +190,7 @@ def test_prompted_view_reads_the_last_real_token_on_both_padding_sides(llama_dir
 def test_train_saves_the_prompt_and_eval_predict_apply_it(llama_dir, tmp_path):
     spec = default_prompt("chat", "sst2", ["negative", "positive"])
     view = load_prompted_backbone(llama_dir, spec)
-    config = TrainConfig(n=2, k=1, epochs=1, batch_groups=8, max_length=64)
+    config = TrainConfig(min_steps=0, n=2, k=1, epochs=1, batch_groups=8, max_length=64)
     train(
         view, toy_task(rows=64), config, tmp_path, backbone_path=str(llama_dir), task="sst2",
         cache_root=tmp_path / "cache", progress=False, prompt=spec,
@@ -229,7 +229,9 @@ def test_cli_finetune_train_eval_with_a_chat_prompt(llama_dir, tmp_path):
 
     out = tmp_path / "adapter"
     args = ["train", "--teacher", str(teacher), "--train", str(path), "--out", str(out), *prompt]
-    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--batch-groups", "8", "--n", "2", "--k", "1"])
+    result = CliRunner().invoke(
+        app, [*args, "--epochs", "1", "--min-steps", "0", "--batch-groups", "8", "--n", "2", "--k", "1"]
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "mux_config.json").read_text())
     assert saved["prompt"]["style"] == "chat" and saved["shared_prefix"] is True  # automatic on decoders
@@ -267,7 +269,9 @@ def test_train_with_shared_prefix_fits_pca_after_the_prompt_and_reloads(llama_di
     spec = default_prompt("chat", "sst2", ["negative", "positive"])
     view = load_prompted_backbone(llama_dir, spec)
     data = toy_task(rows=64)
-    config = TrainConfig(n=2, k=1, epochs=1, batch_groups=8, max_length=64)  # PCA, shared prefix: defaults
+    config = TrainConfig(
+        min_steps=0, n=2, k=1, epochs=1, batch_groups=8, max_length=64
+    )  # PCA, shared prefix: defaults
     result = train(
         view, data, config, tmp_path / "adapter", backbone_path=str(llama_dir), task="sst2",
         cache_root=tmp_path / "cache", progress=False, prompt=spec,
@@ -302,7 +306,17 @@ def test_cli_no_shared_prefix_flag(llama_dir, tmp_path, monkeypatch):
     path.write_text("".join(json.dumps({"text": t, "label": data.label_names[y]}) + "\n" for t, y in rows))
     out = tmp_path / "adapter"
     args = ["train", "--teacher", str(llama_dir), "--train", str(path), "--out", str(out), "--prompt-style"]
-    args += ["chat", "--verbalizer-words", "negative,positive", "--max-length", "64", "--epochs", "1"]
+    args += [
+        "chat",
+        "--verbalizer-words",
+        "negative,positive",
+        "--max-length",
+        "64",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+    ]
     result = CliRunner().invoke(app, [*args, "--batch-groups", "8", "--k", "1", "--no-shared-prefix"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "mux_config.json").read_text())["shared_prefix"] is False

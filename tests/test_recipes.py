@@ -98,7 +98,18 @@ def test_cli_train_recipe_resolves_the_recipe_and_flags_override_it(teacher_view
     assert log["config"] == TrainConfig.from_dict(fields | {"k": 1}).to_dict()
     assert log["recipe"] == "tiny-recipe"
     # a shipped recipe, flags overriding it: everything else is the recipe's
-    over = ["--recipe", "pca-bg8-8ep-lr3e-4", "--epochs", "1", "--max-length", "24", "--batch-groups", "4"]
+    over = [
+        "--recipe",
+        "pca-bg8-8ep-lr3e-4",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+        "--max-length",
+        "24",
+        "--batch-groups",
+        "4",
+    ]
     _, log = _train(teacher_view, tmp_path / "b", monkeypatch, over)
     want = load_recipe("pca-bg8-8ep-lr3e-4") | {"k": 1, "epochs": 1, "max_length": 24, "batch_groups": 4}
     assert log["config"] == TrainConfig.from_dict(want).to_dict() and log["recipe"] == "pca-bg8-8ep-lr3e-4"

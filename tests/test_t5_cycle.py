@@ -84,7 +84,7 @@ def teacher(t5_dir, verbalizer, tmp_path_factory):
 def trained(teacher, verbalizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("t5_adapter")
     view = load_backbone(teacher[1], verbalizer_ids=verbalizer)
-    config = TrainConfig(n=2, k=1, epochs=4, batch_groups=8, max_length=32, lr=3e-3)
+    config = TrainConfig(min_steps=0, n=2, k=1, epochs=4, batch_groups=8, max_length=32, lr=3e-3)
     result = train(
         view, toy_task(rows=200), config, out, backbone_path=str(teacher[1]), task="toy",
         cache_root=out / "cache", progress=False,

@@ -38,7 +38,7 @@ class DemoSettings:
     k: int = 2
     recipe: str = "demo"
     teacher_epochs: int | None = None  # None: the recipe's (2)
-    adapter_epochs: int | None = None  # None: the recipe's (4)
+    adapter_epochs: int | None = None  # None: the recipe's (8 on the bundled sample, by its --min-steps)
     max_length: int = 64
     groupings: int = 10
     bench_batch_size: int = 64
@@ -79,8 +79,8 @@ def run_demo(
     teacher = finetune(s.model, train_data, teacher_dir, **options, progress=progress)
     frozen = Teacher(load_backbone(teacher_dir), str(teacher_dir.resolve()), "seqcls", options)
     overrides: dict[str, Any] = {"max_length": s.max_length}
-    if s.adapter_epochs is not None:
-        overrides["epochs"] = s.adapter_epochs
+    if s.adapter_epochs is not None:  # exactly this many epochs (the recipe's --min-steps would add some)
+        overrides |= {"epochs": s.adapter_epochs, "min_steps": 0}
     row = run_cell(
         frozen, GridCell("revmux", s.n, s.k), recipe, train_data, dev, adapter_dir, task="sst2",
         seed=s.seed, groupings=s.groupings, backbone=s.model, progress=progress, overrides=overrides,

@@ -81,6 +81,8 @@ def test_a_new_option_reaches_train_eval_bench_and_serve(scaled_kind, minilm_pat
         "1",
         "--epochs",
         "1",
+        "--min-steps",
+        "0",
         "--batch-groups",
         "8",
     ]

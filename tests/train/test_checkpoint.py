@@ -27,7 +27,7 @@ from revmux.train.trainer import _scheduler
 from tests.tiny import tiny_bert
 from tests.train import one_thread, toy_task, toy_view
 
-CONFIG = TrainConfig(n=2, k=1, epochs=3, lr=1e-2)
+CONFIG = TrainConfig(min_steps=0, n=2, k=1, epochs=3, lr=1e-2)
 FINGERPRINT = {"backbone": "b" * 64, "train_data": "d" * 64}
 
 
@@ -165,7 +165,9 @@ def test_an_interrupted_checkpoint_leaves_the_previous_epoch_latest(view, tmp_pa
 def test_train_resume_from_a_truncated_optimizer_file_names_it(minilm_path, tmp_path):
     with one_thread():
         view, data = toy_view(minilm_path), toy_task(rows=120)
-        config = TrainConfig(epochs=2, max_train_rows=60, n=2, k=1, batch_groups=8, max_length=32)
+        config = TrainConfig(
+            min_steps=0, epochs=2, max_train_rows=60, n=2, k=1, batch_groups=8, max_length=32
+        )
         kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
         train(view, data, config, tmp_path / "run", stop_after_epochs=1, **kw)
         optim = tmp_path / "run" / "checkpoints" / "epoch-1" / OPTIM_NAME

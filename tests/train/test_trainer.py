@@ -20,7 +20,7 @@ from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
 from revmux.train.trainer import LOG_NAME, _generator, _scheduler, holdout_accuracy
 from tests.train import one_thread, toy_task, toy_view
 
-FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3}
+FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3, "min_steps": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -233,7 +233,7 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
     (tmp_path / "run.yaml").write_text("epochs: 5\nbatch_groups: 8\nmax_length: 32\nk: 1\n")
     out = tmp_path / "adapter"
     args += ["--n", "2", "--mux", "revmux", "--out", str(out), "--config", str(tmp_path / "run.yaml")]
-    result = CliRunner().invoke(app, [*args, "--epochs", "1"])
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--min-steps", "0"])
     assert result.exit_code == 0, result.output
     assert "best epoch 1 of 1" in result.output and str(out) in result.output
     log = json.loads((out / LOG_NAME).read_text())
@@ -287,7 +287,20 @@ def test_cli_pca_composite_trains_saves_the_basis_and_reloads(view, data, tmp_pa
     monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
     _, args = _cli_train_args(view, data, tmp_path, rows=len(data))
     out = tmp_path / "adapter"
-    args += ["--n", "2", "--k", "1", "--epochs", "2", "--batch-groups", "8", "--max-length", "32"]
+    args += [
+        "--n",
+        "2",
+        "--k",
+        "1",
+        "--epochs",
+        "2",
+        "--min-steps",
+        "0",
+        "--batch-groups",
+        "8",
+        "--max-length",
+        "32",
+    ]
     for bad, message in (("pca_composite=maybe", "takes true or false"), ("gain=2", "does not take")):
         refused = CliRunner().invoke(app, [*args, "--out", str(out), "--mux-option", bad])
         assert refused.exit_code == 2 and message in refused.output and not out.exists()
@@ -336,7 +349,21 @@ def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teach
 
     monkeypatch.setattr(trainer_module, "teacher_targets", spy)
     out = tmp_path / "adapter"
-    common = [*args, "--n", "2", "--k", "1", "--max-length", "32", "--batch-groups", "8", "--epochs", "1"]
+    common = [
+        *args,
+        "--n",
+        "2",
+        "--k",
+        "1",
+        "--max-length",
+        "32",
+        "--batch-groups",
+        "8",
+        "--epochs",
+        "1",
+        "--min-steps",
+        "0",
+    ]
     result = CliRunner().invoke(
         app,
         [*common, "--out", str(out), "--unlabeled", str(tmp_path / "extra.txt"), "--augment", "crop,dropout"]
@@ -368,6 +395,6 @@ def test_min_steps_adds_epochs_only_where_the_data_is_small():
     config = TrainConfig(epochs=2, min_steps=10)
     assert config.epochs_for(3) == 4  # 3 steps an epoch: 4 epochs reach 10 steps
     assert config.epochs_for(10) == 2 and config.epochs_for(100) == 2  # --epochs is a floor
-    assert TrainConfig(epochs=3).epochs_for(1) == 3
+    assert TrainConfig(min_steps=0, epochs=3).epochs_for(1) == 3
     with pytest.raises(ConfigError, match="--min-steps must be an integer >= 0"):
         TrainConfig(min_steps=-1)

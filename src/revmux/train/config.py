@@ -53,7 +53,8 @@ class TrainConfig:
         default=2, metadata=_help("passes over the training rows (at least; see --min-steps)")
     )
     min_steps: int = field(
-        default=0, metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps")
+        default=470,
+        metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps"),
     )
     batch_groups: int = field(default=32, metadata=_help("groups per optimizer step"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
@@ -64,7 +65,7 @@ class TrainConfig:
     lambda_kd: float = field(default=1.0, metadata=_help("weight of KL to the teacher's logits"))
     lambda_cos: float = field(default=0.0, metadata=_help("weight of the group cosine penalty"))
     lambda_state: float = field(
-        default=0.0,
+        default=4.0,
         metadata=_help(
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
