@@ -62,7 +62,8 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
             assert parsed.train_config is None and parsed.teacher_config["style"] == "finetune"
             continue
         cell = {"kind": parsed.mux, "n": parsed.n, "k": parsed.k}
-        assert parsed.train_config == TrainConfig.from_dict(load_recipe(parsed.recipe) | cell).to_dict()
+        saved = TrainConfig.from_saved(parsed.train_config).to_dict()  # rows predating a field: its old value
+        assert saved == TrainConfig.from_dict(load_recipe(parsed.recipe) | cell).to_dict()
         assert parsed.epochs == parsed.train_config["epochs"]
 
 

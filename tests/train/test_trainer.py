@@ -398,3 +398,11 @@ def test_min_steps_adds_epochs_only_where_the_data_is_small():
     assert TrainConfig(min_steps=0, epochs=3).epochs_for(1) == 3
     with pytest.raises(ConfigError, match="--min-steps must be an integer >= 0"):
         TrainConfig(min_steps=-1)
+
+
+def test_configs_saved_before_a_field_existed_keep_what_their_run_did():
+    old = {key: v for key, v in TrainConfig().to_dict().items() if key not in ("lambda_state", "min_steps")}
+    assert TrainConfig.from_dict(old).lambda_state == 4.0  # a user's YAML without it: today's default
+    saved = TrainConfig.from_saved(old)  # a train_log.json or results row written before it existed
+    assert saved.lambda_state == 0.0 and saved.min_steps == 0 and saved.augment == []
+    assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()  # present fields win

@@ -119,7 +119,7 @@ def resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str]
 def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's config as this revmux spells it (older checkpoints had flat adapter keys)."""
     try:
-        return TrainConfig.from_dict(saved, source="checkpoint").to_dict()
+        return TrainConfig.from_saved(saved, source="checkpoint").to_dict()
     except ConfigError:
         return saved
 

@@ -176,8 +176,18 @@ class TrainConfig:
         return config_from_dict(cls, _migrate(dict(data), source), source=source, flag=flag)
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any], source: str = "saved train config") -> TrainConfig:
+        """A config saved by an earlier revmux (train_log.json, a checkpoint, a results row): fields it
+        predates take the value that reproduces what that run did (`BEFORE`), not today's defaults."""
+        return cls.from_dict({**BEFORE, **data}, source=source)
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(load_yaml(path), source=str(path))
+
+
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "lambda_partner": 0.0, "augment": [], "augment_copies": 0}
+"""Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 
 def _migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
