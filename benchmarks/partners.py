@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -26,6 +27,23 @@ from revmux.fallback import fallback_sweep
 from revmux.model import MuxModel
 
 
+def choose_margin(model: MuxModel, args: argparse.Namespace, margins: list[float]) -> dict:
+    """The smallest margin whose accuracy is within --max-drop points of the teacher on train rows the
+    adapter did not train on (else the most accurate one), from a sweep over 3 groupings of that slice."""
+    bundled = set(load_task("sst2", "train").texts)
+    full = load_task(args.task, "train", args.choose_on)
+    order = list(range(len(full)))
+    random.Random(0).shuffle(order)
+    rows = [i for i in order if full.texts[i] not in bundled][: args.choose_rows]
+    sweep = fallback_sweep(model, full.subset(rows), margins, groupings=3, seed=1000)
+    ok = [f for f in sweep if 100 * (f["teacher_accuracy"] - f["accuracy_mean"]) <= args.max_drop]
+    best = ok[0] if ok else max(sweep, key=lambda f: (f["accuracy_mean"], -f["margin"]))
+    rule = (
+        f"smallest margin within {args.max_drop} pts of the teacher on {len(rows)} train rows not trained on"
+    )
+    return {"margin": best["margin"], "rule": rule, "met": bool(ok), "rows": len(rows), "sweep": sweep}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", required=True)
@@ -36,13 +54,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--margins", default="0,0.1,0.2,0.3,0.4,0.5,0.6")
     ap.add_argument("--groupings", type=int, default=10)
     ap.add_argument("--out", default="docs/results/partners.json")
+    ap.add_argument(
+        "--choose-on",
+        default=None,
+        help="GLUE download: choose the adapter's default margin on rows of its train split outside the "
+        "bundled SST-2 sample (for adapters trained on that sample, as the demo's), never on dev",
+    )
+    ap.add_argument("--choose-rows", type=int, default=2000)
+    ap.add_argument(
+        "--max-drop", type=float, default=0.3, help="points below the teacher the margin may leave"
+    )
     args = ap.parse_args(argv)
     model = MuxModel.from_pretrained(args.adapter)
     data = load_task(args.task, "dev", args.data_dir)
     adversarial = adversarial_partners(model, data, candidates=args.candidates, rows=args.rows)
     margins = [float(m) for m in args.margins.split(",")]
     sweep = fallback_sweep(model, data, margins, groupings=args.groupings)
+    choice = choose_margin(model, args, margins) if args.choose_on else None
     record = {
+        "margin_choice": choice,
         "adapter": Path(args.adapter).name,
         "task": args.task,
         "n": model.n,
@@ -62,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     a = adversarial
     print(
         f"{record['adapter']} ({args.task}): some partner flips {a.flippable_rows:.1%} of rows; "
-        f"{a.flip_share:.1%} of candidates flip a row; written to {out}"
+        f"{a.flip_share:.1%} of candidates flip a row; default margin {choice and choice['margin']}; written to {out}"
     )
 
 

@@ -491,6 +491,15 @@ def partners_section(records: list[dict] | None) -> list[str]:
                 f"| {100 * f['agreement']:.1f}% | {100 * f['rerun_share']:.1f}% | {f['bound']:.2f}x |"
             )
         out.append("")
+        if c := r.get("margin_choice"):
+            picked = next(f for f in c["sweep"] if f["margin"] == c["margin"])
+            out += [
+                f"Default margin of this adapter: **{c['margin']:.2f}**, chosen as the {c['rule']} "
+                f"({'met' if c['met'] else 'not met: the most accurate margin instead'}; there "
+                f"{100 * (picked['teacher_accuracy'] - picked['accuracy_mean']):.2f} pts below the teacher, "
+                f"{100 * picked['rerun_share']:.1f}% re-run). Dev (above) was not used to choose it.",
+                "",
+            ]
     return out
 
 
