@@ -461,6 +461,11 @@ def honest_section() -> list[str]:
         "Efficiency = (sorted plain ms / mux ms) / bound, against the sorted plain model of the mux's own precision "
         "and backend (named in brackets). Commands, one per mux row: " + "; ".join(commands) + ".",
         "",
+        "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
+        "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants, and the issue's own "
+        "measurements there found it so. The int8 rows run the mux's backbone in torch dynamic int8 (adapters "
+        "fp32); ONNX Runtime int8, the fastest plain variant in every row, uses its own int8 kernels.",
+        "",
     ]
 
 
