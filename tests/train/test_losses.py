@@ -10,7 +10,6 @@ from revmux.train.losses import (
     info_nce,
     kd_kl,
     mux_loss,
-    partner_consistency,
     pooled,
     state_mse,
     teacher_targets,
@@ -105,12 +104,3 @@ def test_teacher_targets_label_unlabeled_rows_by_the_teacher_never_by_gold():
     logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, -1.0], [0.0, 1.0]])
     labels = torch.tensor([1, -1, -1, 0])  # rows 1 and 2 unlabeled
     assert teacher_targets(labels, logits).tolist() == [1, 1, 0, 0]  # gold where given, teacher's elsewhere
-
-
-def test_partner_consistency_is_zero_for_equal_answers_symmetric_and_positive_otherwise():
-    torch.manual_seed(1)
-    a, b = torch.randn(8, 3), torch.randn(8, 3)
-    assert partner_consistency(a, a.clone()).item() == pytest.approx(0.0, abs=1e-7)
-    assert partner_consistency(a, a + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # same softmax
-    assert partner_consistency(a, b).item() > 0.01
-    assert partner_consistency(a, b).item() == pytest.approx(partner_consistency(b, a).item(), rel=1e-6)

@@ -367,7 +367,7 @@ def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teach
     result = CliRunner().invoke(
         app,
         [*common, "--out", str(out), "--unlabeled", str(tmp_path / "extra.txt"), "--augment", "crop,dropout"]
-        + ["--augment-copies", "1", "--lambda-state", "2", "--lambda-partner", "1"],
+        + ["--augment-copies", "1", "--lambda-state", "2"],
     )
     assert result.exit_code == 0, result.output
     log = json.loads((out / LOG_NAME).read_text())
@@ -375,7 +375,6 @@ def test_cli_unlabeled_text_and_augmentation_join_training_labelled_by_the_teach
     assert log["teacher_labelled_rows"] == 40 + (80 - held)  # the file's rows + one copy of each train row
     assert log["train_rows"] == 40 + 2 * (80 - held)
     assert log["config"]["augment"] == ["crop", "dropout"] and log["history"][0]["state"] > 0
-    assert log["history"][0]["partner"] > 0
     assert log["unlabeled_source"] == "unlabeled:extra.txt"
     labels = torch.cat([s[0] for s in seen])
     assert (labels == -1).sum() > 0 and labels.min() >= -1  # extra rows reach the loss unlabeled ...

@@ -70,10 +70,6 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
-    lambda_partner: float = field(
-        default=0.0,
-        metadata=_help("weight of the KL between each row's answers under two groupings (costs a 2nd pass)"),
-    )
     augment: list[str] = field(
         default_factory=list,
         metadata=_help("teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs)"),
@@ -186,7 +182,7 @@ class TrainConfig:
         return cls.from_dict(load_yaml(path), source=str(path))
 
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "lambda_partner": 0.0, "augment": [], "augment_copies": 0}
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 

@@ -37,16 +37,6 @@ def state_mse(student: Tensor, teacher: Tensor) -> Tensor:
     return F.mse_loss(student.float(), t) / t.var().detach().clamp_min(1e-6)
 
 
-def partner_consistency(logits_a: Tensor, logits_b: Tensor) -> Tensor:
-    """Symmetric KL between the predictions of the same rows (B, C) under two groupings (other partners):
-    zero when an answer does not depend on whom the request was grouped with."""
-    a = F.log_softmax(logits_a.float(), dim=-1)
-    b = F.log_softmax(logits_b.float(), dim=-1)
-    kl_ab = F.kl_div(b, a, log_target=True, reduction="batchmean")
-    kl_ba = F.kl_div(a, b, log_target=True, reduction="batchmean")
-    return 0.5 * (kl_ab + kl_ba)
-
-
 def teacher_targets(labels: Tensor, teacher_logits: Tensor) -> Tensor:
     """The CE targets: gold `labels`, with UNLABELED rows (-1) taking the teacher's prediction."""
     return torch.where(labels < 0, teacher_logits.argmax(-1), labels)

@@ -40,7 +40,7 @@ from revmux.train.checkpoint import (
 )
 from revmux.train.config import TrainConfig
 from revmux.train.extra import augment, with_extra
-from revmux.train.losses import mux_loss, partner_consistency, pooled, teacher_targets
+from revmux.train.losses import mux_loss, pooled, teacher_targets
 
 LOG_NAME = "train_log.json"
 HOLDOUT_GROUPINGS = 2
@@ -353,7 +353,7 @@ def _train_epoch(
     model.train()
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
-    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0, "partner": 0.0}
+    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     examples, start = 0, time.perf_counter()
     for s in range(steps):
         rows = perm[s * R : (s + 1) * R]
@@ -371,20 +371,13 @@ def _train_epoch(
             down=out.down, down_mask=down_mask, lambda_nce=config.lambda_nce,
             lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos, lambda_state=config.lambda_state,
         )  # fmt: skip
-        if config.lambda_partner:  # the same rows with other partners: answers should not move
-            other = torch.randperm(len(rows), generator=_generator(config.seed, 1_000_000 * epoch + s))
-            again = model.forward_from_prefill(state, order=other).logits
-            consistency = partner_consistency(out.logits, again)
-            loss = loss + config.lambda_partner * consistency
-            parts["partner"] = float(consistency.detach())
-            parts["loss"] = float(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         for name in sums:
-            sums[name] += parts.get(name, 0.0)
+            sums[name] += parts[name]
         examples += len(rows)
         on_step(sums["loss"] / (s + 1), examples / max(time.perf_counter() - start, 1e-9))
     seconds = time.perf_counter() - start
