@@ -121,3 +121,7 @@ def test_cli_train_unknown_recipe_fails_with_the_known_names(teacher_view, tmp_p
     _, args = _cli_train_args(teacher_view, toy_task(), tmp_path, rows=8)
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o"), "--recipe", "nope"])
     assert result.exit_code != 0 and "unknown recipe 'nope'" in result.output and "default" in result.output
+
+
+def test_default_pairs_trains_exactly_as_the_default_recipe():
+    assert load_recipe("default-pairs") == load_recipe("default")  # only the teacher differs
