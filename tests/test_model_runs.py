@@ -38,3 +38,30 @@ def test_adapters_and_tail_run_on_each_runs_real_columns_only(path):
         del model.mux.mux
     assert seen == expected and min(expected) < mask.shape[1]
     assert tail_widths[:4] == expected  # the 4 composite runs; then the leftover at N = 1
+
+
+@pytest.mark.parametrize("path", ["forward", "forward_from_prefill"])
+def test_random_groupings_run_in_runs_of_similar_length_with_the_same_answers(path):
+    """Groups of a given (random) order are cut into runs by length: each group's answers are those of the
+    group run alone, and the runs skip the padding a random mix of long and short groups would leave."""
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=2, k=1)
+    lengths = [3 + (i * 7) % 29 for i in range(32)]
+    batch = tiny_batch(lengths, seed=5)
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    widths: list[int] = []
+    hook = view.layer_modules()[1].register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
+    try:
+        with torch.inference_mode():
+            if path == "forward":
+                out = model(batch, order=order)
+            else:
+                out = model.forward_from_prefill(model.prefill(batch), order=order).logits
+    finally:
+        hook.remove()
+    assert len(widths) == 4 and widths == sorted(widths, reverse=True) and widths[-1] < widths[0]
+    with torch.inference_mode():
+        for g in range(16):
+            rows = order[2 * g : 2 * g + 2]
+            alone = model({key: value[rows] for key, value in batch.items()})
+            torch.testing.assert_close(out[rows], alone, atol=1e-5, rtol=1e-4)

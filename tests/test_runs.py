@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from revmux.runs import (
     bucketed_runs,
+    groups_by_length,
     last_real_index,
     masked_mean,
     real_columns,
@@ -70,3 +73,22 @@ def test_masked_mean_averages_real_tokens_only():
     out = masked_mean(x, mask)
     torch.testing.assert_close(out[0], x[0, :2].mean(0))
     assert torch.equal(out[1], torch.zeros(2))  # no real token: zeros, not NaN
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=23),
+    n=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_groups_by_length_reorders_whole_groups_longest_first(lengths, n, seed):
+    mask = (torch.arange(12) < torch.tensor(lengths).unsqueeze(1)).long()
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed))
+    out = groups_by_length(order, mask, n)
+    G = len(lengths) // n
+    before = {tuple(order[g * n : (g + 1) * n].tolist()) for g in range(G)}
+    after = [tuple(out[g * n : (g + 1) * n].tolist()) for g in range(G)]
+    assert set(after) == before  # the same groups, each with its slot order
+    assert out[G * n :].tolist() == order[G * n :].tolist()  # leftovers stay last
+    ends = [max(lengths[i] for i in group) for group in after]
+    assert ends == sorted(ends, reverse=True)

@@ -24,7 +24,15 @@ from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec
-from revmux.runs import MAX_RUNS, MIN_GROUPS_PER_RUN, bucketed_runs, real_ends, run_count, split_runs
+from revmux.runs import (
+    MAX_RUNS,
+    MIN_GROUPS_PER_RUN,
+    bucketed_runs,
+    groups_by_length,
+    real_ends,
+    run_count,
+    split_runs,
+)
 
 ADAPTER_PRECISIONS = ("auto", "backbone", "fp32")  # what MuxModel.adapter_precision takes
 
@@ -190,7 +198,7 @@ class MuxModel(nn.Module):
             state, perm = self.prefill_grouped(inputs, order=order, length_aware=length_aware)
             return self.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
         perm = plan_groups(mask.sum(1), self.n, length_aware=length_aware, order=order)
-        return self._forward_runs(inputs, perm)
+        return self._forward_runs(inputs, groups_by_length(perm, mask, self.n))
 
     def _forward_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> Tensor:
         """`forward` run by run (whole groups of N in `perm` order; the B mod N leftovers join the last run
@@ -251,7 +259,8 @@ class MuxModel(nn.Module):
         mask = state.attention_mask
         hidden = torch.zeros_like(state.hidden)
         runs = self.run_count(mask.shape[0] // self.n)
-        for rows, cols in bucketed_runs(mask, perm, runs, group_size=self.n):  # leftovers join the last run
+        by_length = groups_by_length(perm, mask, self.n)  # the same groups, runs of similar length
+        for rows, cols in bucketed_runs(mask, by_length, runs, group_size=self.n):  # leftovers join the last
             out = self.view.run_layers(_cut(_select(state, rows), cols.stop), 0, self.k)
             hidden[rows, : cols.stop] = out.hidden
         return state.with_hidden(hidden)
@@ -272,7 +281,8 @@ class MuxModel(nn.Module):
         mask = state.attention_mask
         B, T = mask.shape
         N = self.n
-        perm = plan_groups(mask.sum(1), N, length_aware=length_aware, order=order)
+        grouping = plan_groups(mask.sum(1), N, length_aware=length_aware, order=order)
+        perm = groups_by_length(grouping, mask, N) if N > 1 else grouping  # runs of similar length
         G = B // N if N > 1 else 0
         m = G * N
         reads: list[Tensor] = []
@@ -290,7 +300,7 @@ class MuxModel(nn.Module):
             reads.append(rep)
             logits.append(lg)
             if return_down:
-                down = self.mux.down(state.hidden[idx])
+                down = self.mux.down(state.hidden[grouping[:m].view(G, N)])  # groups in `order`'s order
         rest = perm[m:]
         if rest.numel():
             rep, lg = self.teacher_from_prefill(_select(state, rest))

@@ -75,6 +75,19 @@ def split_runs(
     return [order[a:b] for a, b in zip(starts, stops, strict=True)]
 
 
+def groups_by_length(order: Tensor, mask: Tensor, group_size: int) -> Tensor:
+    """`order` with its whole groups of `group_size` consecutive rows reordered longest first (by the
+    group's last real column, stable); the leftovers stay last. No group changes, only which groups share
+    a run, so runs cut from the result skip the padding that random groupings would leave in every run."""
+    G = order.shape[0] // group_size
+    if G < 2:
+        return order
+    groups = order[: G * group_size].view(G, group_size)
+    ends = real_ends(mask[groups.reshape(-1)]).view(G, group_size).amax(dim=1)
+    by_length = torch.argsort(ends, descending=True, stable=True)
+    return torch.cat([groups[by_length].reshape(-1), order[G * group_size :]])
+
+
 def bucketed_runs(
     mask: Tensor,
     order: Tensor,

@@ -75,7 +75,9 @@ def finetune(
     encoded = _encode(tokenizer, train, max_length)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
+    # fused: one pass over every weight per step instead of a dozen (a quarter of a MiniLM step on CPU)
+    fused = model.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, fused=fused)
     scheduler = transformers.get_linear_schedule_with_warmup(
         optimizer, round(warmup_fraction * total_steps), total_steps
     )
