@@ -30,7 +30,8 @@ def _run(model, **kw) -> dict:
     return json.loads(json.dumps(run_bench(model, texts, pairs=pairs, **kw).to_dict()))
 
 
-def test_every_baseline_is_timed_with_its_keys_and_the_best_plain(tiny_dir):  # noqa: F811
+def test_every_baseline_is_timed_with_its_keys_and_the_best_plain(tiny_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(bench_baselines, "native_bf16", lambda device_type: True)  # as on AMX or CUDA
     d = _run(_model(tiny_dir))
     timed = list(BASELINES) if HAS_ORT else ["plain_int8_sorted", "plain_bf16_sorted"]
     assert d["baselines"] == timed and d["quantize"] == "none" and d["efficiency_baseline"] == "plain_sorted"
@@ -49,6 +50,17 @@ def test_every_baseline_is_timed_with_its_keys_and_the_best_plain(tiny_dir):  # 
     if not HAS_ORT:
         assert any("ort_fp32_sorted and ort_int8_sorted skipped" in note for note in d["notes"])
         assert r["ort_int8_sorted_ms"] is None and r["ort_fp32_sorted_rps"] is None
+
+
+def test_bf16_baseline_is_skipped_with_a_note_where_bf16_is_only_emulated(tiny_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(bench_baselines, "native_bf16", lambda device_type: False)  # e.g. an AVX2-only CPU
+    d = _run(_model(tiny_dir), baselines="int8,bf16")
+    assert d["baselines"] == ["plain_int8_sorted"]
+    assert d["runs"][0]["plain_bf16_sorted_ms"] is None
+    skipped = "plain_bf16_sorted skipped: this CPU has no native bf16"
+    assert any(note.startswith(skipped) for note in d["notes"])
+    forced = _run(_model(tiny_dir), baselines="none", quantize="bf16")  # the mux's precision: always timed
+    assert forced["baselines"] == ["plain_bf16_sorted"] and forced["runs"][0]["plain_bf16_sorted_ms"] > 0
 
 
 def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against_it(tiny_dir, monkeypatch):  # noqa: F811

@@ -5,7 +5,8 @@ length-sorted plain classifier in torch dynamic int8 (`plain_int8_sorted`), in b
 (`plain_bf16_sorted`), and exported to ONNX Runtime in fp32 and int8 (`ort_fp32_sorted`,
 `ort_int8_sorted`). `build_baselines` makes their backbones once per bench run (copies: the fp32 backbone
 that plain, plain_sorted and the mux run on is left as it is); a baseline that cannot run here (no
-onnxruntime, a decoder, int8 off CPU) is skipped with a note, never an error. `sorted_runs` is the
+onnxruntime, a decoder, int8 off CPU, bf16 on a CPU that only emulates it) is skipped with a note, never
+an error. `sorted_runs` is the
 length-sorted cut of a batch they all share with plain_sorted. What it is not: the timing
 (`revmux.bench_timing`) or the result (`revmux.bench_result`).
 """
@@ -23,7 +24,7 @@ from torch import Tensor
 from revmux.backbones.quantize import check_quantize_mode, quantized_copy
 from revmux.bench_result import BASELINES
 from revmux.errors import ConfigError, RevmuxError
-from revmux.model import MuxModel
+from revmux.model import MuxModel, native_bf16
 from revmux.runs import bucketed_runs
 
 QUANTIZED_BASELINE = {"none": "plain_sorted", "int8": "plain_int8_sorted", "bf16": "plain_bf16_sorted"}
@@ -31,6 +32,10 @@ ORT_BASELINE = {"none": "ort_fp32_sorted", "int8": "ort_int8_sorted"}  # --backe
 BACKENDS = ("torch", "onnx")
 _TORCH_MODES = {"plain_int8_sorted": "int8", "plain_bf16_sorted": "bf16"}
 _ORT_PRECISION = {"ort_fp32_sorted": "fp32", "ort_int8_sorted": "int8"}
+NO_NATIVE_BF16 = (
+    "this CPU has no native bf16 (AVX512-BF16 or AMX): emulated, bf16 runs slower than fp32, so no one "
+    "would deploy it (--quantize bf16 still times it)"
+)
 
 
 def parse_baselines(value: str | Sequence[str] | None) -> list[str]:
@@ -86,6 +91,9 @@ def build_baselines(
         wanted.append(forced)
     for name, mode in _TORCH_MODES.items():
         if name not in wanted:
+            continue
+        if mode == "bf16" and name != forced and not native_bf16(view.device.type):
+            out.notes.append(f"{name} skipped: {NO_NATIVE_BF16}")
             continue
         try:
             out.views[name] = quantized_copy(view, mode)
