@@ -9,7 +9,8 @@ import torch
 
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME
 from revmux.errors import CheckpointError
-from revmux.model import MuxModel, plan_groups
+from revmux.model import MuxModel
+from revmux.runs import plan_groups
 from tests.tiny import tiny_batch, tiny_bert
 
 KINDS = ["revmux", "ora", "adapter", "datamux"]

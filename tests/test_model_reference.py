@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from revmux.model import MuxModel, plan_groups
+from revmux.model import MuxModel
+from revmux.runs import plan_groups
 from tests.tiny import tiny_batch, tiny_bert
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revmux.model import MuxModel, plan_groups
-from revmux.runs import bucketed_runs
+from revmux.model import MuxModel
+from revmux.runs import bucketed_runs, plan_groups
 from tests.tiny import tiny_batch, tiny_bert
 
 

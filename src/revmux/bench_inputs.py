@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import Tensor
 
 from revmux.errors import DataError
-from revmux.model import plan_groups
+from revmux.runs import plan_groups
 
 
 def bench_texts(

@@ -29,6 +29,7 @@ from revmux.runs import (
     MIN_GROUPS_PER_RUN,
     bucketed_runs,
     groups_by_length,
+    plan_groups,
     real_ends,
     run_count,
     split_runs,
@@ -56,24 +57,6 @@ class MuxOutput:
     logits: Tensor
     reps: Tensor
     down: Tensor | None = None
-
-
-def plan_groups(
-    lengths: Tensor, n: int, *, length_aware: bool = False, order: Tensor | None = None
-) -> Tensor:
-    """A permutation of the batch whose consecutive runs of `n` are the groups (leftovers at the end).
-
-    `order` (a permutation) fixes the grouping, e.g. a random one per epoch; otherwise the input
-    order is used, or, with `length_aware`, requests sorted by length so partners pad little.
-    """
-    B = lengths.shape[0]
-    if order is not None:
-        if order.shape != (B,):
-            raise ConfigError(f"order must be a permutation of {B} requests, got shape {tuple(order.shape)}.")
-        return order.to(lengths.device)
-    if length_aware and n > 1:
-        return torch.argsort(lengths, descending=True, stable=True)
-    return torch.arange(B, device=lengths.device)
 
 
 class MuxModel(nn.Module):

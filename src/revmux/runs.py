@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from revmux.errors import ConfigError
+
 MAX_RUNS = 4  # runs a batch is cut into at most (1: one run over the whole padded batch)
 MIN_GROUPS_PER_RUN = 4  # composites per run at least, so short runs do not cost more than they save
 
@@ -73,6 +75,24 @@ def split_runs(
     stops[-1] = B
     starts = [0, *stops[:-1]]
     return [order[a:b] for a, b in zip(starts, stops, strict=True)]
+
+
+def plan_groups(
+    lengths: Tensor, n: int, *, length_aware: bool = False, order: Tensor | None = None
+) -> Tensor:
+    """A permutation of the batch whose consecutive runs of `n` are the groups (leftovers at the end).
+
+    `order` (a permutation) fixes the grouping, e.g. a random one per epoch; otherwise the input
+    order is used, or, with `length_aware`, requests sorted by length so partners pad little.
+    """
+    B = lengths.shape[0]
+    if order is not None:
+        if order.shape != (B,):
+            raise ConfigError(f"order must be a permutation of {B} requests, got shape {tuple(order.shape)}.")
+        return order.to(lengths.device)
+    if length_aware and n > 1:
+        return torch.argsort(lengths, descending=True, stable=True)
+    return torch.arange(B, device=lengths.device)
 
 
 def groups_by_length(order: Tensor, mask: Tensor, group_size: int) -> Tensor:
