@@ -104,9 +104,9 @@ class BenchConfig:
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")
         if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ConfigError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}.")
+            raise ConfigError(f"--device must be cpu or cuda (or cuda:N), got {self.device!r}.")
         if isinstance(self.dtype, str) and self.dtype.lower() not in DTYPE_NAMES:
-            raise ConfigError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {self.dtype!r}.")
+            raise ConfigError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {self.dtype!r}.")
         self.quantize = check_quantize(self.quantize)
         self._check_backends()
 
