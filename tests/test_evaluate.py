@@ -260,3 +260,16 @@ def test_real_minilm_end_to_end(minilm_path):
         report.partner_sensitivity,
     ):
         assert 0.0 <= value <= 1.0
+
+
+def test_an_eval_config_drives_evaluate_and_its_optional_measurements(view, tiny_dir, dev):
+    from revmux.eval_config import EvalConfig
+    from revmux.fallback import fallback_sweep
+
+    model = _mux(view, tiny_dir, 2)
+    cfg = EvalConfig(groupings=3, batch_size=4, seed=2, fallback_margin=[0.0, 1.0])
+    report = evaluate(model, dev, config=cfg, groupings=2)  # a keyword overrides its field
+    assert report.groupings == 2 and set(report.to_dict()) == KEYS | {"fallback"}
+    assert report.to_dict() == evaluate(model, dev, groupings=2, batch_size=4, seed=2).to_dict() | {
+        "fallback": fallback_sweep(model, dev, [0.0, 1.0], groupings=2, batch_size=4, seed=2)
+    }

@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from revmux.backbones.quantize import check_quantize_mode
 from revmux.bench_baselines import (
     Baselines,
     parse_baselines,
@@ -39,6 +38,7 @@ from revmux.bench_baselines import (
     sorted_ort,
     sorted_runs,
 )
+from revmux.bench_config import BenchConfig
 from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
 from revmux.bench_result import (
     BASELINES,
@@ -62,6 +62,7 @@ __all__ = [
     "DTYPES",
     "PLAIN_VARIANTS",
     "VARIANTS",
+    "BenchConfig",
     "BenchReport",
     "BenchRun",
     "PaddingWaste",
@@ -135,13 +136,9 @@ def adapter_pass(
 class _Setup:
     """Settings shared by every batch size of one run_bench call."""
 
-    max_length: int
+    cfg: BenchConfig
     dev: torch.device
     pipe: Any
-    length_aware: bool
-    repeats: int
-    warmup: int
-    seed: int
     memory: PeakMemory
     baselines: Baselines
     mux_model: MuxModel  # the model, or the same adapters on its int8 / bf16 backbone copy (--quantize)
@@ -153,23 +150,14 @@ def run_bench(
     texts: list[str],
     *,
     pairs: list[str] | None = None,
-    batch_sizes: Sequence[int] = (8, 32, 128),
-    max_length: int = 128,
-    device: str = "cpu",
-    dtype: str | torch.dtype | None = None,
-    threads: int | None = None,
-    repeats: int = 7,
-    warmup: int = 2,
-    length_aware: bool = True,
-    pipeline: bool = True,
+    config: BenchConfig | None = None,
     progress: bool = False,
-    seed: int = 0,
-    compile: bool = False,
-    baselines: str | Sequence[str] | None = "all",
-    quantize: str | None = None,
-    backend: str = "torch",
+    **knobs: Any,
 ) -> BenchReport:
     """Time plain, pipeline (tokenization included) and mux forwards per batch size on the same requests.
+
+    The knobs are the fields of `config` (a BenchConfig, default its defaults), each overridable by the
+    keyword of the same name (`batch_sizes=(8,)`, `repeats=1`, ...); an unknown keyword is refused.
 
     Each batch is the first `bs` texts of a fixed-seed shuffle, tokenized once, padded to its longest and
     truncated at `max_length`. Moves the backbone to `device` (in `dtype`, e.g. "bf16") and the adapters
@@ -184,47 +172,45 @@ def run_bench(
     (adapters fp32 in torch either way); efficiency is then taken against the sorted plain model of the
     same backend and precision (meta["efficiency_baseline"]). plain and plain_sorted stay as loaded.
     """
-    _check_args(batch_sizes, repeats, warmup, max_length, threads)
-    mode, names = check_quantize_mode(quantize), parse_baselines(baselines)
-    _check_compile(compile, warmup, mode, backend)
+    cfg = BenchConfig.resolve(config, knobs)
     view = model.view
     if view.tokenizer is None:
         raise ConfigError(
             "the backbone view has no tokenizer; load it with revmux.backbones.load_backbone(...)."
         )
-    dev = _prepare_device(model, device, dtype)
+    dev = _prepare_device(model, cfg.device, cfg.dtype)
     old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     with contextlib.ExitStack() as stack:
         stack.callback(torch.set_num_threads, old_threads)
         memory = PeakMemory(dev)
-        meta = _meta(model, dev, max_length, repeats, warmup, length_aware, memory)
+        meta = _meta(model, dev, cfg, memory)
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
+        names = parse_baselines(cfg.baselines)
         base, mux_model, eff = prepare_baselines(
-            model, texts, pairs, max_length, names, mode, workdir, backend
+            model, texts, pairs, cfg.max_length, names, cfg.quantize, workdir, cfg.backend
         )
         meta["notes"] += base.notes
-        meta |= {"quantize": mode, "backend": backend, "baselines": base.names, "efficiency_baseline": eff}
-        if compile:
+        meta |= {"quantize": cfg.quantize, "backend": cfg.backend, "baselines": base.names}
+        meta["efficiency_baseline"] = eff
+        if cfg.compile:
             meta["compile_seconds"] = compile_layers(view)
             meta["notes"].append(
                 "backbone layers wrapped in torch.compile(dynamic=True); compiled in warm-up"
             )
-        meta["compiled"] = compile
-        use_pipeline = pipeline and view.verbalizer_ids is None
-        if pipeline and not use_pipeline:
+        meta["compiled"] = cfg.compile
+        use_pipeline = cfg.pipeline and view.verbalizer_ids is None
+        if cfg.pipeline and not use_pipeline:
             meta["notes"].append("pipeline skipped: text-classification pipelines need a classifier head")
         pipe = _make_pipeline(view, dev) if use_pipeline else None
-        setup = _Setup(
-            max_length, dev, pipe, length_aware, repeats, warmup, seed, memory, base, mux_model, eff
-        )  # fmt: skip
-        rounds = len(batch_sizes) * (warmup + repeats)
+        setup = _Setup(cfg, dev, pipe, memory, base, mux_model, eff)
+        rounds = len(cfg.batch_sizes) * (cfg.warmup + cfg.repeats)
         runs = []
         with StepProgress(
             "bench", rounds, fields="batch size {bs}", enabled=progress, unit="rounds", transient=True
         ) as bar:  # a bar on a terminal, a plain line every few seconds in a log (stderr either way)
-            for bs in batch_sizes:
+            for bs in cfg.batch_sizes:
                 bar.advance(0, bs=bs)
                 run = _bench_one(model, texts, pairs, bs, setup, on_round=bar.advance)
                 runs.append(run)
@@ -242,8 +228,8 @@ def _bench_one(
     on_round: Callable[[], object] | None = None,
 ) -> BenchRun:
     """One batch size: tokenize once, time the variants interleaved, add padding waste and the bound."""
-    view, dev, pipe, max_length = model.view, setup.dev, setup.pipe, setup.max_length
-    batch_texts, batch_pairs, repeated = sample_requests(texts, pairs, bs, seed=setup.seed)
+    view, dev, pipe, max_length = model.view, setup.dev, setup.pipe, setup.cfg.max_length
+    batch_texts, batch_pairs, repeated = sample_requests(texts, pairs, bs, seed=setup.cfg.seed)
     encoder = model.encoder.replace(max_length=max_length)
     batch_texts, batch_pairs = encoder.render(batch_texts, batch_pairs)  # the pipeline gets the same prompts
     batch = encoder.tokenize(batch_texts, batch_pairs, device=dev)
@@ -254,7 +240,7 @@ def _bench_one(
 
     def mux() -> object:
         with torch.inference_mode():
-            return setup.mux_model(batch, length_aware=setup.length_aware)
+            return setup.mux_model(batch, length_aware=setup.cfg.length_aware)
 
     fns: dict[str, Callable[[], object]] = {"plain": plain, "plain_sorted": sorted_plain(model, batch)}
     for name in setup.baselines.names:
@@ -271,7 +257,7 @@ def _bench_one(
     if model.n > 1:
         fns["adapters"] = adapter_pass(model, bs, int(batch["attention_mask"].shape[1]), dev)
     timed = time_interleaved(
-        fns, repeats=setup.repeats, warmup=setup.warmup, memory=setup.memory, on_round=on_round
+        fns, repeats=setup.cfg.repeats, warmup=setup.cfg.warmup, memory=setup.memory, on_round=on_round
     )
     adapters = timed.pop("adapters", None)
     mask = batch["attention_mask"]
@@ -290,36 +276,10 @@ def _bench_one(
         padding_waste_plain=1.0 - mask.sum().item() / mask.numel(),
         waste_length_aware=padding_waste(mask, model.n, length_aware=True),
         waste_input_order=padding_waste(mask, model.n, length_aware=False),
-        length_aware=setup.length_aware,
+        length_aware=setup.cfg.length_aware,
         memory_key=setup.memory.prefix,
         efficiency_baseline=setup.efficiency_baseline,
     )
-
-
-def _check_args(
-    batch_sizes: Sequence[int], repeats: int, warmup: int, max_length: int, threads: int | None
-) -> None:
-    if not batch_sizes or any(not isinstance(b, int) or b < 1 for b in batch_sizes):
-        raise ConfigError(f"batch sizes must be integers >= 1 like 8,32,128; got {list(batch_sizes)}.")
-    if repeats < 1:
-        raise ConfigError(f"repeats must be >= 1, got {repeats}.")
-    if warmup < 0:
-        raise ConfigError(f"warmup must be >= 0, got {warmup}.")
-    if max_length < 2:
-        raise ConfigError(f"max_length must be >= 2, got {max_length}.")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}.")
-
-
-def _check_compile(compile: bool, warmup: int, quantize: str, backend: str) -> None:
-    if compile and (quantize != "none" or backend != "torch"):
-        flag = f"--quantize {quantize}" if quantize != "none" else f"--backend {backend}"
-        raise ConfigError(
-            f"--compile and {flag} cannot be combined: the mux's quantized or exported backbone is not "
-            "compiled. Drop one of them."
-        )
-    if compile and warmup < 1:
-        raise ConfigError("--compile needs at least one warm-up round (--warmup >= 1) to compile in.")
 
 
 def _prepare_device(model: MuxModel, device: str, dtype: str | torch.dtype | None) -> torch.device:
@@ -356,15 +316,7 @@ def _make_pipeline(view: Any, dev: torch.device) -> Any:
     )
 
 
-def _meta(
-    model: MuxModel,
-    dev: torch.device,
-    max_length: int,
-    repeats: int,
-    warmup: int,
-    length_aware: bool,
-    memory: PeakMemory,
-) -> dict[str, Any]:
+def _meta(model: MuxModel, dev: torch.device, bench: BenchConfig, memory: PeakMemory) -> dict[str, Any]:
     import transformers
 
     from revmux import __version__
@@ -386,10 +338,10 @@ def _meta(
         "device": str(dev),
         "dtype": str(view.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
-        "max_length": max_length,
-        "repeats": repeats,
-        "warmup": warmup,
-        "length_aware": length_aware,
+        "max_length": bench.max_length,
+        "repeats": bench.repeats,
+        "warmup": bench.warmup,
+        "length_aware": bench.length_aware,
         "peak_mem_source": memory.source,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,

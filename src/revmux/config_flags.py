@@ -8,7 +8,9 @@ dataclass checks them. Flags left out stay None and override nothing.
 Scalar fields (bool, int, float, str, or one of them | None) get typed options; list and dict fields
 get string options ("1,2,4", "2:32,4:64") that the shared loader (`revmux.config.config_from_dict`, via
 `coerce`) converts when the dataclass is built. Optional metadata: "default" (how the default reads in
-the help, e.g. "the adapters' max_length") and "envvar" (an environment variable the flag also reads).
+the help, e.g. "the adapters' max_length"), "envvar" (an environment variable the flag also reads) and
+"check" (a function run on the flag's value when the command line is parsed, before anything loads: it
+returns the value to use or raises a RevmuxError, shown as a usage error of that flag).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Annotated, Any
 import typer
 
 from revmux.config import dashed
+from revmux.errors import RevmuxError
 
 SCALARS = (bool, int, float, str)
 
@@ -93,12 +96,32 @@ def _parameter(f: dataclasses.Field, base: type, name: str, panel: str | None) -
     shown = f.metadata.get("default", "unset" if default is None else _spelled(default))
     text = f"{f.metadata.get('help', f.name)} (default {shown})"
     decl = f"{name}/--no-{name.removeprefix('--')}" if base is bool else name
+    check = f.metadata.get("check")
     option = typer.Option(
-        decl, help=text, show_default=False, rich_help_panel=panel, envvar=f.metadata.get("envvar")
+        decl,
+        help=text,
+        show_default=False,
+        rich_help_panel=panel,
+        envvar=f.metadata.get("envvar"),
+        callback=None if check is None else _parse_time(check, name),
     )
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[base | None, option]
     )
+
+
+def _parse_time(check: Callable[[Any], Any], name: str) -> Callable[[Any], Any]:
+    """A typer callback running `check` on a given value; its RevmuxError becomes a usage error of `name`."""
+
+    def callback(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except RevmuxError as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"'{name}'") from None
+
+    return callback
 
 
 def _spelled(value: Any) -> Any:

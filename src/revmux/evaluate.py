@@ -4,7 +4,9 @@ What it is: `evaluate(model, data)` tokenizes and prefills the evaluation set on
 takes the teacher's (N = 1) predictions from the same states, then re-draws the groups R times and
 reports accuracy mean and std over groupings, agreement with the teacher, partner sensitivity and
 per-class accuracy, as an `EvalReport` whose `to_dict()` is the JSON `revmux eval --json` prints;
-`grouping_predictions` returns the per-row predictions behind it.
+`grouping_predictions` returns the per-row predictions behind it. Its knobs are the fields of
+`revmux.eval_config.EvalConfig` (the flags of `revmux eval`), which also asks for the optional
+adversarial-partner (`revmux.adversarial`) and fallback (`revmux.fallback`) measurements.
 What it is not: checkpoint selection (that uses a hold-out of TRAIN, in `revmux.train`) or timing
 (`revmux.bench`). The per-row layer-k states are kept in memory: evaluation sets are small.
 """
@@ -14,15 +16,17 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from revmux.backbones import LayerState
+from revmux.backbones.quantize import quantize_backbone
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError, DataError
+from revmux.eval_config import EvalConfig
 from revmux.model import MuxModel
 from revmux.progress import track
 
@@ -31,7 +35,8 @@ from revmux.progress import track
 class EvalReport:
     """Accuracies are fractions in [0, 1]; `partner_sensitivity` is None when groupings < 2.
 
-    Per-class accuracies are None for classes without rows in the evaluation set.
+    Per-class accuracies are None for classes without rows in the evaluation set. `extra` holds the
+    optional measurements (`revmux eval --adversarial-partners / --fallback-margin / --quantize`).
     """
 
     task: str
@@ -50,9 +55,12 @@ class EvalReport:
     bound: float
     trainable_params: int
     num_examples: int
+    extra: dict[str, Any] = field(default_factory=dict)  # what EvalConfig asked for beyond accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, with `extra`'s keys (quantize, adversarial, fallback) at the top level when set."""
+        out = dataclasses.asdict(self)
+        return out | out.pop("extra")
 
 
 @dataclass
@@ -71,27 +79,24 @@ def evaluate(
     model: MuxModel,
     data: TaskData,
     *,
-    groupings: int = 10,
-    batch_size: int = 64,
-    seed: int = 0,
-    max_length: int | None = None,
+    config: EvalConfig | None = None,
     progress: bool = False,
     task: str | None = None,
+    **knobs: Any,
 ) -> EvalReport:
     """Accuracy of `model` on `data` as mean and std over `groupings` random groupings, beside the teacher.
 
-    See `grouping_predictions` for how groups are drawn. `task` names the data in the report (default:
-    the model's task, else the data's source).
+    The knobs are the fields of `config` (an EvalConfig, default its defaults), each overridable by the
+    keyword of the same name (`groupings=3`, `batch_size=8`, ...); an unknown keyword is refused. See
+    `grouping_predictions` for how groups are drawn. `quantize` converts the model's backbone in place
+    first; `adversarial_partners` and `fallback_margin` add their measurements to the report's `extra`.
+    `task` names the data in the report (default: the model's task, else the data's source).
     """
-    teacher, preds = grouping_predictions(
-        model,
-        data,
-        groupings=groupings,
-        batch_size=batch_size,
-        seed=seed,
-        max_length=max_length,
-        progress=progress,
-    )
+    cfg = EvalConfig.resolve(config, knobs)
+    quantize_backbone(model.view, cfg.quantize)
+    kw = {"groupings": cfg.groupings, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    kw["max_length"] = cfg.max_length
+    teacher, preds = grouping_predictions(model, data, **kw, progress=progress)
     labels = torch.tensor(data.labels)
     changed = [_share(a != b) for a, b in zip(preds, preds[1:], strict=False)]
     accs = [_share(p == labels) for p in preds]
@@ -101,7 +106,7 @@ def evaluate(
         mux=model.config.kind,
         n=model.n,
         k=model.k,
-        groupings=groupings,
+        groupings=cfg.groupings,
         accuracy_mean=statistics.fmean(accs),
         accuracy_std=statistics.pstdev(accs),
         teacher_accuracy=_share(teacher == labels),
@@ -112,7 +117,26 @@ def evaluate(
         bound=model.config.speedup_bound,
         trainable_params=model.num_trainable(),
         num_examples=len(data),
+        extra=_partner_checks(model, data, cfg, kw),
     )
+
+
+def _partner_checks(model: MuxModel, data: TaskData, cfg: EvalConfig, kw: dict[str, Any]) -> dict[str, Any]:
+    """The optional measurements of `cfg`: the backbone's quantization, adversarial partners (a dict) and
+    the fallback sweep (a list of dicts); empty when none was asked for."""
+    out: dict[str, Any] = {} if cfg.quantize == "none" else {"quantize": cfg.quantize}
+    if cfg.adversarial_partners is not None:
+        from revmux.adversarial import adversarial_partners
+
+        out["adversarial"] = adversarial_partners(
+            model, data, candidates=cfg.adversarial_partners, rows=cfg.adversarial_rows,
+            batch_size=cfg.batch_size, seed=cfg.seed, max_length=cfg.max_length,
+        ).to_dict()  # fmt: skip
+    if cfg.fallback_margin is not None:
+        from revmux.fallback import fallback_sweep
+
+        out["fallback"] = fallback_sweep(model, data, cfg.fallback_margin, **kw)
+    return out
 
 
 def grouping_predictions(

@@ -1,4 +1,7 @@
-"""`revmux bench` (plain vs multiplexed timing, side by side) and `revmux plot` (PNGs of its results)."""
+"""`revmux bench` (plain vs multiplexed timing, side by side) and `revmux plot` (PNGs of its results).
+
+Every BenchConfig field is a `revmux bench` flag, derived from the dataclass by `config_flags` (same name
+with dashes, help and default from the field); the options here choose what is timed and where it goes."""
 
 from __future__ import annotations
 
@@ -8,44 +11,14 @@ from typing import Annotated
 
 import typer
 
-from revmux.cli.common import MuxOption, console, err_console, fail, mux_options, parse_ints
-from revmux.cli.evaluate import quantize_mode
-from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N
+from revmux.bench_config import BenchConfig
+from revmux.cli.common import MuxOption, console, err_console, fail, mux_options
+from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_N
+from revmux.config_flags import config_flags
 from revmux.errors import RevmuxError
 
-# the longer options of `revmux bench`, kept out of its signature
-BaselinesOption = Annotated[
-    str,
-    typer.Option(
-        "--baselines",
-        help="Plain baselines also timed, length-sorted: 'all', 'none' or a comma list of int8, bf16, "
-        "ort_fp32, ort_int8 (ONNX Runtime ones need the onnx extra; those that cannot run are noted).",
-    ),
-]
-QuantizeOption = Annotated[
-    str,
-    typer.Option(
-        "--quantize",
-        callback=quantize_mode,
-        help="Run the mux on the backbone in none, int8 (torch dynamic, CPU) or bf16; adapters stay fp32.",
-    ),
-]
-BackendOption = Annotated[
-    str,
-    typer.Option(
-        "--backend",
-        help="Where the mux's backbone layers run: torch, or onnx (ONNX Runtime, fp32 or with --quantize "
-        "int8; adapters in torch; needs the onnx extra).",
-    ),
-]
-CompileOption = Annotated[
-    bool, typer.Option("--compile", help="torch.compile the backbone layers (plain and mux alike) first.")
-]
-DtypeOption = Annotated[
-    str | None, typer.Option("--dtype", help="Backbone dtype: fp32, bf16 or fp16 (adapters stay fp32).")
-]
 
-
+@config_flags(BenchConfig, panel="Bench config")
 def bench_cmd(
     adapter: Annotated[
         str | None, typer.Option("--adapter", help="Adapter directory (mux_config.json + weights).")
@@ -60,17 +33,6 @@ def bench_cmd(
     k: Annotated[int | None, typer.Option("--k", min=0, help="Split layer (with --model).")] = None,
     mux: Annotated[str | None, typer.Option("--mux", help="Mux kind (with --model): revmux, ora...")] = None,
     mux_option: MuxOption = None,
-    batch_sizes: Annotated[
-        str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")
-    ] = "8,32,128",
-    max_length: Annotated[
-        int, typer.Option(min=2, help="Tokens per request (longer are truncated).")
-    ] = DEFAULT_MAX_LENGTH,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    dtype: DtypeOption = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch.set_num_threads for the run.")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Timed rounds; the median is reported.")] = 7,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed rounds first.")] = 2,
     task: Annotated[
         str | None, typer.Option(help="Task whose dev split gives the texts (default sst2).")
     ] = None,
@@ -78,50 +40,25 @@ def bench_cmd(
         str | None, typer.Option(help="GLUE download for --task (default: bundled sst2).")
     ] = None,
     texts: Annotated[str | None, typer.Option("--texts", help="Text file, one request per line.")] = None,
-    pipeline: Annotated[
-        bool, typer.Option("--pipeline/--no-pipeline", help="Also time transformers.pipeline.")
-    ] = True,
-    length_aware: Annotated[
-        bool, typer.Option("--length-aware/--no-length-aware", help="Group requests of similar length.")
-    ] = True,
-    compile_: CompileOption = False,
-    baselines: BaselinesOption = "all",
-    quantize: QuantizeOption = "none",
-    backend: BackendOption = "torch",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print only the JSON object on stdout (table to stderr).")
     ] = False,
     out: Annotated[str | None, typer.Option("--out", help="Also write the JSON object to this file.")] = None,
+    overrides: dict | None = None,
 ) -> None:
     """Time plain (padded, sorted, int8, bf16, ONNX Runtime), pipeline and multiplexed inference side by side."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sizes = parse_ints(batch_sizes, "--batch-sizes")
+    try:
+        cfg = BenchConfig.from_dict(overrides or {}, source="flags")  # checked before anything loads
+    except RevmuxError as exc:
+        fail(exc)
     _check_bench_sources(adapter, model, (n, k, mux), mux_option, texts, task, data_dir)
-    from revmux.bench import bench_texts, parse_baselines, run_bench
+    from revmux.bench import bench_texts, run_bench
 
     try:
-        parse_baselines(baselines)  # a cheap check before loading
         text_list, pairs, source = bench_texts(task, data_dir, texts)
-        muxed = _bench_model(adapter, model, mux, n, k, max_length, mux_option)
-        report = run_bench(
-            muxed,
-            text_list,
-            pairs=pairs,
-            batch_sizes=sizes,
-            max_length=max_length,
-            device=device,
-            dtype=dtype,
-            threads=threads,
-            repeats=repeats,
-            warmup=warmup,
-            length_aware=length_aware,
-            pipeline=pipeline,
-            progress=True,
-            compile=compile_,
-            baselines=baselines,
-            quantize=quantize,
-            backend=backend,
-        )
+        muxed = _bench_model(adapter, model, mux, n, k, cfg.max_length, mux_option)
+        report = run_bench(muxed, text_list, pairs=pairs, config=cfg, progress=True)
     except RevmuxError as exc:
         fail(exc)
     report.meta |= {"adapter": adapter, "texts": source}

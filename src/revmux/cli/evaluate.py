@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Annotated
@@ -18,7 +19,9 @@ from revmux.cli.common import (
     parse_ints,
     resolve_prompt,
 )
+from revmux.config_flags import config_flags
 from revmux.errors import RevmuxError
+from revmux.eval_config import EvalConfig
 
 
 def quantize_mode(value: str) -> str:
@@ -77,6 +80,7 @@ def verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
+@config_flags(EvalConfig, panel="Eval config")
 def eval_cmd(
     adapter: Annotated[
         str | None,
@@ -99,30 +103,16 @@ def eval_cmd(
         str | None,
         typer.Option("--model", help="Backbone directory or zoo name (default: the one the adapter names)."),
     ] = None,
-    groupings: Annotated[int, typer.Option(help="Random groupings R to average over.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Groups per forward pass.")] = 64,
-    seed: Annotated[int, typer.Option(help="Grouping r is drawn with seed + r.")] = 0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
-    max_length: Annotated[
-        int | None, typer.Option(help="Tokens per row (default: the adapter's, or 128 without one).")
-    ] = None,
     verbalizer: Annotated[
         str | None, typer.Option(help="Without --adapter: verbalizer token ids of an LM-head --model.")
     ] = None,
     prompt_style: PromptStyle = None,
     verbalizer_words: VerbalizerWords = None,
     instruction: Instruction = None,
-    adversarial_partners: Annotated[
-        int | None, typer.Option(min=1, help="Also: K random partner sets per row, the row in every slot.")
-    ] = None,
-    adversarial_rows: Annotated[int, typer.Option(min=1, help="Rows for --adversarial-partners.")] = 200,
-    fallback_margin: Annotated[
-        str | None,
-        typer.Option(help="Also: accuracy and re-run share with the fallback at margins M[,M...]."),
-    ] = None,
-    quantize: Quantize = "none",
+    overrides: dict | None = None,
 ) -> None:
     """Accuracy of an adapter over R random groupings, beside the teacher, agreement and partner sensitivity.
 
@@ -130,55 +120,30 @@ def eval_cmd(
     through --verbalizer ids or a --prompt-style prompt). --quantize: teacher and mux rows on that backbone.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from revmux.backbones.quantize import quantize_backbone
     from revmux.cli.tables import eval_table
     from revmux.evaluate import evaluate
 
     columns = (text_col, pair_col, label_col)
     prompt = (verbalizer, prompt_style, verbalizer_words, instruction)
     try:
+        cfg = EvalConfig.from_dict(overrides or {}, source="flags")  # checked before anything loads
         if adapter is not None:
             mux, data, task = _adapter_and_data(
                 adapter, model, task, split, data_dir, eval_file, columns, prompt
             )
         else:
             mux, data = _teacher_and_data(model, task, split, data_dir, eval_file, columns, prompt)
-            mux.config.task, mux.config.max_length = task, max_length or mux.config.max_length
-            groupings = 1  # N = 1: every grouping gives the same predictions
-        quantize_backbone(mux.view, quantize)  # after the adapter's backbone hash was checked
-        kw = {"groupings": groupings, "batch_size": batch_size, "seed": seed, "max_length": max_length}
-        report = evaluate(mux, data, progress=not as_json, task=task or eval_file, **kw)
-        extra = _partner_checks(mux, data, adversarial_partners, adversarial_rows, fallback_margin, kw)
+            mux.config.task, mux.config.max_length = task, cfg.max_length or mux.config.max_length
+            cfg = dataclasses.replace(cfg, groupings=1)  # N = 1: every grouping gives the same predictions
+        report = evaluate(mux, data, config=cfg, progress=not as_json, task=task or eval_file)
     except RevmuxError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps(report.to_dict() | extra))
+        print(json.dumps(report.to_dict()))
         return
     console.print(eval_table(report))
-    for line in _partner_lines(extra):
+    for line in _partner_lines(report.extra):
         console.print(line)
-
-
-def _partner_checks(mux, data, candidates: int | None, rows: int, margins: str | None, kw: dict) -> dict:
-    """The optional adversarial-partner and fallback measurements of `revmux eval`, as JSON-ready dicts, and
-    the backbone's quantization when it has one."""
-    from revmux.backbones.quantize import quantized_mode
-
-    mode = quantized_mode(mux.view)
-    out: dict = {} if mode == "none" else {"quantize": mode}
-    if candidates is not None:
-        from revmux.adversarial import adversarial_partners
-
-        out["adversarial"] = adversarial_partners(
-            mux, data, candidates=candidates, rows=rows, batch_size=kw["batch_size"], seed=kw["seed"],
-            max_length=kw["max_length"],
-        ).to_dict()  # fmt: skip
-    if margins is not None:
-        from revmux.config import coerce
-        from revmux.fallback import fallback_sweep
-
-        out["fallback"] = fallback_sweep(mux, data, coerce(margins, list[float], "--fallback-margin"), **kw)
-    return out
 
 
 def _partner_lines(report: dict) -> list[str]:
