@@ -118,3 +118,33 @@ def test_finetune_prints_our_line_instead_of_the_report_and_plain_progress(
     )
     assert "LOAD REPORT" not in err
     assert re.search(r"fine-tuning: (\d+)/\1 \(100%\), .*, loss \d\.\d{4}, [\d.]+ ex/s", err)  # not a tty
+
+
+def test_transformers_progress_bars_are_off_during_a_load_and_restored_after():
+    from transformers.utils import logging as hf_logging
+
+    seen = []
+
+    class Auto:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            seen.append(hf_logging.is_progress_bar_enabled())
+            return transformers.BertModel(
+                transformers.BertConfig(
+                    hidden_size=8,
+                    num_hidden_layers=1,
+                    num_attention_heads=2,
+                    intermediate_size=8,
+                    vocab_size=20,
+                )
+            ), {}
+
+    assert hf_logging.is_progress_bar_enabled()
+    from_pretrained_quietly(Auto, "fake", new_head_note=NOTE)
+    assert seen == [False] and hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a user who turned them off keeps them off
+    try:
+        from_pretrained_quietly(Auto, "fake", new_head_note=NOTE)
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

@@ -6,14 +6,17 @@ encoder such as MiniLM never had. revmux loads such checkpoints on purpose (fine
 head), so the table appeared on every `revmux finetune` and demo run. `from_pretrained_quietly`
 holds that report back and prints one line instead, only when weights were newly initialised (or
 checkpoint weights went unused). If loading fails, the held-back report is logged as usual, since
-transformers' error message refers to it.
+transformers' error message refers to it. `no_hf_progress` also holds back transformers' per-load "Loading
+weights" / "Writing model shards" bars: a fraction of a second each, they only fill logs with lines.
 What it is not: a silencer for transformers' other warnings; only the LOAD REPORT is held back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 _REPORT_LOGGER = "transformers.modeling_utils"
@@ -34,6 +37,20 @@ class _HoldReport(logging.Filter):
         return True
 
 
+@contextlib.contextmanager
+def no_hf_progress() -> Iterator[None]:
+    """transformers' tqdm bars off inside the block, restored after it (as the user had them)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def from_pretrained_quietly(auto: Any, source: str, *, new_head_note: str, **kwargs: Any) -> Any:
     """`auto.from_pretrained(source, **kwargs)` without the LOAD REPORT; our one-line summary goes to stderr.
 
@@ -43,7 +60,8 @@ def from_pretrained_quietly(auto: Any, source: str, *, new_head_note: str, **kwa
     hold = _HoldReport()
     logger.addFilter(hold)
     try:
-        model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
+        with no_hf_progress():
+            model, info = auto.from_pretrained(source, output_loading_info=True, **kwargs)
     except BaseException:
         logger.removeFilter(hold)
         for record in hold.held:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from revmux.backbones.hf_load import no_hf_progress
 from revmux.data import TaskData, model_inputs, split_holdout
 from revmux.errors import ConfigError, DataError, RevmuxError
 from revmux.progress import StepProgress
@@ -100,7 +101,8 @@ def finetune(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    with no_hf_progress():
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     settings = {
         "model_path": str(model_path),
