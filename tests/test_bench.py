@@ -179,8 +179,10 @@ RUN_JSON_KEYS = (
     + "".join(f"{v}_ms {v}_ms_min {v}_ms_max {v}_rps peak_rss_mb_{v} " for v in BASELINES)
     + "pipeline_ms pipeline_ms_min pipeline_ms_max pipeline_rps peak_rss_mb_pipeline "
     "mux_ms mux_ms_min mux_ms_max mux_rps peak_rss_mb_mux "
+    "mux_fallback_ms mux_fallback_ms_min mux_fallback_ms_max mux_fallback_rps peak_rss_mb_mux_fallback "
     "speedup bound efficiency speedup_vs_sorted speedup_vs_padded best_plain speedup_vs_best_plain "
-    "efficiency_baseline adapter_ms adapter_share "
+    "efficiency_baseline fallback_margin fallback_rerun_share speedup_vs_best_plain_fallback "
+    "adapter_ms adapter_share "
     "padding_waste_plain padding_waste_mux slot_waste_mux "
     "padding_waste_mux_length_aware slot_waste_mux_length_aware "
     "padding_waste_mux_input_order slot_waste_mux_input_order"
@@ -404,3 +406,52 @@ def test_cli_plot_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     result = runner.invoke(app, ["plot", "--bench", str(good), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "pip install matplotlib" in " ".join(result.output.split())
+
+
+def test_fallback_margin_times_the_mux_with_its_fallback_beside_the_rest(tiny_dir):
+    from revmux.fallback import forward_with_fallback
+
+    model = _model(tiny_dir)
+    for p in model.mux.parameters():  # adapters far from identity: the mux's answers differ from N = 1's
+        torch.nn.init.normal_(p, std=0.5)
+    texts, pairs, _ = bench_texts()
+    batch = model.encoder.tokenize(texts[:9], pairs, device=torch.device("cpu"))
+    with torch.inference_mode():
+        muxed = model(batch, length_aware=True)
+        alone = model.teacher_from_prefill(model.prefill(batch))[1]
+        none, rerun_none = forward_with_fallback(model, batch, 0.0)
+        every, rerun_all = forward_with_fallback(model, batch, 1.0)
+        half, rerun_half = forward_with_fallback(model, batch, 0.5)
+    torch.testing.assert_close(none, muxed, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(every, alone, atol=1e-5, rtol=1e-4)
+    assert not rerun_none.any() and rerun_all.all()
+    probs = muxed.softmax(-1).sort(-1, descending=True).values
+    assert rerun_half.tolist() == ((probs[:, 0] - probs[:, 1]) < 0.5).tolist()
+    torch.testing.assert_close(half, torch.where(rerun_half.unsqueeze(1), alone, muxed), atol=1e-5, rtol=1e-4)
+
+    report = run_bench(
+        model, texts, pairs=pairs, batch_sizes=(4,), repeats=1, warmup=0, max_length=32, baselines="none",
+        pipeline=False, fallback_margin=1.0,
+    )  # fmt: skip
+    (r,) = json.loads(json.dumps(report.to_dict()))["runs"]
+    assert r["fallback_margin"] == 1.0 and r["fallback_rerun_share"] == 1.0 and r["mux_fallback_ms"] > 0
+    assert r["speedup_vs_best_plain_fallback"] == pytest.approx(
+        r[f"{r['best_plain']}_ms"] / r["mux_fallback_ms"]
+    )
+    plain = json.loads(
+        json.dumps(
+            run_bench(
+                model,
+                texts,
+                pairs=pairs,
+                batch_sizes=(4,),
+                repeats=1,
+                warmup=0,
+                max_length=32,
+                baselines="none",
+                pipeline=False,
+            ).to_dict()
+        )
+    )
+    (p,) = plain["runs"]
+    assert p["mux_fallback_ms"] is None and p["fallback_rerun_share"] is None

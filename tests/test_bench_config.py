@@ -41,10 +41,12 @@ SETTINGS = {
     "quantize": ("int8", "int8"),
     "backend": ("onnx", "onnx"),
     "seed": ("5", 5),
+    "fallback_margin": ("0.5", 0.5),
 }
 
 # flag values `revmux bench` refuses, and the flag its error names
 BAD = [
+    (["--fallback-margin", "1.5"], "--fallback-margin"),
     (["--batch-sizes", "8,x"], "--batch-sizes"),
     (["--batch-sizes", "0"], "--batch-sizes"),
     (["--max-length", "1"], "--max-length"),

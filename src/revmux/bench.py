@@ -254,6 +254,9 @@ def _bench_one(
             inputs = [{"text": a, "text_pair": b} for a, b in zip(batch_texts, batch_pairs, strict=True)]
         fns["pipeline"] = lambda: pipe(inputs, batch_size=bs, truncation=True, max_length=max_length)
     fns["mux"] = mux
+    margin, share = setup.cfg.fallback_margin, None
+    if margin is not None and model.n > 1:
+        fns["mux_fallback"], share = _with_fallback(setup.mux_model, batch, margin, setup.cfg.length_aware)
     if model.n > 1:
         fns["adapters"] = adapter_pass(model, bs, int(batch["attention_mask"].shape[1]), dev)
     timed = time_interleaved(
@@ -279,7 +282,23 @@ def _bench_one(
         length_aware=setup.cfg.length_aware,
         memory_key=setup.memory.prefix,
         efficiency_baseline=setup.efficiency_baseline,
+        fallback_margin=margin if share is not None else None,
+        fallback_rerun_share=share,
     )
+
+
+def _with_fallback(
+    model: MuxModel, batch: dict[str, Tensor], margin: float, length_aware: bool
+) -> tuple[Callable[[], object], float]:
+    """The mux-with-fallback forward of `batch` to time, and the share of its answers it re-runs."""
+    from revmux.fallback import forward_with_fallback
+
+    def run() -> object:
+        with torch.inference_mode():
+            return forward_with_fallback(model, batch, margin, length_aware=length_aware)
+
+    _, rerun = run()
+    return run, float(rerun.float().mean())
 
 
 def _prepare_device(model: MuxModel, device: str, dtype: str | torch.dtype | None) -> torch.device:

@@ -85,6 +85,14 @@ class BenchConfig:
         ),
     )
     seed: int = field(default=0, metadata=_meta("seed of the fixed shuffle that picks each batch's requests"))
+    fallback_margin: float | None = field(
+        default=None,
+        metadata=_meta(
+            "also time the mux with the confidence fallback at this margin (answers whose top-1 minus top-2 "
+            "probability is below it re-run alone from their layer-k states, as the server does)",
+            default="off",
+        ),
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> ConfigError:
@@ -100,6 +108,11 @@ class BenchConfig:
             raise bad("threads", "an integer >= 1 or unset")
         if not _is_int(self.seed):
             raise bad("seed", "an integer")
+        margin = self.fallback_margin
+        if margin is not None and (
+            isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin <= 1
+        ):
+            raise bad("fallback_margin", "a probability margin in [0, 1] or unset")
         for name in ("length_aware", "pipeline", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")

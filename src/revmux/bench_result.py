@@ -18,7 +18,7 @@ from revmux.bench_timing import Timing
 
 # in JSON key order; the baselines and "pipeline" may be absent (their keys are then null)
 BASELINES = ("plain_int8_sorted", "plain_bf16_sorted", "ort_fp32_sorted", "ort_int8_sorted")
-VARIANTS = ("plain", "plain_sorted", *BASELINES, "pipeline", "mux")
+VARIANTS = ("plain", "plain_sorted", *BASELINES, "pipeline", "mux", "mux_fallback")
 PLAIN_VARIANTS = ("plain", "plain_sorted", *BASELINES)  # the candidates for best_plain (not pipeline)
 
 
@@ -32,6 +32,7 @@ class BenchRun:
     memory_key: JSON key prefix of the peak memory readings (peak_rss_mb on CPU, peak_mem_mb on CUDA).
     efficiency_baseline: the length-sorted plain variant in the mux's own precision (plain_sorted, or
     plain_int8_sorted / plain_bf16_sorted when the mux runs on a quantized backbone).
+    fallback_margin, fallback_rerun_share: with a `mux_fallback` timing, its margin and the share re-run.
     """
 
     batch_size: int
@@ -51,6 +52,8 @@ class BenchRun:
     length_aware: bool = True
     memory_key: str = "peak_rss_mb"
     efficiency_baseline: str = "plain_sorted"
+    fallback_margin: float | None = None  # mux_fallback: the mux with the confidence fallback at this margin
+    fallback_rerun_share: float | None = None  # the share of the batch's answers that fallback re-ran
 
     def ms(self, variant: str) -> float | None:
         """Median ms of `variant`, or None when it was not timed."""
@@ -87,6 +90,12 @@ class BenchRun:
     def speedup_vs_best_plain(self) -> float:
         """The fastest plain variant's median time over the mux's."""
         return self.timings[self.best_plain].ms / self.timings["mux"].ms
+
+    @property
+    def speedup_vs_best_plain_fallback(self) -> float | None:
+        """The fastest plain variant's median time over the mux-with-fallback's (None when not timed)."""
+        t = self.timings.get("mux_fallback")
+        return self.timings[self.best_plain].ms / t.ms if t else None
 
     @property
     def speedup_vs_sorted(self) -> float:
@@ -131,6 +140,8 @@ class BenchRun:
         out |= {"speedup_vs_sorted": self.speedup_vs_sorted, "speedup_vs_padded": self.speedup}
         out |= {"best_plain": self.best_plain, "speedup_vs_best_plain": self.speedup_vs_best_plain}
         out["efficiency_baseline"] = self.efficiency_baseline
+        out |= {"fallback_margin": self.fallback_margin, "fallback_rerun_share": self.fallback_rerun_share}
+        out["speedup_vs_best_plain_fallback"] = self.speedup_vs_best_plain_fallback
         out |= {"adapter_ms": self.adapter_ms, "adapter_share": self.adapter_share}
         out["padding_waste_plain"] = self.padding_waste_plain
         out["padding_waste_mux"] = self.mux_waste.composite

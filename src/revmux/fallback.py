@@ -6,7 +6,9 @@ top-2), and for every margin M replaces the answers below M with the request's N
 what the server's fallback returns (it re-runs layers [k, L) from the same layer-k states). It reports
 per M the accuracy mean and std over groupings, the agreement with the teacher, the share of answers
 re-run, and the cost model's bound with that share re-run: per request (k + (L - k) / N + share *
-(L - k)) / L of plain inference. What it is not: a timing (`revmux bench` measures speed).
+(L - k)) / L of plain inference. `forward_with_fallback` is that fallback on one batch, the way the
+server runs it, for `revmux bench --fallback-margin` to time. What it is not: a timing (`revmux bench`
+measures speed).
 """
 
 from __future__ import annotations
@@ -21,6 +23,26 @@ from revmux.data import TaskData
 from revmux.errors import ConfigError
 from revmux.evaluate import predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
+
+
+def forward_with_fallback(
+    model: MuxModel, inputs: dict[str, torch.Tensor], margin: float, *, length_aware: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, C), re-run (B,) bool) of a tokenized batch: multiplexed, then every answer whose top-1
+    minus top-2 probability is below `margin` replaced by its N = 1 answer from the same layer-k states."""
+    state, perm = model.prefill_grouped(inputs, length_aware=length_aware)
+    logits = model.forward_from_prefill(state, order=perm, length_aware=length_aware).logits
+    top = logits.float().softmax(-1).topk(min(2, logits.shape[-1]), dim=-1).values
+    low = (
+        (top[:, 0] - top[:, -1]) < margin
+        if top.shape[-1] > 1
+        else torch.zeros_like(top[:, 0], dtype=torch.bool)
+    )
+    rows = low.nonzero().flatten()
+    if rows.numel():
+        logits = logits.clone()
+        logits[rows] = model.rerun_alone(state, rows).to(logits.dtype)
+    return logits, low.cpu()
 
 
 def fallback_sweep(
