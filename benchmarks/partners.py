@@ -22,24 +22,43 @@ from pathlib import Path
 import torch
 
 from revmux.adversarial import adversarial_partners
-from revmux.data import load_task
+from revmux.data import TaskData, load_task
 from revmux.fallback import fallback_sweep
 from revmux.model import MuxModel
+
+
+def unseen_train_rows(adapter: str, task: str, full: TaskData, limit: int) -> tuple[list[int], str]:
+    """Rows of `full` (the task's GLUE train split) the adapter did not train on, and where they come from:
+    outside the bundled SST-2 sample for adapters trained on it (the demo's, up to `limit`), else the
+    adapter's own hold-out (train_log.json's holdout_rows, rows it chose its epoch on, never trained on)."""
+    log = json.loads((Path(adapter) / "train_log.json").read_text())
+    held, fit = list(log["holdout_rows"]), int(log["train_rows"]) - int(log.get("teacher_labelled_rows", 0))
+    bundled = load_task("sst2", "train")
+    if task == "sst2" and fit + len(held) == len(bundled):
+        order = list(range(len(full)))
+        random.Random(0).shuffle(order)
+        texts = set(bundled.texts)
+        return [i for i in order if full.texts[i] not in texts][
+            :limit
+        ], "train rows outside the bundled sample"
+    if fit + len(held) != len(full) or log["config"].get("max_train_rows") is not None:
+        raise SystemExit(
+            f"{adapter} did not train on all of {full.source}: its unseen rows are not known here"
+        )
+    return held, "the adapter's hold-out of the train split"
 
 
 def choose_margin(model: MuxModel, args: argparse.Namespace, margins: list[float]) -> dict:
     """The smallest margin whose accuracy is within --max-drop points of the teacher on train rows the
     adapter did not train on (else the most accurate one), from a sweep over 3 groupings of that slice."""
-    bundled = set(load_task("sst2", "train").texts)
     full = load_task(args.task, "train", args.choose_on)
-    order = list(range(len(full)))
-    random.Random(0).shuffle(order)
-    rows = [i for i in order if full.texts[i] not in bundled][: args.choose_rows]
+    rows, where = unseen_train_rows(args.adapter, args.task, full, args.choose_rows)
     sweep = fallback_sweep(model, full.subset(rows), margins, groupings=3, seed=1000)
     ok = [f for f in sweep if 100 * (f["teacher_accuracy"] - f["accuracy_mean"]) <= args.max_drop]
     best = ok[0] if ok else max(sweep, key=lambda f: (f["accuracy_mean"], -f["margin"]))
     rule = (
-        f"smallest margin within {args.max_drop} pts of the teacher on {len(rows)} train rows not trained on"
+        f"smallest margin within {args.max_drop} pts of the teacher on {len(rows)} train rows not trained on "
+        f"({where})"
     )
     return {"margin": best["margin"], "rule": rule, "met": bool(ok), "rows": len(rows), "sweep": sweep}
 
@@ -57,8 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--choose-on",
         default=None,
-        help="GLUE download: choose the adapter's default margin on rows of its train split outside the "
-        "bundled SST-2 sample (for adapters trained on that sample, as the demo's), never on dev",
+        help="GLUE download: choose the adapter's default margin on rows of its train split it did not train "
+        "on (outside the bundled SST-2 sample for adapters trained on it, else its hold-out), never on dev",
     )
     ap.add_argument("--choose-rows", type=int, default=2000)
     ap.add_argument(
