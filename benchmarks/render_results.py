@@ -566,7 +566,9 @@ def main() -> None:
         "",
         "## Targets",
         "",
-        *targets_section(rows, benches.get(targets["backbone"]), targets),
+        *targets_section(
+            rows, benches.get(targets["backbone"]), targets, (_load("demo.json") or {}).get("result")
+        ),
         "## The demo (`make demo`)",
         "",
         *demo_section(_load("demo.json")),

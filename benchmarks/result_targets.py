@@ -31,9 +31,16 @@ def _display(name: str) -> str:
     return DISPLAY.get(name, name)
 
 
-def targets_section(rows: list[dict] | None, bench: dict | None, spec: dict[str, Any]) -> list[str]:
-    """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed)."""
+def targets_section(
+    rows: list[dict] | None, bench: dict | None, spec: dict[str, Any], demo: dict | None = None
+) -> list[str]:
+    """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed).
+
+    `demo`: docs/results/demo.json's result, the row of the `demo` recipe for the fidelity targets."""
     out = ["| target | measured | met |", "|---|---|---|"]
+    every = list(rows or []) + ([_demo_row(demo)] if demo else [])
+    for t in (t for t in spec["targets"] if t["check"] == "fidelity"):
+        out += _fidelity(every, t)
     scope = [r for r in rows or [] if r["task"] == spec["task"] and r["backbone"] == spec["backbone"]]
     where = f"{_display(spec['task'])} {_display(spec['backbone'])}"
     by_check: dict[str, list[dict]] = {}
@@ -116,5 +123,39 @@ def _beats(scope: list[dict], r: dict, t: dict[str, Any], baseline_recipe: str) 
         out.append(
             f"| revmux ({r['recipe']}) beats {kind} ({other['recipe']}) at N={r['n']}, k={r['k']} | "
             f"{100 * r['accuracy_mean']:.1f} vs {100 * other['accuracy_mean']:.1f} | {'yes' if better else 'no'} |"
+        )
+    return out
+
+
+def _demo_row(demo: dict) -> dict:
+    """demo.json's result as a row of the `demo` recipe (MiniLM SST-2, the bundled sample, one seed)."""
+    return {"backbone": demo["model"], "task": "sst2", "mux": "revmux", "recipe": "demo", **demo, "seed": 0}
+
+
+def _fidelity(rows: list[dict], t: dict[str, Any]) -> list[str]:
+    """Issue-level fidelity target: the default recipe's row at (backbone, task, N, k) within max_points of
+    its teacher, with agreement and partner sensitivity in bounds; "not measured" where no row exists."""
+    cell = f"{_display(t['backbone'])} {_display(t['task'])} revmux N={t['n']}, k={t['k']}"
+    goal = (
+        f"{cell} ({', '.join(t['recipes'])}): within {t['max_points']:g} pts, agreement >= "
+        f"{t['min_agreement']:g}%, partner sensitivity <= {t['max_sensitivity']:g}%"
+    )
+    found = [
+        r for r in rows
+        if (r["backbone"], r["task"], r["mux"], r["n"], r["k"]) == (t["backbone"], t["task"], "revmux", t["n"], t["k"])
+        and r["recipe"] in t["recipes"]
+    ]  # fmt: skip
+    if not found:
+        return [f"| {goal} | not measured yet | no |"]
+    by_recipe = {r["recipe"]: r for r in found}  # the last row of each recipe
+    out = []
+    for recipe, r in by_recipe.items():
+        seeds = {o.get("seed", 0) for o in found if o["recipe"] == recipe}
+        drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
+        agree, sens = 100 * r["agreement"], 100 * (r["partner_sensitivity"] or 0)
+        met = drop <= t["max_points"] and agree >= t["min_agreement"] and sens <= t["max_sensitivity"]
+        out.append(
+            f"| {goal} | {drop:.2f} pts, {agree:.1f}%, {sens:.1f}% (recipe {recipe}, {len(seeds)} seed"
+            f"{'s' if len(seeds) > 1 else ''}) | {'yes' if met else 'no'} |"
         )
     return out

@@ -29,6 +29,7 @@ CHECKS = {
     "train_minutes": {"max_minutes"},
     "adapter_share": {"max_share"},
     "efficiency": {"min_batch_size", "ks", "min_efficiency"},
+    "fidelity": {"backbone", "task", "n", "k", "recipes", "max_points", "min_agreement", "max_sensitivity"},
 }
 
 
@@ -51,6 +52,9 @@ def test_targets_name_a_known_backbone_task_recipe_and_check():
         assert check in CHECKS, f"unknown check {check!r}; known: {sorted(CHECKS)}"
         assert set(target) - {"check"} == CHECKS[check], target
         assert set(target.get("baselines", [])) <= kinds
+        if check == "fidelity":
+            assert target["backbone"] in ZOO and target["task"] in TASKS
+            assert set(target["recipes"]) <= set(list_recipes()), target
 
 
 @pytest.mark.parametrize("name", ROW_FILES)
@@ -91,3 +95,31 @@ def test_render_results_only_reads_its_inputs(tmp_path, monkeypatch):
         for recipe in {r["recipe"] for r in _rows(name)}:
             assert f"[{recipe}](../src/revmux/configs/recipes/{recipe}.yaml)" in doc
     assert (ROOT / "src" / "revmux" / "configs" / "recipes").is_dir()
+
+
+def test_fidelity_targets_judge_the_default_recipes_rows_and_say_what_is_not_measured(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from result_targets import targets_section
+
+    target = {"check": "fidelity", "backbone": "minilm", "task": "mrpc", "n": 2, "k": 2}
+    target |= {"recipes": ["default-pairs"], "max_points": 2.0, "min_agreement": 97, "max_sensitivity": 2}
+    spec = {"backbone": "minilm", "task": "sst2", "baseline_recipe": "16k-rows-3ep", "targets": [target]}
+    row = {"backbone": "minilm", "task": "mrpc", "mux": "revmux", "n": 2, "k": 2, "recipe": "default-pairs"}
+    close = row | {
+        "teacher_accuracy": 0.80,
+        "accuracy_mean": 0.79,
+        "agreement": 0.98,
+        "partner_sensitivity": 0.01,
+    }
+    far = close | {"agreement": 0.90}
+    other = close | {"recipe": "16k-rows-5ep-len128"}
+    assert targets_section([close], None, spec)[2].endswith(
+        "1.00 pts, 98.0%, 1.0% (recipe default-pairs, 1 seed) | yes |"
+    )
+    assert targets_section([far], None, spec)[2].endswith("| no |")
+    assert "not measured yet" in targets_section([other], None, spec)[2]
+    demo_target = target | {"task": "sst2", "recipes": ["demo"], "max_points": 1.0}
+    demo = {"model": "minilm", "n": 2, "k": 2, "teacher_accuracy": 0.83, "accuracy_mean": 0.82}
+    demo |= {"agreement": 0.92, "partner_sensitivity": 0.065}
+    line = targets_section([], None, spec | {"targets": [demo_target]}, demo)[2]
+    assert "1.00 pts, 92.0%, 6.5% (recipe demo, 1 seed) | no |" in line
