@@ -17,6 +17,7 @@ DISPLAY = {
     "qnli": "QNLI",
     "minilm": "MiniLM",
     "mpnet": "MPNet",
+    "smollm2": "SmolLM2",
 }
 
 
@@ -129,7 +130,7 @@ def _beats(scope: list[dict], r: dict, t: dict[str, Any], baseline_recipe: str) 
 
 def _demo_row(demo: dict) -> dict:
     """demo.json's result as a row of the `demo` recipe (MiniLM SST-2, the bundled sample, one seed)."""
-    return {"backbone": demo["model"], "task": "sst2", "mux": "revmux", "recipe": "demo", **demo, "seed": 0}
+    return {**demo, "backbone": demo["model"], "task": "sst2", "mux": "revmux", "recipe": "demo", "seed": 0}
 
 
 def _fidelity(rows: list[dict], t: dict[str, Any]) -> list[str]:

@@ -119,7 +119,8 @@ def test_fidelity_targets_judge_the_default_recipes_rows_and_say_what_is_not_mea
     assert targets_section([far], None, spec)[2].endswith("| no |")
     assert "not measured yet" in targets_section([other], None, spec)[2]
     demo_target = target | {"task": "sst2", "recipes": ["demo"], "max_points": 1.0}
-    demo = {"model": "minilm", "n": 2, "k": 2, "teacher_accuracy": 0.83, "accuracy_mean": 0.82}
+    demo = {"model": "minilm", "task": "sst2 (bundled sample)", "n": 2, "k": 2}
+    demo |= {"teacher_accuracy": 0.83, "accuracy_mean": 0.82}
     demo |= {"agreement": 0.92, "partner_sensitivity": 0.065}
     line = targets_section([], None, spec | {"targets": [demo_target]}, demo)[2]
     assert "1.00 pts, 92.0%, 6.5% (recipe demo, 1 seed) | no |" in line
