@@ -105,22 +105,13 @@ def finetune(
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     settings = {
-        "model_path": str(model_path),
-        "data": train_data.source,
-        "train_rows": len(train),
-        "holdout_rows": len(holdout),
-        "label_names": names,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "max_length": max_length,
-        "max_train_rows": max_train_rows,
-        "warmup_fraction": warmup_fraction,
-        "weight_decay": weight_decay,
-        "seed": seed,
+        "model_path": str(model_path), "data": train_data.source, "train_rows": len(train),
+        "holdout_rows": len(holdout), "label_names": names, "epochs": epochs, "lr": lr,
+        "batch_size": batch_size, "max_length": max_length, "max_train_rows": max_train_rows,
+        "warmup_fraction": warmup_fraction, "weight_decay": weight_decay, "seed": seed,
         "holdout_fraction": holdout_fraction,
         "verbalizer_ids": None if verbalizer_ids is None else [int(i) for i in verbalizer_ids],
-    }
+    }  # fmt: skip
     result = FinetuneResult(out, accuracy, train_seconds, len(losses), losses)
     log = {k: v for k, v in asdict(result).items() if k not in ("out_dir", "losses")}
     log.update(first_loss=losses[0], last_loss=losses[-1], config=settings)

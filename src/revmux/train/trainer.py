@@ -121,21 +121,13 @@ def train(
     steps_per_epoch = max(1, len(fit) // config.rows_per_step)
     epochs = config.epochs_for(steps_per_epoch)
     info = {
-        "config": config.to_dict(),
-        "recipe": recipe,
-        "task": task,
-        "backbone_path": str(backbone_path),
-        "backbone_hash": sha,
-        "train_rows": len(fit),
-        "teacher_labelled_rows": sum(y < 0 for y in fit.labels),
-        "unlabeled_source": unlabeled.source if unlabeled is not None else None,
-        "holdout_rows": held_idx,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs": epochs,
-        "cache_build_seconds": cache_seconds,
+        "config": config.to_dict(), "recipe": recipe, "task": task, "backbone_path": str(backbone_path),
+        "backbone_hash": sha, "train_rows": len(fit), "teacher_labelled_rows": sum(y < 0 for y in fit.labels),
+        "unlabeled_source": unlabeled.source if unlabeled is not None else None, "holdout_rows": held_idx,
+        "steps_per_epoch": steps_per_epoch, "epochs": epochs, "cache_build_seconds": cache_seconds,
         "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
         "trainable_params": model.num_trainable(),
-    }
+    }  # fmt: skip
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
     if latest is not None and resumed is not None:
