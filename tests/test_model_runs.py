@@ -65,3 +65,26 @@ def test_random_groupings_run_in_runs_of_similar_length_with_the_same_answers(pa
             rows = order[2 * g : 2 * g + 2]
             alone = model({key: value[rows] for key, value in batch.items()})
             torch.testing.assert_close(out[rows], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_rerun_alone_runs_length_sorted_runs_cut_to_their_rows_and_equals_each_row_alone():
+    """The confidence fallback's re-run: layers [k, L) of chosen rows, in runs cut after their own last real
+    column (not the batch's), with each row's answer exactly as alone."""
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=2, k=1)
+    batch = tiny_batch([3 + (i * 7) % 29 for i in range(32)], seed=7)
+    state = model.prefill(batch)
+    rows = torch.tensor([5, 0, 17, 30, 2, 9, 22, 11, 26, 14, 1, 19, 7, 28, 3, 24])
+    widths: list[int] = []
+    hook = view.layer_modules()[1].register_forward_pre_hook(lambda _, args: widths.append(args[0].shape[1]))
+    try:
+        with torch.inference_mode():
+            got = model.rerun_alone(state, rows)
+    finally:
+        hook.remove()
+    ends = batch["attention_mask"][rows].sum(1).sort(descending=True).values
+    assert widths == [int(run.max()) for run in ends.tensor_split(4)] and max(widths) < state.hidden.shape[1]
+    with torch.inference_mode():
+        for i, r in enumerate(rows.tolist()):
+            alone = model.teacher_from_prefill(model.prefill({k: v[r : r + 1] for k, v in batch.items()}))[1]
+            torch.testing.assert_close(got[i : i + 1], alone, atol=1e-5, rtol=1e-4)

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from revmux.errors import ConfigError
-from revmux.model import MuxModel, shared_prefix_mask
+from revmux.model import MuxModel
+from revmux.prompting import shared_prefix_mask
 from tests.backbones.test_decoder import build
 from tests.tiny import tiny_bert
 

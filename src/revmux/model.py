@@ -23,7 +23,7 @@ from revmux.config import DEFAULT_K, DEFAULT_KIND, DEFAULT_MAX_LENGTH, DEFAULT_N
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
-from revmux.prompting import PromptSpec
+from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.runs import (
     MAX_RUNS,
     MIN_GROUPS_PER_RUN,
@@ -223,8 +223,18 @@ class MuxModel(nn.Module):
 
     def rerun_alone(self, state: LayerState, rows: Tensor) -> Tensor:
         """Logits (len(rows), C) of `rows` of a layer-k state run unmultiplexed: layers [k, L) only, exactly
-        the unsplit model's answer (the confidence fallback reuses the prefill instead of redoing it)."""
-        return self.teacher_from_prefill(_select(state, rows))[1]
+        the unsplit model's answer (the confidence fallback reuses the prefill instead of redoing it). The rows
+        run length-sorted, in runs cut after their own last real column, as the sorted plain model does."""
+        mask = state.attention_mask[rows]
+        if rows.numel() == 0:
+            return self.teacher_from_prefill(_select(state, rows))[1]
+        order = torch.argsort(real_ends(mask), descending=True, stable=True)
+        parts = [
+            (run, self.teacher_from_prefill(_cut(_select(state, rows[run]), cols.stop))[1])
+            for run, cols in bucketed_runs(mask, order, self.run_count(rows.shape[0]))
+        ]
+        logits = torch.cat([lg for _, lg in parts])
+        return logits[_inverse(torch.cat([run for run, _ in parts]))]
 
     def run_count(self, groups: int) -> int:
         """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
@@ -358,23 +368,6 @@ def _select(state: LayerState, rows: Tensor) -> LayerState:
     if pos is not None and pos.shape[0] == state.hidden.shape[0]:
         pos = pos[rows]
     return LayerState(hidden=state.hidden[rows], attention_mask=state.attention_mask[rows], position_ids=pos)
-
-
-def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-3) -> Tensor:
-    """(G, T) bool: the leading columns where every request of a group holds the same state.
-
-    h: (G, N, T, d) layer-k states; masks: (G, N, T); stop: (G,) first column that must stay
-    multiplexed (the group's earliest read position). A column is shared when all N requests have a
-    real token there whose state equals request 0's to `rtol` of its largest entry, and so have all
-    columns before it. In a causal model such a column is the requests' common prompt prefix: fed to
-    the tail as is, every layer computes it exactly as for each request alone, and the attention of
-    the multiplexed columns after it reads the true prefix (its attention sink included).
-    """
-    scale = h[:, :1].abs().amax(dim=-1)  # (G, 1, T)
-    same = ((h - h[:, :1]).abs().amax(dim=-1) <= rtol * scale) & masks.bool()  # (G, N, T)
-    lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
-    cols = torch.arange(h.shape[2], device=h.device)
-    return lead & (cols < stop.unsqueeze(1))
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

@@ -9,6 +9,8 @@ answer, without a leading space); style "plain" writes "instruction / text / Ans
 chat template (the words then follow a space). Texts are shortened so that the prompt's end, where the
 answer is read, always survives `max_length`. Adapters save the spec in mux_config.json, and
 `revmux.encoding.RequestEncoder` (the model's `encoder`) applies it to raw texts on every path.
+`shared_prefix_mask` finds, in a group's layer-k states, the leading columns of the prompt every request
+shares, which the causal decoder's tail then reads exactly instead of multiplexed.
 What it is not: generation, few-shot selection or soft prompts. The view reads the LM head, restricted to
 the verbalizer tokens, at each request's own last real token.
 """
@@ -20,6 +22,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from revmux.data import TaskData
 from revmux.errors import ConfigError, InputError
@@ -266,3 +271,20 @@ def _adds_bos(tokenizer: Any) -> bool:
     bos_id = getattr(tokenizer, "bos_token_id", None)
     ids = tokenizer("a")["input_ids"]
     return bos_id is not None and bool(ids) and ids[0] == bos_id
+
+
+def shared_prefix_mask(h: Tensor, masks: Tensor, stop: Tensor, rtol: float = 1e-3) -> Tensor:
+    """(G, T) bool: the leading columns where every request of a group holds the same state.
+
+    h: (G, N, T, d) layer-k states; masks: (G, N, T); stop: (G,) first column that must stay
+    multiplexed (the group's earliest read position). A column is shared when all N requests have a
+    real token there whose state equals request 0's to `rtol` of its largest entry, and so have all
+    columns before it. In a causal model such a column is the requests' common prompt prefix: fed to
+    the tail as is, every layer computes it exactly as for each request alone, and the attention of
+    the multiplexed columns after it reads the true prefix (its attention sink included).
+    """
+    scale = h[:, :1].abs().amax(dim=-1)  # (G, 1, T)
+    same = ((h - h[:, :1]).abs().amax(dim=-1) <= rtol * scale) & masks.bool()  # (G, N, T)
+    lead = same.all(dim=1).to(torch.int8).cumprod(dim=1).bool()  # (G, T)
+    cols = torch.arange(h.shape[2], device=h.device)
+    return lead & (cols < stop.unsqueeze(1))

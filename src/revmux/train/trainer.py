@@ -26,9 +26,9 @@ from revmux.checkpoint import write_json
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
-from revmux.model import MuxModel, shared_prefix_mask
+from revmux.model import MuxModel
 from revmux.progress import StepProgress
-from revmux.prompting import PromptSpec
+from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
 from revmux.train.checkpoint import (
     RunState,
