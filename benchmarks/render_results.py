@@ -404,6 +404,10 @@ def selection_section(path: Path) -> list[str]:
                 f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['best_epoch']}/{r['epochs']} "
                 f"| {r['seconds'] / 60:.1f} min |"
             )
+        if task != "sst2":
+            commands = dict.fromkeys(r["command"] for r in group)
+            out += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
+            continue
         out += [
             "",
             "Command per row: `python benchmarks/select_recipe.py --teacher runs/demo/teacher --task sst2 --data-dir "

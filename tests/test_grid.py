@@ -122,3 +122,27 @@ def test_grid_prompt_teacher_rows(tmp_path, llama_dir, monkeypatch):  # noqa: F8
     )
     assert row.teacher_config == teacher and row.backbone == str(llama_dir)
     assert run_grid(spec, tmp_path / "rows.json", command="test", progress=False) == []
+
+
+def test_append_row_keeps_rows_another_grid_wrote_since_this_one_started(tmp_path):
+    from revmux.grid import append_row, row_key
+
+    out = tmp_path / "rows.json"
+    key = {
+        "backbone": "minilm",
+        "teacher": "seqcls",
+        "mux": "revmux",
+        "n": 2,
+        "k": 2,
+        "recipe": "r",
+        "seed": 0,
+    }
+    first, second = key | {"task": "rte", "accuracy_mean": 0.6}, key | {"task": "mrpc", "accuracy_mean": 0.7}
+    append_row(out, first)  # written by one grid run while another was still training
+    append_row(out, second)
+    append_row(out, second | {"accuracy_mean": 0.75})  # the same key again: replaced, not duplicated
+    rows = json.loads(out.read_text())
+    assert [row_key(r) for r in rows] == [row_key(first), row_key(second)] and rows[1][
+        "accuracy_mean"
+    ] == 0.75
+    assert not list(tmp_path.glob(".*.tmp"))

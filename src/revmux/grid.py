@@ -159,6 +159,17 @@ def task_splits(task: str, data_dir: str | None) -> tuple[TaskData, TaskData, st
     return load_task(task, "train", data_dir), load_task(task, "dev", data_dir), "dev"
 
 
+def append_row(out_path: Path, row: dict[str, Any]) -> None:
+    """Append `row` to the JSON list in `out_path` as it is now (another grid may have written rows since
+    this one started), replacing a row with the same key, atomically."""
+    rows = json.loads(out_path.read_text()) if out_path.is_file() else []
+    rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    os.replace(tmp, out_path)
+
+
 def run_grid(
     spec: GridSpec, out: str | Path | None = None, *, command: str, progress: bool = True
 ) -> list[GridRow]:
@@ -191,10 +202,8 @@ def run_grid(
             progress=progress,
         )  # fmt: skip
         new.append(row)
-        rows.append(row.to_dict())
         if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            out_path.write_text(json.dumps(rows, indent=2) + "\n")
+            append_row(out_path, row.to_dict())
         print(summary(row), flush=True)
     return new
 
