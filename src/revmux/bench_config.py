@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from revmux.config import DEFAULT_MAX_LENGTH, config_from_dict, dashed
+from revmux.config import DEFAULT_MAX_LENGTH, config_from_dict, dashed, resolve_config
+from revmux.config import flag_meta as _meta
+from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
 
 DTYPE_NAMES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")  # revmux.bench.DTYPES' keys
@@ -26,16 +28,6 @@ def check_quantize(value: str | None) -> str:
     from revmux.backbones.quantize import check_quantize_mode
 
     return check_quantize_mode(value)
-
-
-def _meta(text: str, default: str | None = None, check: Any = None) -> dict[str, Any]:
-    """Field metadata: the help, how the default reads in it, and a check run when the flag is parsed."""
-    out: dict[str, Any] = {"help": text}
-    if default is not None:
-        out["default"] = default
-    if check is not None:
-        out["check"] = check
-    return out
 
 
 @dataclass
@@ -152,8 +144,4 @@ class BenchConfig:
         cls, config: BenchConfig | None, knobs: Mapping[str, Any], source: str = "run_bench"
     ) -> BenchConfig:
         """`config` (default: the defaults) with `knobs` (field name -> value) over it."""
-        return cls.from_dict((config.to_dict() if config else {}) | dict(knobs), source=source)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        return resolve_config(cls, config, knobs, source=source)

@@ -173,6 +173,37 @@ def dashed(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def flag_meta(
+    text: str,
+    default: str | None = None,
+    envvar: str | None = None,
+    *,
+    check: Callable[[Any], Any] | None = None,
+) -> dict[str, Any]:
+    """Field metadata read by `revmux.config_flags`: the flag's help, how its default reads in the help, the
+    environment variable the flag also reads, and a check run on the value when the flag is parsed."""
+    meta: dict[str, Any] = {"help": text}
+    if default is not None:
+        meta["default"] = default
+    if envvar is not None:
+        meta["envvar"] = envvar
+    if check is not None:
+        meta["check"] = check
+    return meta
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (config checks: True is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def resolve_config(cls: type[T], config: Any, knobs: Mapping[str, Any], *, source: str) -> T:
+    """`config` (an instance of `cls`, or None for its defaults) with `knobs` (field name -> value) over it,
+    built by `config_from_dict`."""
+    base = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls)} if config is not None else {}  # type: ignore[arg-type]
+    return config_from_dict(cls, base | dict(knobs), source=source)
+
+
 def config_from_dict(
     cls: type[T],
     data: Mapping[str, Any],

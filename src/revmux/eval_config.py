@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revmux.bench_config import check_quantize
-from revmux.config import config_from_dict, dashed
+from revmux.config import config_from_dict, dashed, resolve_config
+from revmux.config import flag_meta as _help
+from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
-
-
-def _help(text: str, default: str | None = None) -> dict[str, Any]:
-    return {"help": text} if default is None else {"help": text, "default": default}
 
 
 @dataclass
@@ -46,11 +44,11 @@ class EvalConfig:
     )
     quantize: str = field(
         default="none",
-        metadata={
-            "help": "run the frozen backbone in none, int8 (torch dynamic int8, CPU) or bf16 (the teacher and "
+        metadata=_help(
+            "run the frozen backbone in none, int8 (torch dynamic int8, CPU) or bf16 (the teacher and "
             "multiplexed rows alike); adapters stay fp32",
-            "check": check_quantize,
-        },
+            check=check_quantize,
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -89,8 +87,4 @@ class EvalConfig:
         cls, config: EvalConfig | None, knobs: Mapping[str, Any], source: str = "evaluate"
     ) -> EvalConfig:
         """`config` (default: the defaults) with `knobs` (field name -> value) over it."""
-        return cls.from_dict((config.to_dict() if config else {}) | dict(knobs), source=source)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        return resolve_config(cls, config, knobs, source=source)

@@ -19,21 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from revmux.config import config_from_dict, dashed, load_config
+from revmux.config import flag_meta as _help
 from revmux.errors import ConfigError
 from revmux.serve.batcher import ISOLATIONS
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 QUANTIZE_MODES = ("none", "int8", "bf16")  # revmux.backbones.quantize's, without importing torch here
-
-
-def _help(text: str, default: str | None = None, envvar: str | None = None) -> dict[str, str]:
-    """Field metadata read by `revmux.config_flags`: the flag's help, how its default reads, its env var."""
-    meta = {"help": text}
-    if default is not None:
-        meta["default"] = default
-    if envvar is not None:
-        meta["envvar"] = envvar
-    return meta
 
 
 @dataclass

@@ -24,6 +24,8 @@ from revmux.config import (
     legacy_mux_options,
     load_yaml,
 )
+from revmux.config import flag_meta as _help
+from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
 from revmux.mux.registry import mux_class, resolve_options, valid_kinds
 
@@ -36,10 +38,6 @@ FLAGS = {
 def flag(name: str) -> str:
     """The `revmux train` flag of a TrainConfig field."""
     return FLAGS.get(name, dashed(name))
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
@@ -192,7 +190,3 @@ def _migrate(data: dict[str, Any], source: str) -> dict[str, Any]:
     if legacy is not None:
         data["mux_options"] = dict(data.get("mux_options") or {}) | legacy
     return data
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
