@@ -527,7 +527,7 @@ def honest_section() -> list[str]:
 
 
 def quantized_accuracy_section() -> list[str]:
-    """The demo adapter evaluated on its fp32 backbone and on the same backbone in torch dynamic int8."""
+    """The demo adapter on its fp32 backbone and in torch dynamic int8, and how the int8 scheme was chosen."""
     fp32, int8 = _load("eval_demo_fp32.json"), _load("eval_demo_int8.json")
     if not fp32 or not int8:
         return ["_Not measured yet._", ""]
@@ -535,19 +535,62 @@ def quantized_accuracy_section() -> list[str]:
     rows = [
         f"| {name} | {100 * e['teacher_accuracy']:.2f}% | {100 * e['accuracy_mean']:.2f} ± {100 * e['accuracy_std']:.2f}% "
         f"| {100 * (e['teacher_accuracy'] - e['accuracy_mean']):.2f} pts | {100 * e['agreement']:.1f}% |"
-        for name, e in (("fp32", fp32), ("int8 (torch dynamic, adapters fp32)", int8))
+        for name, e in (("fp32", fp32), ("int8 (torch dynamic, per channel, adapters fp32)", int8))
     ]
     gap = 100 * (fp32["accuracy_mean"] - int8["accuracy_mean"])
+    met = "met" if gap <= 0.3 else "not met"
     return [
         f"Commands: `{cmd}` and the same with `--quantize int8` into eval_demo_int8.json (the demo adapter, "
-        "SST-2 dev, 10 groupings; 2026-11-30, the machine of the table above).",
+        "SST-2 dev, 10 groupings; the machine of the table above).",
         "",
         "| backbone | teacher | mux N=2 k=2 | drop | agreement |",
         "|---|---:|---:|---:|---:|",
         *rows,
         "",
-        f"The int8 multiplexed model is {gap:.2f} pts below the fp32 one (target: within 0.3). The adapters were "
-        "trained against the fp32 backbone's states; training them on the int8 backbone has not been tried.",
+        f"The int8 multiplexed model is {gap:.2f} pts below the fp32 one (target: within 0.3; {met}).",
+        "",
+        *int8_scheme_section(_load("int8_scheme.json")),
+    ]
+
+
+def int8_scheme_section(record: dict | None) -> list[str]:
+    """Per-tensor vs per-channel int8 weights, chosen on train rows (benchmarks/int8_scheme.py), dev once."""
+    if not record:
+        return []
+    choose = record["choose"]
+    head = "| int8 weights | teacher | mux | mux below fp32 mux | agreement |"
+
+    def table(scores: dict) -> list[str]:
+        ref = scores["fp32"]["mux"]
+        return [head, "|---|---:|---:|---:|---:|"] + [
+            f"| {name} | {v['teacher']:.2f}% | {v['mux']:.2f} ± {v['mux_std']:.2f}% | {ref - v['mux']:.2f} pts "
+            f"| {v['agreement']:.1f}% |"
+            for name, v in scores.items()
+        ]
+
+    return [
+        f"**Which int8 scheme.** Command: `{record['command']}`  ",
+        f"Machine: {record['machine']}; date: {record['date']}",
+        "",
+        f"Chosen on {choose['rows']} {choose['where']} (the multiplexed model closest to its fp32 self): "
+        f"**{choose['winner']}**, which `--quantize int8` uses.",
+        "",
+        *table(choose["scores"]),
+        "",
+        "The same on SST-2 dev, reported once:",
+        "",
+        *table(record["dev"]),
+        "",
+        "The plain model quantized the same way (the teacher column; it is also the `plain_int8_sorted` "
+        "baseline of the bench) loses "
+        + ", ".join(
+            f"{record['dev']['fp32']['teacher'] - v['teacher']:.2f} pts on dev and "
+            f"{choose['scores']['fp32']['teacher'] - choose['scores'][name]['teacher']:.2f} on the train rows "
+            f"({name})"
+            for name, v in record["dev"].items()
+            if name != "fp32"
+        )
+        + ": the choice was made for the multiplexed model, and on dev it costs the plain int8 model more.",
         "",
     ]
 

@@ -123,5 +123,12 @@ def test_cli_train_unknown_recipe_fails_with_the_known_names(teacher_view, tmp_p
     assert result.exit_code != 0 and "unknown recipe 'nope'" in result.output and "default" in result.output
 
 
-def test_default_pairs_trains_exactly_as_the_default_recipe():
-    assert load_recipe("default-pairs") == load_recipe("default")  # only the teacher differs
+def test_default_recipe_trains_pairs_as_default_pairs_aug():
+    auto = {"augment": None, "augment_copies": None}
+    default = load_recipe("default")
+    assert load_recipe("default-pairs-aug") | auto == default  # only the teacher and the spelled-out
+    assert load_recipe("default-pairs") | auto == default  # augmentation differ
+    aug, plain = (TrainConfig.from_dict(load_recipe(n)) for n in ("default-pairs-aug", "default-pairs"))
+    assert TrainConfig.from_dict(default).augmentation(is_pair=True) == aug.augmentation(is_pair=True)
+    assert TrainConfig.from_dict(default).augmentation(is_pair=False) == ([], 0)
+    assert plain.augmentation(is_pair=True) == ([], 0)

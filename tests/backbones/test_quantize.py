@@ -45,6 +45,7 @@ def test_int8_converts_every_backbone_linear_and_never_the_adapters():
     assert quantize_backbone(model.view, "int8") is model.view
     backbone = _linears(model.view.model)
     assert backbone and all(isinstance(m, DynamicInt8Linear) for m in backbone)  # layers and head
+    assert all(m.weight().qscheme() == torch.per_channel_affine for m in backbone)  # one scale per row
     assert quantized_mode(model.view) == "int8"
     adapters = _linears(model.mux)
     assert adapters and all(type(m) is nn.Linear and m.weight.dtype == torch.float32 for m in adapters)

@@ -11,13 +11,13 @@ from typer.testing import CliRunner
 
 from revmux.cli import app
 from revmux.config import CONFIG_NAME, WEIGHTS_NAME
-from revmux.data import tokenize
+from revmux.data import UNLABELED, TaskData, tokenize
 from revmux.errors import ConfigError
 from revmux.model import MuxModel
 from revmux.train import TrainConfig, select_rows, train
 from revmux.train.cache import LivePrefill
 from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
-from revmux.train.trainer import LOG_NAME, _generator, _scheduler, holdout_accuracy
+from revmux.train.trainer import LOG_NAME, _generator, _prepare_rows, _scheduler, holdout_accuracy
 from tests.train import one_thread, toy_task, toy_view
 
 FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3, "min_steps": 0}
@@ -400,8 +400,30 @@ def test_min_steps_adds_epochs_only_where_the_data_is_small():
 
 
 def test_configs_saved_before_a_field_existed_keep_what_their_run_did():
-    old = {key: v for key, v in TrainConfig().to_dict().items() if key not in ("lambda_state", "min_steps")}
+    later = ("lambda_state", "min_steps", "augment", "augment_copies")
+    old = {key: v for key, v in TrainConfig().to_dict().items() if key not in later}
     assert TrainConfig.from_dict(old).lambda_state == 4.0  # a user's YAML without it: today's default
     saved = TrainConfig.from_saved(old)  # a train_log.json or results row written before it existed
     assert saved.lambda_state == 0.0 and saved.min_steps == 0 and saved.augment == []
+    assert saved.augmentation(is_pair=True) == ([], 0)  # saved before pairs were augmented by default
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()  # present fields win
+
+
+def test_default_augments_sentence_pairs_only_and_labels_come_from_the_teacher(view):
+    single = toy_task(rows=60)
+    pairs = TaskData(single.texts, list(reversed(single.texts)), single.labels, single.label_names, "pairs")
+    config = TrainConfig(**FAST)  # augment and augment_copies unset: the measured default
+    assert config.augmentation(is_pair=True) == (["crop", "dropout"], 1)
+    assert config.augmentation(is_pair=False) == ([], 0)
+    _, fit, held, _ = _prepare_rows(view, pairs, config, None)
+    originals = len(pairs) - len(held)
+    assert len(fit) == 2 * originals  # one teacher-labelled copy of every training row
+    assert fit.labels[originals:] == [UNLABELED] * originals  # never the gold column
+    assert len(_prepare_rows(view, single, config, None)[1]) == len(single) - len(held)
+    off = TrainConfig(**FAST, augment="")  # `--augment ''`: none, even for pairs
+    assert off.augment == [] and off.augmentation(is_pair=True) == ([], 0)
+    assert len(_prepare_rows(view, pairs, off, None)[1]) == originals
+    assert TrainConfig(**FAST, augment_copies=2).augmentation(is_pair=True) == (["crop", "dropout"], 2)
+    assert TrainConfig(**FAST, augment=["repair"]).augmentation(is_pair=True) == (["repair"], 1)
+    with pytest.raises(ConfigError, match="--augment-copies > 0 needs --augment"):
+        TrainConfig(**FAST, augment="", augment_copies=1)

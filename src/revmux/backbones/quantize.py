@@ -2,7 +2,8 @@
 
 What it is: `quantize_backbone(view, mode)` converts a view's frozen Hugging Face model in place, once:
 "int8" swaps every `nn.Linear` of the layers and the head for torch's dynamically quantized int8 Linear
-(weights int8 per tensor, activations quantized on the fly; CPU only), "bf16" casts the model to bfloat16,
+(weights int8 with one scale per output channel, activations quantized on the fly; CPU only; per-channel
+kept the multiplexed model closer to fp32 than per-tensor on train rows, benchmarks/int8_scheme.py), "bf16" casts the model to bfloat16,
 "none" leaves it as it is. The view keeps calling the same layer modules, so a split at any k still equals
 the unsplit quantized forward. `quantized_copy` does the same on a deep copy (the tokenizer shared), for
 benchmarks that time the fp32 and the quantized backbone side by side. What it is not: a quantizer of the
@@ -22,14 +23,14 @@ from torch import nn
 from revmux.errors import ConfigError
 
 QUANTIZE_MODES = ("none", "int8", "bf16")
-_ATTR = "_revmux_quantize"  # the mode a model was converted to, kept on the HF model itself
+QUANTIZE_ATTR = "_revmux_quantize"  # the mode a model was converted to, kept on the HF model itself
 
 V = TypeVar("V")
 
 
 def quantized_mode(view: object) -> str:
     """The mode `view`'s backbone was converted to by `quantize_backbone` ("none" if never)."""
-    return str(getattr(view.model, _ATTR, "none"))  # type: ignore[attr-defined]
+    return str(getattr(view.model, QUANTIZE_ATTR, "none"))  # type: ignore[attr-defined]
 
 
 def check_quantize_mode(mode: str | None) -> str:
@@ -63,7 +64,7 @@ def quantize_backbone(view: V, mode: str | None) -> V:
         _to_int8(model)
     else:
         model.to(torch.bfloat16)
-    setattr(model, _ATTR, mode)
+    setattr(model, QUANTIZE_ATTR, mode)
     model.eval()
     return view
 
@@ -91,4 +92,5 @@ def _to_int8(model: nn.Module) -> None:
         )
     with warnings.catch_warnings():  # torch announces the move of eager quantization to torchao
         warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+        torch.ao.quantization.quantize_dynamic(model, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)

@@ -68,11 +68,17 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
-    augment: list[str] = field(
-        default_factory=list,
-        metadata=_help("teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs)"),
+    augment: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs); '' for none "
+            "(default: crop,dropout for sentence pairs, none for single sentences)"
+        ),
     )
-    augment_copies: int = field(default=0, metadata=_help("augmented rows per training row (with --augment)"))
+    augment_copies: int | None = field(
+        default=None,
+        metadata=_help("augmented rows per training row (default: 1 when augmenting, else 0)"),
+    )
     max_length: int = field(default=DEFAULT_MAX_LENGTH, metadata=_help("tokens per row (longer: truncated)"))
     max_train_rows: int | None = field(default=None, metadata=_help("train on a stratified subset this size"))
     holdout_fraction: float = field(default=0.05, metadata=_help("share of train held out for selection"))
@@ -97,6 +103,8 @@ class TrainConfig:
         ints |= {"augment_copies": 0, "min_steps": 0}
         for name, low in (ints | {"seed": 0}).items():
             v = getattr(self, name)
+            if name == "augment_copies" and v is None:
+                continue  # automatic (see augmentation)
             if not _is_int(v) or v < low:
                 note = " (N = 1 has no adapters to train)" if name == "n" else ""
                 raise bad(name, f"an integer >= {low}{note}")
@@ -125,9 +133,11 @@ class TrainConfig:
         if isinstance(self.augment, str):
             self.augment = [a.strip() for a in self.augment.split(",") if a.strip()]
         known = ("crop", "dropout", "repair")  # revmux.train.extra.AUGMENTATIONS
-        if not isinstance(self.augment, list) or any(a not in known for a in self.augment):
-            raise bad("augment", "a comma-separated list of " + ", ".join(known))
-        if self.augment_copies and not self.augment:
+        if self.augment is not None and (
+            not isinstance(self.augment, list) or any(a not in known for a in self.augment)
+        ):
+            raise bad("augment", "a comma-separated list of " + ", ".join(known) + " (or '' for none)")
+        if self.augment_copies and self.augment == []:
             raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, repair).")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
@@ -150,6 +160,17 @@ class TrainConfig:
                 "the PCA composite needs --pca-init (its basis comes from the PCA of layer-k states): keep "
                 "--pca-init, or pass --mux-option pca_composite=false with --no-pca-init."
             )
+
+    def augmentation(self, is_pair: bool) -> tuple[list[str], int]:
+        """(augmentations, copies per row) this config applies to data of this kind.
+
+        Unset `augment` means the measured default: one teacher-labelled crop-or-dropout copy of every row
+        for sentence-pair tasks (it won on an MRPC train slice) and none for single sentences (it lost on
+        SST-2); unset `augment_copies` means 1 when augmenting, else 0.
+        """
+        kinds = list(self.augment) if self.augment is not None else (PAIR_AUGMENT if is_pair else [])
+        copies = self.augment_copies if self.augment_copies is not None else (1 if kinds else 0)
+        return kinds, copies
 
     def epochs_for(self, steps_per_epoch: int) -> int:
         """Epochs a run makes: `epochs`, or more when `min_steps` needs them (small training sets)."""
@@ -179,6 +200,9 @@ class TrainConfig:
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(load_yaml(path), source=str(path))
 
+
+PAIR_AUGMENT = ["crop", "dropout"]
+"""The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
 BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""

@@ -173,7 +173,8 @@ def _prepare_rows(
         raise DataError(
             f"{data.source}: {len(fit)} training rows after the hold-out, need >= --n {config.n}."
         )
-    extra = [augment(fit, config.augment, config.augment_copies, seed=config.seed)]
+    kinds, copies = config.augmentation(fit.is_pair)
+    extra = [augment(fit, kinds, copies, seed=config.seed)]
     extra += [unlabeled] if unlabeled is not None else []
     encoder = RequestEncoder(view.tokenizer, config.max_length, prompt)  # = model.encoder's
     return encoder.prepare(data), encoder.prepare(with_extra(fit, *extra)), encoder.prepare(held), held_idx
