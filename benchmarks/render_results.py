@@ -24,12 +24,19 @@ from result_targets import (  # sibling script: benchmarks/ is on sys.path
 
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.demo import DemoSettings
-from revmux.plots import plot_fallback, plot_frontier, plot_throughput
+from revmux.plots import (
+    FRONTIER_BATCH,
+    bench_task,
+    frontier_panels,
+    honest_timings,
+    plot_fallback,
+    plot_frontier,
+    plot_throughput,
+)
 
 RESULTS = Path("docs/results")
 DOC = Path("docs/RESULTS.md")
 RECIPES = "../src/revmux/configs/recipes"  # recipe files, relative to docs/RESULTS.md
-SPEEDUP_BATCH = 32  # measured speedup attached to frontier rows: this batch size of the bench grid
 
 
 def _load(name: str) -> Any:
@@ -61,20 +68,46 @@ def demo_section(demo: dict | None) -> list[str]:
     ]
 
 
-def attach_measured_speedups(rows: list[dict], benches: dict[str, dict]) -> None:
-    """SST-2 revmux rows get the speedup measured by the bench grid of their backbone at the same (N, k).
-
-    The grids time SST-2 dev sentences, so rows of other tasks (other lengths, pairs) get none.
-    """
+def attach_measured_speedups(rows: list[dict], honest: list[dict]) -> None:
+    """Rows get the speedup against the fastest plain variant that the honest bench measured at their
+    backbone, task, N and k (fp32, batch FRONTIER_BATCH): the multiplexed speed does not depend on the
+    adapters' weights or kind. Rows without such a timing get none."""
+    timings = honest_timings(honest, FRONTIER_BATCH)
     for row in rows:
-        bench = benches.get(row["backbone"])
+        run = timings.get((row["backbone"], row["task"], row["n"], row["k"]))
         row.pop("measured_speedup", None)
-        if not bench or row["mux"] != "revmux" or row["task"] != "sst2":
-            continue
-        for report in bench["reports"]:
-            for run in report["runs"]:
-                if (run["n"], run["k"], run["batch_size"]) == (row["n"], row["k"], SPEEDUP_BATCH):
-                    row["measured_speedup"] = run["speedup"]
+        if run is not None:
+            row["measured_speedup"] = run["speedup_vs_best_plain"]
+
+
+def frontier_caption(rows: list[dict], honest: list[dict]) -> list[str]:
+    """What frontier.png shows, and which rows it leaves out for want of a timing."""
+    panels = frontier_panels(rows, honest, FRONTIER_BATCH)
+    drawn = [p for p in panels if p.series]
+    if not drawn:
+        return [
+            "_No frontier figure: no row has an honest timing yet (the commands of the throughput section)._",
+            "",
+        ]
+    left = [f"{p.backbone} {p.task}" for p in panels if not p.series]
+    partial = [
+        f"{p.backbone} {p.task}, {len(p.untimed)} rows at "
+        + ", ".join(sorted({u.split(" ")[1] for u in p.untimed}))
+        for p in drawn
+        if p.untimed
+    ]
+    return [
+        "![accuracy vs measured throughput](frontier.png)",
+        "",
+        f"Each panel places a mux kind's best recipe (the one with the most timed cells, then the highest mean "
+        f"accuracy) at the requests/s its N and k measured at batch {FRONTIER_BATCH} in the honest bench "
+        "(fp32, torch; the multiplexed speed does not depend on the adapters' weights), against its own "
+        "teacher; dotted lines are the plain models a user could deploy instead, timed in the same runs (those "
+        "slower than torch fp32, such as bf16 on a CPU that emulates it, are left out)."
+        + (f" No timing yet, so no panel: {', '.join(left)}." if left else "")
+        + (f" Left out for want of a timing of their N and k: {'; '.join(partial)}." if partial else ""),
+        "",
+    ]
 
 
 def recipe(row: dict) -> str:
@@ -104,7 +137,8 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         out += [f"#### {task}", ""]
         out += [
             "| backbone | mux | recipe | N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement "
-            "| partner sens. | bound S(k,N) | measured speedup | trainable params | train s |",
+            f"| partner sens. | bound S(k,N) | measured vs best plain (batch {FRONTIER_BATCH}) | trainable params "
+            "| train s |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"])):  # stable: run order
@@ -421,15 +455,38 @@ def selection_section(path: Path) -> list[str]:
     return out
 
 
-HONEST = [  # (file stem under docs/results, the command that wrote it)
-    (f"bench_honest_minilm_n{n}_k{k}_{q}{tail}", f"revmux bench --model minilm --n {n} --k {k} --quantize {q}"
-     f"{flag} --batch-sizes 32,128 --repeats 9 --warmup 2 --no-pipeline --json --out docs/results/"
-     f"bench_honest_minilm_n{n}_k{k}_{q}{tail}.json")
-    for n, k, q, tail, flag in [
-        (2, 2, "none", "", ""), (2, 2, "int8", "", ""), (4, 1, "none", "", ""), (4, 1, "int8", "", ""),
-        (4, 1, "int8", "_onnx", " --backend onnx"),
-    ]
+HONEST_CELLS = [  # (task, N, k, quantize, backend) timed by `revmux bench` against every plain variant
+    *[("sst2", n, k, "none", "torch") for n, k in ((2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3))],
+    ("sst2", 2, 2, "int8", "torch"), ("sst2", 4, 1, "int8", "torch"), ("sst2", 4, 1, "int8", "onnx"),
+    *[(task, n, 2, "none", "torch") for task in ("mrpc", "rte", "qnli") for n in (2, 4)],
 ]  # fmt: skip
+
+
+def honest_stem(task: str, n: int, k: int, quantize: str, backend: str) -> str:
+    """docs/results/<stem>.json of an honest bench cell (SST-2 files carry no task, as they always have)."""
+    where = "" if task == "sst2" else f"{task}_"
+    return f"bench_honest_minilm_{where}n{n}_k{k}_{quantize}{'_onnx' if backend == 'onnx' else ''}"
+
+
+def honest_command(task: str, n: int, k: int, quantize: str, backend: str) -> str:
+    """The command that writes an honest bench cell's file."""
+    texts = "" if task == "sst2" else f" --task {task} --data-dir ../shared/data/glue"
+    onnx = " --backend onnx" if backend == "onnx" else ""
+    return (
+        f"revmux bench --model minilm --n {n} --k {k} --quantize {quantize}{onnx}{texts} --batch-sizes 32,128 "
+        f"--repeats 9 --warmup 2 --no-pipeline --json --out docs/results/{honest_stem(task, n, k, quantize, backend)}.json"
+    )
+
+
+HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
+"""(file stem under docs/results, the command that wrote it), one per honest bench cell."""
+
+
+def honest_reports() -> list[dict]:
+    """The honest bench reports that exist (MiniLM), in HONEST_CELLS order."""
+    return [bench for stem, _ in HONEST if (bench := _load(f"{stem}.json"))]
+
+
 PLAIN_COLUMNS = (
     "plain",
     "plain_sorted",
@@ -493,7 +550,7 @@ def honest_section() -> list[str]:
             continue
         meta = meta or bench
         commands.append(f"`{command}`")
-        mux = f"N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
+        mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
         for r in bench["runs"]:
             cells = ["n/a" if r.get(f"{v}_ms") is None else f"{r[f'{v}_ms']:.0f}" for v in PLAIN_COLUMNS]
@@ -508,9 +565,10 @@ def honest_section() -> list[str]:
     m = meta["machine"]
     return [
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs; date {meta['date'][:10]}; MiniLM, fresh adapters "
-        "(speed does not depend on the weights), shuffled SST-2 dev sentences, medians of 9 interleaved rounds (ms).",
+        "(speed does not depend on the weights), the shuffled dev texts of the task named (sentence pairs for "
+        "MRPC, RTE and QNLI), medians of 9 interleaved rounds (ms).",
         "",
-        "| mux | batch | plain padded | plain sorted | torch int8 sorted | torch bf16 sorted | ORT fp32 sorted "
+        "| texts, mux | batch | plain padded | plain sorted | torch int8 sorted | torch bf16 sorted | ORT fp32 sorted "
         "| ORT int8 sorted | mux | best plain | mux vs best plain | efficiency (vs) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
         *rows,
@@ -636,10 +694,11 @@ def partners_section(records: list[dict] | None) -> list[str]:
 
 def main() -> None:
     benches = {"minilm": _load("bench_minilm.json"), "mpnet": _load("bench_mpnet.json")}
-    rows = _load("frontier.json")
+    rows, honest = _load("frontier.json"), honest_reports()
     if rows:
-        attach_measured_speedups(rows, benches)  # in memory only: the inputs are never written
-        plot_frontier(rows, Path("docs"))
+        attach_measured_speedups(rows, honest)  # in memory only: the inputs are never written
+        if any(p.series for p in frontier_panels(rows, honest, FRONTIER_BATCH)):
+            plot_frontier(rows, honest, Path("docs"))
     if partners := _load("partners.json"):
         plot_fallback(partners, Path("docs"))
     bench_files = [RESULTS / f"bench_{b}.json" for b, v in benches.items() if v]
@@ -658,7 +717,11 @@ def main() -> None:
         "## Targets",
         "",
         *targets_section(
-            rows, benches.get(targets["backbone"]), targets, (_load("demo.json") or {}).get("result")
+            rows,
+            benches.get(targets["backbone"]),
+            targets,
+            (_load("demo.json") or {}).get("result"),
+            honest=honest,
         ),
         "## The demo (`make demo`)",
         "",
@@ -666,8 +729,7 @@ def main() -> None:
         "## Accuracy frontier (frozen teacher, adapters only)",
         "",
         *frontier_section(rows),
-        "![accuracy drop vs speedup](frontier.png)" if rows else "",
-        "",
+        *(frontier_caption(rows, honest) if rows else []),
         "## Choosing the default recipe (on train, never dev)",
         "",
         "Candidates trained on the same rows with the same teacher and scored on rows of the TRAIN split that",

@@ -33,11 +33,17 @@ def _display(name: str) -> str:
 
 
 def targets_section(
-    rows: list[dict] | None, bench: dict | None, spec: dict[str, Any], demo: dict | None = None
+    rows: list[dict] | None,
+    bench: dict | None,
+    spec: dict[str, Any],
+    demo: dict | None = None,
+    honest: list[dict] | None = None,
 ) -> list[str]:
     """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed).
 
-    `demo`: docs/results/demo.json's result, the row of the `demo` recipe for the fidelity targets."""
+    `demo`: docs/results/demo.json's result, the row of the `demo` recipe for the fidelity targets.
+    `honest`: `revmux bench` reports of the backbone timed against every plain variant (bench_honest_*);
+    the speed targets read them, and the older bench grid (`bench`) only where there are none."""
     out = ["| target | measured | met |", "|---|---|---|"]
     every = list(rows or []) + ([_demo_row(demo)] if demo else [])
     for t in (t for t in spec["targets"] if t["check"] == "fidelity"):
@@ -70,6 +76,7 @@ def targets_section(
                     f"{r['recipe']}) | {r['train_seconds'] / 60:.1f} min "
                     f"| {'yes' if r['train_seconds'] <= 60 * limit else 'no'} |"
                 )
+    out += speed_targets(honest, spec)
     runs = [run for report in (bench or {}).get("reports", []) for run in report["runs"]]
     name = _display(spec["backbone"])
     for t in by_check.get("adapter_share", []):
@@ -81,7 +88,11 @@ def targets_section(
                 f"{top:.1%} (N={run['n']}, k={run['k']}, batch {run['batch_size']}) "
                 f"| {'yes' if top <= t['max_share'] else 'no'} |"
             )
+    honest_runs = [(report, run) for report in honest or [] for run in report["runs"]]
     for t in by_check.get("efficiency", []):
+        if honest_runs:
+            out += _honest_efficiency(honest_runs, t, name)
+            continue
         for run in runs:
             if run["batch_size"] >= t["min_batch_size"] and run["k"] in t["ks"]:
                 # against length-sorted plain (older files' `efficiency` divided padded plain's time instead)
@@ -96,6 +107,54 @@ def targets_section(
                     f"{run['batch_size']} | {eff:.2f} | {'yes' if eff >= limit else 'no'} |"
                 )
     return out + [""]
+
+
+def _variant(report: dict) -> str:
+    """How a bench report ran the mux's backbone: fp32, int8, int8 on ONNX Runtime layers, ..."""
+    quant = report.get("quantize") or "none"
+    name = "fp32" if quant == "none" else quant
+    return name + (" (ONNX Runtime layers)" if report.get("backend") == "onnx" else "")
+
+
+def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: str) -> list[str]:
+    """Efficiency against the length-sorted plain model of the mux's own precision, per honest bench run."""
+    out = []
+    for report, run in sorted(
+        runs, key=lambda rr: (rr[1]["n"], rr[1]["k"], _variant(rr[0]), rr[1]["batch_size"])
+    ):
+        if run["batch_size"] >= t["min_batch_size"] and run["k"] in t["ks"]:
+            eff, limit = run["efficiency"], t["min_efficiency"]
+            out.append(
+                f"| bench efficiency (vs length-sorted plain, {run.get('efficiency_baseline')}) >= {limit:g}, "
+                f"{name} N={run['n']}, k={run['k']}, {_variant(report)}, batch {run['batch_size']} | {eff:.2f} "
+                f"| {'yes' if eff >= limit else 'no'} |"
+            )
+    return out
+
+
+def speed_targets(honest: list[dict] | None, spec: dict[str, Any]) -> list[str]:
+    """`vs_best_plain` targets: the fastest measured configuration at N (and k, if given), any backend,
+    against the fastest plain variant timed in the same run, at each batch size named."""
+    out = []
+    runs = [(report, run) for report in honest or [] for run in report["runs"]]
+    for t in (t for t in spec["targets"] if t["check"] == "vs_best_plain"):
+        for batch in t["batch_sizes"]:
+            cands = [
+                (run["speedup_vs_best_plain"], report, run)
+                for report, run in runs
+                if run["n"] == t["n"] and run["batch_size"] == batch and t.get("k") in (None, run["k"])
+            ]
+            cell = f"N={t['n']}" + (f", k={t['k']}" if t.get("k") is not None else " (any k)")
+            what = f"| fastest {cell}, any backend, >= {t['min_ratio']:g}x the best plain variant, batch {batch} | "
+            if not cands:
+                out.append(what + "not measured yet | no |")
+                continue
+            ratio, report, run = max(cands, key=lambda c: c[0])
+            out.append(
+                what + f"{ratio:.2f}x (k={run['k']}, {_variant(report)}, vs {run['best_plain']}) "
+                f"| {'yes' if ratio >= t['min_ratio'] else 'no'} |"
+            )
+    return out
 
 
 def _drop_within(scope: list[dict], t: dict[str, Any], where: str) -> list[str]:

@@ -19,7 +19,7 @@ from revmux.cli import app
 from revmux.data import model_inputs
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
-from revmux.plots import frontier_series, throughput_series
+from revmux.plots import bench_task, frontier_panels, throughput_series
 
 runner = CliRunner()
 L = 3  # layers of the tiny model
@@ -357,42 +357,73 @@ def _synthetic_bench(n: int, k: int) -> dict:
 
 FRONTIER = [
     {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 2, "k": 1, "accuracy_mean": 0.88,
-     "teacher_accuracy": 0.91, "bound": 1.71, "measured_speedup": 1.6},
+     "teacher_accuracy": 0.91, "bound": 1.71, "recipe": "a"},
     {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 4, "k": 1, "accuracy_mean": 0.84,
-     "teacher_accuracy": 0.91, "bound": 2.67},
+     "teacher_accuracy": 0.91, "bound": 2.67, "recipe": "a"},
+    {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 2, "k": 1, "accuracy_mean": 0.90,
+     "teacher_accuracy": 0.91, "bound": 1.71, "recipe": "b"},
+    {"task": "sst2", "backbone": "minilm", "mux": "revmux", "n": 4, "k": 3, "accuracy_mean": 0.90,
+     "teacher_accuracy": 0.91, "bound": 1.71, "recipe": "b"},
     {"task": "rte", "backbone": "minilm", "mux": "ora", "n": 2, "k": 2, "accuracy_mean": 60.0,
      "teacher_accuracy": 65.0, "bound": 1.5},
-    {"task": "rte", "backbone": "minilm", "mux": "ora", "n": 2, "k": 2, "accuracy_mean": 62.0,
-     "teacher_accuracy": 65.0, "bound": 1.5, "recipe": "long"},
 ]  # fmt: skip
+
+
+def _honest(
+    n: int, k: int, *, task_path: str = "/x/SST-2/dev.tsv", quantize: str = "none", mux_rps: float = 300.0
+):
+    """A `revmux bench` report with the honest baselines, one run at batch 128."""
+    run = {
+        "batch_size": 128,
+        "n": n,
+        "k": k,
+        "plain_rps": 50.0,
+        "mux_rps": mux_rps,
+        "speedup_vs_best_plain": 1.2,
+    }
+    run |= {"plain_sorted_rps": 100.0, "plain_int8_sorted_rps": 150.0, "plain_bf16_sorted_rps": 20.0}
+    run |= {"ort_int8_sorted_rps": 250.0, "efficiency": 0.8, "best_plain": "ort_int8_sorted"}
+    return {"model": "minilm", "mux": "revmux", "dtype": "float32", "quantize": quantize, "backend": "torch",
+            "texts": task_path, "runs": [run]}  # fmt: skip
 
 
 def test_plot_series_without_matplotlib():
     series = throughput_series([_synthetic_bench(2, 1), _synthetic_bench(4, 1)], "grid")
     assert [s.label for s in series] == ["grid plain", "grid revmux N=2 k=1", "grid revmux N=4 k=1"]
     assert series[0].x == [8, 32] and series[0].y == [800.0, 3200.0] and series[0].dashed
-    panels = frontier_series(FRONTIER)
-    assert sorted(panels) == ["rte", "sst2"]
-    (sst2,) = panels["sst2"]
-    assert sst2.x == [1.6, 2.67] and sst2.measured == [True, False]
-    assert sst2.y == pytest.approx([3.0, 7.0])  # fractions become points
-    assert panels["rte"][0].y == pytest.approx([5.0])  # percentages stay
-    assert [s.label for s in panels["rte"]] == [
-        "ora (minilm)",
-        "ora (minilm, long)",
-    ]  # a recipe is its own line
+    reports = [_honest(2, 1, mux_rps=200.0), _honest(4, 1), _honest(4, 1, quantize="int8", mux_rps=999.0)]
+    (rte, sst2) = frontier_panels(FRONTIER, reports, batch=128)  # sorted by backbone, task
+    assert (sst2.backbone, sst2.task, rte.task) == ("minilm", "sst2", "rte")
+    (line,) = sst2.series  # one line per kind: recipe a has two timed cells, b only one
+    assert line.label == "revmux (a)" and line.x == [200.0, 300.0]  # fp32 timings only, never the int8 one
+    assert line.y == pytest.approx([-3.0, -7.0]) and line.notes == ["N=2,k=1", "N=4,k=1"]
+    assert sst2.untimed == ["revmux N=4,k=3 (b)"]
+    assert sst2.plain == {
+        "plain_sorted": 100.0,
+        "plain_int8_sorted": 150.0,
+        "ort_int8_sorted": 250.0,
+    }  # no bf16
+    assert rte.series == [] and rte.untimed == ["ora N=2,k=2 (default)"]  # no timing of RTE texts
+    assert bench_task(_honest(2, 2, task_path="/d/glue/RTE/dev.tsv")) == "rte"
+    assert bench_task({"texts": "/elsewhere/mine.txt"}) is None
 
 
 def test_cli_plot_writes_pngs(tmp_path):
     one, grid, frontier = tmp_path / "one.json", tmp_path / "grid.json", tmp_path / "frontier.json"
     one.write_text(json.dumps(_synthetic_bench(2, 1)))
-    grid.write_text(json.dumps({"reports": [_synthetic_bench(2, 2), _synthetic_bench(4, 2)]}))
+    grid.write_text(json.dumps({"reports": [_honest(2, 1), _honest(4, 1)]}))
     frontier.write_text(json.dumps(FRONTIER))
     args = ["plot", "--bench", str(one), "--bench", str(grid), "--frontier", str(frontier)]
     result = runner.invoke(app, [*args, "--out", str(tmp_path / "figs")])
     assert result.exit_code == 0, result.output
     for name in ("throughput.png", "frontier.png"):
         assert (tmp_path / "figs" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    untimed = runner.invoke(
+        app, ["plot", "--bench", str(one), "--frontier", str(frontier), "--out", str(tmp_path)]
+    )
+    assert untimed.exit_code == 2 and "no frontier row has a measured timing" in " ".join(
+        untimed.output.split()
+    )
 
 
 def test_cli_plot_errors(tmp_path, monkeypatch):

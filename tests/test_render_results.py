@@ -30,6 +30,7 @@ CHECKS = {
     "adapter_share": {"max_share"},
     "efficiency": {"min_batch_size", "ks", "min_efficiency"},
     "fidelity": {"backbone", "task", "n", "k", "recipes", "max_points", "min_agreement", "max_sensitivity"},
+    "vs_best_plain": {"n", "k", "batch_sizes", "min_ratio"},
 }
 
 
@@ -124,3 +125,41 @@ def test_fidelity_targets_judge_the_default_recipes_rows_and_say_what_is_not_mea
     demo |= {"agreement": 0.92, "partner_sensitivity": 0.065}
     line = targets_section([], None, spec | {"targets": [demo_target]}, demo)[2]
     assert "1.00 pts, 92.0%, 6.5% (recipe demo, 1 seed) | no |" in line
+
+
+def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from result_targets import targets_section
+
+    def report(n, k, quantize, ratios, efficiency=0.95):
+        runs = [
+            {"batch_size": b, "n": n, "k": k, "speedup_vs_best_plain": r, "best_plain": "ort_int8_sorted"}
+            | {"efficiency": efficiency, "efficiency_baseline": "plain_sorted"}
+            for b, r in zip((32, 128), ratios, strict=True)
+        ]
+        return {"quantize": quantize, "backend": "torch", "runs": runs}
+
+    honest = [
+        report(4, 1, "none", (1.2, 1.4)),
+        report(4, 2, "int8", (1.6, 1.45), 0.85),
+        report(2, 2, "int8", (1.0, 1.2)),
+    ]
+    spec = {"backbone": "minilm", "task": "sst2", "baseline_recipe": "16k-rows-3ep"}
+    spec["targets"] = [
+        {"check": "vs_best_plain", "n": 4, "k": None, "batch_sizes": [32, 128], "min_ratio": 1.5},
+        {"check": "vs_best_plain", "n": 2, "k": 2, "batch_sizes": [32], "min_ratio": 1.1},
+        {"check": "vs_best_plain", "n": 2, "k": 1, "batch_sizes": [32], "min_ratio": 1.1},
+        {"check": "efficiency", "min_batch_size": 64, "ks": [2], "min_efficiency": 0.9},
+    ]
+    lines = targets_section([], None, spec, honest=honest)
+    assert (
+        "fastest N=4 (any k), any backend, >= 1.5x the best plain variant, batch 32 | 1.60x (k=2, int8"
+        in lines[2]
+    )
+    assert lines[2].endswith("| yes |")
+    assert "batch 128 | 1.45x (k=2, int8" in lines[3] and lines[3].endswith("| no |")  # 1.45 beats fp32's 1.4
+    assert "1.00x (k=2, int8" in lines[4] and lines[4].endswith("| no |")
+    assert "N=2, k=1" in lines[5] and "not measured yet | no |" in lines[5]
+    eff = [line for line in lines if "bench efficiency" in line]
+    assert len(eff) == 2  # k=2 at batch 128 only: the int8 N=4 run and the int8 N=2 run
+    assert all("batch 128" in line for line in eff) and sum(line.endswith("| yes |") for line in eff) == 1

@@ -1,8 +1,9 @@
 """Figures from `revmux bench` JSON and accuracy-frontier JSON, written as PNG with matplotlib's Agg backend.
 
 What it is: readers that check the JSON and turn it into plain series (no matplotlib needed), and two
-drawing functions: throughput (req/s) vs batch size, plain and mux per bench file; accuracy drop
-(points) vs speedup, one series per mux kind and one panel per task. What it is not: a dashboard or a
+drawing functions: throughput (req/s) vs batch size, plain and mux per bench file; accuracy against
+measured requests/s, one panel per backbone and task, each mux kind's best recipe as a line and the plain
+variants a user could deploy instead as reference lines. What it is not: a dashboard or a
 report generator. matplotlib is optional and imported only inside `_pyplot`.
 """
 
@@ -95,38 +96,116 @@ def load_frontier(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def frontier_series(rows: Sequence[dict[str, Any]]) -> dict[str, list[Series]]:
-    """Per task, one Series per mux kind: x = speedup (measured if present, else the bound), y = accuracy drop in points.
+PLAIN_VARIANTS = {
+    "plain_sorted": "torch fp32",
+    "plain_int8_sorted": "torch int8",
+    "plain_bf16_sorted": "torch bf16",
+    "ort_fp32_sorted": "ORT fp32",
+    "ort_int8_sorted": "ORT int8",
+}
+"""The plain models a user could deploy instead (length-sorted), as `revmux bench` names them: their labels."""
+FRONTIER_BATCH = 128  # the batch size whose measured requests/s place the frontier's points
 
-    Accuracies in [0, 1] are fractions and are scaled to points (x100); larger ones are already percentages.
+
+@dataclass
+class FrontierPanel:
+    """One backbone and task: per mux kind its best timed recipe as a line of (requests/s, points vs teacher).
+
+    `plain` holds each plain variant's requests/s (median over the panel's bench runs); `untimed` names the
+    panel's rows without an honest timing at this batch size, which are in the tables but not the figure.
     """
-    by_task: dict[str, dict[str, list[tuple[float, float, bool, str]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for row in rows:
-        acc, teacher = float(row["accuracy_mean"]), float(row["teacher_accuracy"])
-        scale = 100.0 if max(acc, teacher) <= 1.0 else 1.0
-        measured = row.get("measured_speedup") is not None
-        x = float(row["measured_speedup"] if measured else row["bound"])
-        point = (x, (teacher - acc) * scale, measured, f"N={row['n']},k={row['k']}")
-        recipe = row.get("recipe", "default")
-        label = f"{row['mux']} ({row['backbone']}{'' if recipe == 'default' else ', ' + recipe})"
-        by_task[str(row["task"])][label].append(point)
-    out: dict[str, list[Series]] = {}
-    for task, kinds in sorted(by_task.items()):
-        out[task] = []
-        for kind, points in sorted(kinds.items()):
-            points.sort()
-            out[task].append(
-                Series(
-                    kind,
-                    [p[0] for p in points],
-                    [p[1] for p in points],
-                    measured=[p[2] for p in points],
-                    notes=[p[3] for p in points],
-                )
-            )
+
+    backbone: str
+    task: str
+    series: list[Series]
+    plain: dict[str, float]
+    untimed: list[str]
+
+
+def bench_task(report: dict[str, Any]) -> str | None:
+    """The task whose dev texts a bench report timed (its `task`, else read from its `texts` path)."""
+    if report.get("task"):
+        return str(report["task"])
+    from revmux.data import TASKS
+
+    path = str(report.get("texts") or "").replace("\\", "/")
+    for name, spec in TASKS.items():
+        if f"/{spec.dir}/" in path or f"/{name}/" in path:
+            return name
+    return None
+
+
+def honest_timings(reports: Sequence[dict[str, Any]], batch: int) -> dict[tuple, dict[str, Any]]:
+    """(backbone, task, N, k) -> the run at `batch` of every fp32 torch-backend report (as frontier rows are)."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for report in reports:
+        plain_backbone = report.get("quantize") in (None, "none") and report.get("backend") in (None, "torch")
+        if (
+            not plain_backbone
+            or report.get("dtype", "fp32") not in ("fp32", "float32")
+            or report.get("mux", "revmux") != "revmux"
+        ):
+            continue
+        task = bench_task(report)
+        for run in report["runs"]:
+            if run["batch_size"] == batch and run.get("speedup_vs_best_plain") is not None:
+                out[(report.get("model"), task, int(run["n"]), int(run["k"]))] = run
     return out
+
+
+def frontier_panels(
+    rows: Sequence[dict[str, Any]], reports: Sequence[dict[str, Any]], batch: int = FRONTIER_BATCH
+) -> list[FrontierPanel]:
+    """Panels of the frontier figure: rows placed at the requests/s their (backbone, task, N, k) measured.
+
+    Timings come from `revmux bench` reports (fp32, torch backend); the multiplexed speed does not depend
+    on the adapters' weights, so one timing serves every kind and recipe at that cell. Each mux kind's line
+    is its recipe with the most timed cells (then the highest mean accuracy); y = accuracy minus the row's
+    own teacher, in points (accuracies in [0, 1] are fractions, larger ones percentages).
+    """
+    timings = honest_timings(reports, batch)
+    by_panel: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if int(row["n"]) > 1:
+            by_panel[(str(row["backbone"]), str(row["task"]))].append(row)
+    panels = []
+    for (backbone, task), sub in sorted(by_panel.items()):
+        cells: dict[tuple[str, str], dict[tuple[int, int], list[float]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        untimed = []
+        for row in sub:
+            acc, teacher = float(row["accuracy_mean"]), float(row["teacher_accuracy"])
+            scale = 100.0 if max(acc, teacher) <= 1.0 else 1.0
+            key = (int(row["n"]), int(row["k"]))
+            if (backbone, task, *key) not in timings:
+                untimed.append(f"{row['mux']} N={key[0]},k={key[1]} ({row.get('recipe', 'default')})")
+                continue
+            cells[(str(row["mux"]), str(row.get("recipe", "default")))][key].append((acc - teacher) * scale)
+        best: dict[str, tuple[tuple[int, float], str]] = {}
+        for (kind, recipe), points in cells.items():
+            score = (len(points), statistics.mean(statistics.mean(v) for v in points.values()))
+            if kind not in best or score > best[kind][0]:
+                best[kind] = (score, recipe)
+        series = []
+        for kind, (_, recipe) in sorted(best.items()):
+            points = cells[(kind, recipe)]
+            xy = sorted(
+                (float(timings[(backbone, task, *c)]["mux_rps"]), statistics.mean(v), c)
+                for c, v in points.items()
+            )
+            label, notes = f"{kind} ({recipe})", [f"N={c[0]},k={c[1]}" for *_, c in xy]
+            series.append(Series(label, [p[0] for p in xy], [p[1] for p in xy], notes=notes))
+        runs = [run for key, run in timings.items() if key[:2] == (backbone, task)]
+        plain = {
+            v: statistics.median(float(r[f"{v}_rps"]) for r in runs if r.get(f"{v}_rps"))
+            for v in PLAIN_VARIANTS
+            if any(r.get(f"{v}_rps") for r in runs)
+        }
+        floor = plain.get("plain_sorted", 0.0)  # a variant slower than fp32 (emulated bf16) is no alternative
+        plain = {v: rps for v, rps in plain.items() if rps >= floor}
+        panels.append(FrontierPanel(backbone, task, series, plain, sorted(set(untimed))))
+    return panels
 
 
 # ---- drawing -----------------------------------------------------------------------------------------
@@ -166,27 +245,43 @@ def plot_throughput(bench_files: Sequence[str | Path], out_dir: str | Path) -> P
     return _save(fig, plt, Path(out_dir) / "throughput.png")
 
 
-def plot_frontier(frontier_file: str | Path | Sequence[dict[str, Any]], out_dir: str | Path) -> Path:
-    """frontier.png: accuracy drop (points) vs speedup, one series per mux kind, one panel per task.
+def plot_frontier(
+    frontier_file: str | Path | Sequence[dict[str, Any]],
+    reports: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    batch: int = FRONTIER_BATCH,
+) -> Path:
+    """frontier.png: accuracy vs teacher (points) against measured requests/s, one panel per backbone and task
+    with timings, each mux kind's best recipe as one line and the plain variants as vertical reference lines.
 
-    `frontier_file` is a frontier JSON file or its rows already loaded."""
+    `frontier_file` is a frontier JSON file or its rows already loaded; `reports` are `revmux bench` reports
+    (fp32) of the same backbones and tasks. DataError when no row has a timing."""
     rows = load_frontier(frontier_file) if isinstance(frontier_file, (str, Path)) else list(frontier_file)
-    panels = frontier_series(rows)
+    panels = [p for p in frontier_panels(rows, reports, batch) if p.series]
+    if not panels:
+        raise DataError(
+            f"no frontier row has a measured timing at batch {batch}: pass `revmux bench --out` JSON (fp32) of "
+            "the rows' backbone, task (--task), N and k."
+        )
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
-    for ax, (task, series) in zip(axes[0], panels.items(), strict=True):
-        for s in series:
-            (line,) = ax.plot(s.x, s.y, linestyle="-", label=s.label)
-            for x, y, measured, note in zip(s.x, s.y, s.measured or [], s.notes or [], strict=True):
-                face = line.get_color() if measured else "none"
-                ax.plot([x], [y], marker="o", color=line.get_color(), markerfacecolor=face)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for s in panel.series:
+            (line,) = ax.plot(s.x, s.y, linestyle="-", marker="o", label=s.label)
+            for x, y, note in zip(s.x, s.y, s.notes or [], strict=True):
                 ax.annotate(note, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set_title(task)
-        ax.set_xlabel("speedup (filled: measured, hollow: bound S(k,N))")
-        ax.set_ylabel("accuracy drop vs teacher (points)")
+        for i, (name, rps) in enumerate(sorted(panel.plain.items(), key=lambda kv: kv[1])):
+            ax.axvline(rps, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(
+                PLAIN_VARIANTS[name], (rps, 0), xycoords=("data", "axes fraction"), rotation=90,
+                xytext=(2, 4 + 50 * (i % 2)), textcoords="offset points", fontsize="x-small", color="grey",
+            )  # fmt: skip
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_title(f"{panel.backbone} {panel.task} (batch {batch})")
+        ax.set_xlabel("measured throughput (requests/s); dotted: plain models, length-sorted")
+        ax.set_ylabel("accuracy vs its teacher (points)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="best")
     return _save(fig, plt, Path(out_dir) / "frontier.png")
 
 
@@ -202,7 +297,8 @@ def make_plots(
     if bench_files:
         paths.append(plot_throughput(bench_files, out_dir))
     if frontier_file is not None:
-        paths.append(plot_frontier(frontier_file, out_dir))
+        reports = [r for f in bench_files for r in load_bench_reports(f)]
+        paths.append(plot_frontier(frontier_file, reports, out_dir))
     return paths
 
 
