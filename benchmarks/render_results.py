@@ -457,7 +457,8 @@ def selection_section(path: Path) -> list[str]:
 
 HONEST_CELLS = [  # (task, N, k, quantize, backend) timed by `revmux bench` against every plain variant
     *[("sst2", n, k, "none", "torch") for n, k in ((2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3))],
-    ("sst2", 2, 2, "int8", "torch"), ("sst2", 4, 1, "int8", "torch"), ("sst2", 4, 1, "int8", "onnx"),
+    ("sst2", 2, 2, "int8", "torch"), ("sst2", 2, 2, "int8", "onnx"), ("sst2", 4, 1, "int8", "torch"),
+    ("sst2", 4, 1, "int8", "onnx"),
     *[(task, n, 2, "none", "torch") for task in ("mrpc", "rte", "qnli") for n in (2, 4)],
 ]  # fmt: skip
 
@@ -507,12 +508,13 @@ FALLBACK = [  # (file stem under docs/results, the command that wrote it): the d
 
 def fallback_speed_section() -> list[str]:
     """The multiplexed model with its confidence fallback, timed beside the plain variants in one run."""
-    rows, commands, meta = [], [], None
+    rows, commands, meta, dates = [], [], None, set()
     for stem, command in FALLBACK:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
         meta = meta or bench
+        dates.add(bench["date"][:10])
         commands.append(f"`{command.format(margin=bench['runs'][0]['fallback_margin'])}`")
         for r in bench["runs"]:
             best_rps = r[r["best_plain"] + "_rps"]
@@ -526,7 +528,7 @@ def fallback_speed_section() -> list[str]:
         return ["_No fallback timing yet: run the commands of this section._", ""]
     m = meta["machine"]
     return [
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; date {meta['date'][:10]}; the demo adapter (N=2, k=2) at "
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; the demo adapter (N=2, k=2) at "
         "its default margin, shuffled SST-2 dev sentences, medians of 9 interleaved rounds; requests/s.",
         "",
         "| backbone | batch | margin | re-run in the batch | best plain (req/s) | mux | mux vs best plain "
@@ -543,12 +545,13 @@ def fallback_speed_section() -> list[str]:
 
 def honest_section() -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
-    rows, commands, meta = [], [], None
+    rows, commands, meta, dates = [], [], None, set()
     for stem, command in HONEST:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
         meta = meta or bench
+        dates.add(bench["date"][:10])
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
@@ -564,7 +567,7 @@ def honest_section() -> list[str]:
         return ["_No honest bench yet: run the commands of this section._", ""]
     m = meta["machine"]
     return [
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; date {meta['date'][:10]}; MiniLM, fresh adapters "
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; MiniLM, fresh adapters "
         "(speed does not depend on the weights), the shuffled dev texts of the task named (sentence pairs for "
         "MRPC, RTE and QNLI), medians of 9 interleaved rounds (ms).",
         "",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from revmux.plots import bench_task
+
 DISPLAY = {
     "sst2": "SST-2",
     "mrpc": "MRPC",
@@ -117,17 +119,22 @@ def _variant(report: dict) -> str:
 
 
 def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: str) -> list[str]:
-    """Efficiency against the length-sorted plain model of the mux's own precision, per honest bench run."""
+    """Efficiency against the length-sorted plain model of the mux's own precision, per honest bench run
+    (SST-2 first, then the other tasks' texts)."""
+
+    def order(rr: tuple[dict, dict]) -> tuple:
+        task = bench_task(rr[0]) or ""
+        return (task != "sst2", task, rr[1]["n"], rr[1]["k"], _variant(rr[0]), rr[1]["batch_size"])
+
     out = []
-    for report, run in sorted(
-        runs, key=lambda rr: (rr[1]["n"], rr[1]["k"], _variant(rr[0]), rr[1]["batch_size"])
-    ):
+    for report, run in sorted(runs, key=order):
         if run["batch_size"] >= t["min_batch_size"] and run["k"] in t["ks"]:
             eff, limit = run["efficiency"], t["min_efficiency"]
+            texts = _display(bench_task(report) or "own texts")
             out.append(
                 f"| bench efficiency (vs length-sorted plain, {run.get('efficiency_baseline')}) >= {limit:g}, "
-                f"{name} N={run['n']}, k={run['k']}, {_variant(report)}, batch {run['batch_size']} | {eff:.2f} "
-                f"| {'yes' if eff >= limit else 'no'} |"
+                f"{name} {texts} N={run['n']}, k={run['k']}, {_variant(report)}, batch {run['batch_size']} "
+                f"| {eff:.2f} | {'yes' if eff >= limit else 'no'} |"
             )
     return out
 

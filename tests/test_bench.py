@@ -394,9 +394,10 @@ def test_plot_series_without_matplotlib():
     reports = [_honest(2, 1, mux_rps=200.0), _honest(4, 1), _honest(4, 1, quantize="int8", mux_rps=999.0)]
     (rte, sst2) = frontier_panels(FRONTIER, reports, batch=128)  # sorted by backbone, task
     assert (sst2.backbone, sst2.task, rte.task) == ("minilm", "sst2", "rte")
-    (line,) = sst2.series  # one line per kind: recipe a has two timed cells, b only one
-    assert line.label == "revmux (a)" and line.x == [200.0, 300.0]  # fp32 timings only, never the int8 one
-    assert line.y == pytest.approx([-3.0, -7.0]) and line.notes == ["N=2,k=1", "N=4,k=1"]
+    two, four = sst2.series  # kind revmux: recipe a has two timed cells, b only one; one line per N
+    assert two.label == four.label == "revmux (a)" and (two.n, four.n) == (2, 4)
+    assert two.x == [200.0] and four.x == [300.0]  # fp32 timings only, never the int8 one
+    assert two.y + four.y == pytest.approx([-3.0, -7.0]) and two.notes + four.notes == ["N=2,k=1", "N=4,k=1"]
     assert sst2.untimed == ["revmux N=4,k=3 (b)"]
     assert sst2.plain == {
         "plain_sorted": 100.0,

@@ -32,6 +32,7 @@ class Series:
     measured: list[bool] | None = None
     notes: list[str] | None = None
     dashed: bool = False
+    n: int | None = None  # a frontier line's N (its points differ in k)
 
 
 # ---- readers (no matplotlib) -------------------------------------------------------------------------
@@ -190,12 +191,14 @@ def frontier_panels(
         series = []
         for kind, (_, recipe) in sorted(best.items()):
             points = cells[(kind, recipe)]
-            xy = sorted(
-                (float(timings[(backbone, task, *c)]["mux_rps"]), statistics.mean(v), c)
-                for c, v in points.items()
-            )
-            label, notes = f"{kind} ({recipe})", [f"N={c[0]},k={c[1]}" for *_, c in xy]
-            series.append(Series(label, [p[0] for p in xy], [p[1] for p in xy], notes=notes))
+            for n in sorted({c[0] for c in points}):  # one line per N: its points differ in k
+                xy = sorted(
+                    (float(timings[(backbone, task, *c)]["mux_rps"]), statistics.mean(v), c)
+                    for c, v in points.items()
+                    if c[0] == n
+                )
+                label, notes = f"{kind} ({recipe})", [f"N={c[0]},k={c[1]}" for *_, c in xy]
+                series.append(Series(label, [p[0] for p in xy], [p[1] for p in xy], notes=notes, n=n))
         runs = [run for key, run in timings.items() if key[:2] == (backbone, task)]
         plain = {
             v: statistics.median(float(r[f"{v}_rps"]) for r in runs if r.get(f"{v}_rps"))
@@ -265,9 +268,18 @@ def plot_frontier(
         )
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    styles = ["-", "--", "-.", ":"]  # per N, in increasing order: N=2 solid, N=4 dashed
     for ax, panel in zip(axes[0], panels, strict=True):
+        colors: dict[str, Any] = {}
+        ns = sorted({s.n for s in panel.series if s.n is not None})
         for s in panel.series:
-            (line,) = ax.plot(s.x, s.y, linestyle="-", marker="o", label=s.label)
+            style = styles[ns.index(s.n) % len(styles)] if s.n in ns else "-"
+            marker = "os^D"[ns.index(s.n) % 4] if s.n in ns else "o"
+            label = s.label if s.label not in colors else None  # one legend entry per kind
+            (line,) = ax.plot(
+                s.x, s.y, linestyle=style, marker=marker, label=label, color=colors.get(s.label)
+            )
+            colors.setdefault(s.label, line.get_color())
             for x, y, note in zip(s.x, s.y, s.notes or [], strict=True):
                 ax.annotate(note, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
         for i, (name, rps) in enumerate(sorted(panel.plain.items(), key=lambda kv: kv[1])):
@@ -278,7 +290,8 @@ def plot_frontier(
             )  # fmt: skip
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_title(f"{panel.backbone} {panel.task} (batch {batch})")
-        ax.set_xlabel("measured throughput (requests/s); dotted: plain models, length-sorted")
+        lines = ", ".join(f"N={n} {'solid dashed dash-dot dotted'.split()[i % 4]}" for i, n in enumerate(ns))
+        ax.set_xlabel(f"measured requests/s ({lines}; grey: plain, length-sorted)")
         ax.set_ylabel("accuracy vs its teacher (points)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small", loc="best")
