@@ -78,7 +78,8 @@ def targets_section(
                     f"{r['recipe']}) | {r['train_seconds'] / 60:.1f} min "
                     f"| {'yes' if r['train_seconds'] <= 60 * limit else 'no'} |"
                 )
-    out += speed_targets(honest, spec)
+    honest_runs = [(report, run) for report in honest or [] for run in report["runs"]]
+    out += speed_targets(honest_runs, spec)
     runs = [run for report in (bench or {}).get("reports", []) for run in report["runs"]]
     name = _display(spec["backbone"])
     for t in by_check.get("adapter_share", []):
@@ -90,7 +91,6 @@ def targets_section(
                 f"{top:.1%} (N={run['n']}, k={run['k']}, batch {run['batch_size']}) "
                 f"| {'yes' if top <= t['max_share'] else 'no'} |"
             )
-    honest_runs = [(report, run) for report in honest or [] for run in report["runs"]]
     for t in by_check.get("efficiency", []):
         if honest_runs:
             out += _honest_efficiency(honest_runs, t, name)
@@ -139,11 +139,11 @@ def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: s
     return out
 
 
-def speed_targets(honest: list[dict] | None, spec: dict[str, Any]) -> list[str]:
+def speed_targets(runs: list[tuple[dict, dict]], spec: dict[str, Any]) -> list[str]:
     """`vs_best_plain` targets: the fastest measured configuration at N (and k, if given), any backend,
-    against the fastest plain variant timed in the same run, at each batch size named."""
+    against the fastest plain variant timed in the same run (`runs`: (report, run) of the honest benches),
+    at each batch size named."""
     out = []
-    runs = [(report, run) for report in honest or [] for run in report["runs"]]
     for t in (t for t in spec["targets"] if t["check"] == "vs_best_plain"):
         for batch in t["batch_sizes"]:
             cands = [
