@@ -1,7 +1,7 @@
 """Where the time of a multiplexed forward goes, against the length-sorted plain model, in one run.
 
 For each backbone dtype (fp32, bf16), N, k and batch size it times, interleaved (A B C A B C ...):
-`plain_sorted` (the plain model on the length-sorted batch in the same runs as the mux path,
+`plain_sorted` (the plain model on the length-sorted batch in as many runs as the mux path,
 `revmux.bench.sorted_plain`), `mux` (`MuxModel.__call__`, length-aware) and `mux_profiled` (the same
 forward with a timer around each stage). It reports the medians, the efficiency
 (plain_sorted_ms / mux_ms) / bound and the profiled forward's breakdown as shares of its total:

@@ -102,7 +102,7 @@ def frontier_caption(rows: list[dict], honest: list[dict]) -> list[str]:
         f"Each panel places a mux kind's best recipe (the one with the most timed cells, then the highest mean "
         f"accuracy) at the requests/s its N and k measured at batch {FRONTIER_BATCH} in the honest bench "
         "(fp32, torch; the multiplexed speed does not depend on the adapters' weights), against its own "
-        "teacher; dotted lines are the plain models a user could deploy instead, timed in the same runs (those "
+        "teacher; dotted lines are the plain models a user could deploy instead, timed in the same bench runs (those "
         "slower than torch fp32, such as bf16 on a CPU that emulates it, are left out)."
         + (f" No timing yet, so no panel: {', '.join(left)}." if left else "")
         + (f" Left out for want of a timing of their N and k: {'; '.join(partial)}." if partial else ""),
@@ -545,7 +545,7 @@ def fallback_speed_section() -> list[str]:
 
 def honest_section() -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
-    rows, commands, meta, dates = [], [], None, set()
+    rows, commands, meta, dates, bests = [], [], None, set(), []
     for stem, command in HONEST:
         bench = _load(f"{stem}.json")
         if not bench:
@@ -557,10 +557,12 @@ def honest_section() -> list[str]:
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
         for r in bench["runs"]:
             cells = ["n/a" if r.get(f"{v}_ms") is None else f"{r[f'{v}_ms']:.0f}" for v in PLAIN_COLUMNS]
+            bests.append(r["best_plain"])
+            runs = f"{r.get(r['best_plain'] + '_runs') or 'n/a'} / {r.get('mux_runs') or 'n/a'}"
             rows.append(
                 f"| {mux} | {r['batch_size']} | "
                 + " | ".join(cells)
-                + f" | {r['mux_ms']:.0f} | {r['best_plain']} "
+                + f" | {r['mux_ms']:.0f} | {r['best_plain']} | {runs} "
                 f"| {r['speedup_vs_best_plain']:.2f}x | {r['efficiency']:.2f} ({r.get('efficiency_baseline')}) |"
             )
     if not rows:
@@ -572,17 +574,20 @@ def honest_section() -> list[str]:
         "MRPC, RTE and QNLI), medians of 9 interleaved rounds (ms).",
         "",
         "| texts, mux | batch | plain padded | plain sorted | torch int8 sorted | torch bf16 sorted | ORT fp32 sorted "
-        "| ORT int8 sorted | mux | best plain | mux vs best plain | efficiency (vs) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| ORT int8 sorted | mux | best plain | runs (best plain / mux) | mux vs best plain | efficiency (vs) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
         *rows,
         "",
         "Efficiency = (sorted plain ms / mux ms) / bound, against the sorted plain model of the mux's own precision "
-        "and backend (named in brackets). Commands, one per mux row: " + "; ".join(commands) + ".",
+        "and backend (named in brackets). Each sorted plain variant runs at its own fastest run count (of 1, 2, 4, "
+        "8, 16 runs, timed first in the same run; `--plain-runs best`), the mux in at most 4 runs of at least 16 "
+        "requests. Commands, one per mux row: " + "; ".join(commands) + ".",
         "",
         "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
         "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants, and the issue's own "
         "measurements there found it so. The int8 rows run the mux's backbone in torch dynamic int8 (adapters "
-        "fp32); ONNX Runtime int8, the fastest plain variant in every row, uses its own int8 kernels.",
+        f"fp32); ONNX Runtime int8, the fastest plain variant in {bests.count('ort_int8_sorted')} of {len(bests)} "
+        "rows, uses its own int8 kernels.",
         "",
     ]
 

@@ -115,7 +115,7 @@ def test_n1_has_no_adapter_timing(tiny_dir):
 def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir):
     model = _model(tiny_dir, n=2)
     texts, _, _ = bench_texts()
-    enc = model.view.tokenizer(texts[:40], padding="longest", return_tensors="pt")
+    enc = model.view.tokenizer(texts[:80], padding="longest", return_tensors="pt")
     batch = model_inputs(enc)
     widths = []
     hook = model.view.model.register_forward_pre_hook(
@@ -125,11 +125,12 @@ def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir
         outs = sorted_plain(model, batch)()
     finally:
         hook.remove()
-    assert len(outs) == model.run_count(20) == 4  # as many runs as the mux path: 20 groups -> 4 runs
+    assert len(outs) == model.run_count(40) == 4  # as many runs as the mux path: 40 groups -> 4 runs
     lengths = batch["attention_mask"].sum(1)
     order = torch.argsort(lengths, descending=True, stable=True)
-    starts = [0, 10, 20, 30]
-    assert widths == [(10, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
+    starts = [0, 20, 40, 60]
+    assert widths == [(20, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
+    assert len(sorted_plain(model, batch, runs=8)()) == 8  # or as many as asked
     with torch.inference_mode():
         full = model.view.model(**batch).logits[order]
     torch.testing.assert_close(torch.cat([o.logits for o in outs]), full, atol=1e-5, rtol=1e-5)
@@ -180,7 +181,8 @@ RUN_JSON_KEYS = (
     + "pipeline_ms pipeline_ms_min pipeline_ms_max pipeline_rps peak_rss_mb_pipeline "
     "mux_ms mux_ms_min mux_ms_max mux_rps peak_rss_mb_mux "
     "mux_fallback_ms mux_fallback_ms_min mux_fallback_ms_max mux_fallback_rps peak_rss_mb_mux_fallback "
-    "speedup bound efficiency speedup_vs_sorted speedup_vs_padded best_plain speedup_vs_best_plain "
+    + "".join(f"{v}_runs " for v in ("plain_sorted", *BASELINES, "mux"))
+    + "speedup bound efficiency speedup_vs_sorted speedup_vs_padded best_plain speedup_vs_best_plain "
     "efficiency_baseline fallback_margin fallback_rerun_share speedup_vs_best_plain_fallback "
     "adapter_ms adapter_share "
     "padding_waste_plain padding_waste_mux slot_waste_mux "

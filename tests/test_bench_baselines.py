@@ -120,3 +120,42 @@ def test_cli_bench_quantize_int8_prints_the_honest_fields(tiny_dir):  # noqa: F8
     assert tvm.exit_code == 2 and "--backend must be one of torch, onnx" in " ".join(tvm.output.split())
     bad = runner.invoke(app, ["bench", "--model", str(tiny_dir), "--quantize", "int4"])
     assert bad.exit_code == 2 and "--quantize must be one of none, int8, bf16" in " ".join(bad.output.split())
+
+
+def test_plain_run_choices_keep_at_least_four_requests_per_run():
+    assert bench_baselines.plain_run_choices(4) == [1]
+    assert bench_baselines.plain_run_choices(32) == [1, 2, 4, 8]
+    assert bench_baselines.plain_run_choices(128) == [1, 2, 4, 8, 16]
+
+
+def test_the_fastest_run_count_is_the_one_kept(monkeypatch):
+    import time
+
+    from revmux.bench import _fastest_runs
+    from revmux.bench_timing import PeakMemory
+
+    def make(runs):
+        return lambda: time.sleep(0 if runs == 4 else 0.003)
+
+    assert _fastest_runs(make, 32, PeakMemory(torch.device("cpu"))) == 4
+    assert _fastest_runs(make, 4, PeakMemory(torch.device("cpu"))) == 1  # one choice: nothing timed
+
+
+@pytest.mark.parametrize("plain_runs", ["best", "mux"])
+def test_each_sorted_variant_reports_its_run_count(tiny_dir, plain_runs):  # noqa: F811
+    model = _model(tiny_dir)
+    d = _run(model, batch_sizes=(16,), baselines="int8", plain_runs=plain_runs)
+    (r,) = d["runs"]
+    assert d["plain_runs"] == plain_runs
+    assert r["mux_runs"] == model.run_count(16 // model.n)
+    for v in ("plain_sorted", "plain_int8_sorted"):
+        if plain_runs == "mux":
+            assert r[f"{v}_runs"] == r["mux_runs"]
+        else:
+            assert r[f"{v}_runs"] in bench_baselines.plain_run_choices(16)
+    assert r["ort_int8_sorted_runs"] is None  # not timed
+
+
+def test_plain_runs_takes_best_or_mux_only(tiny_dir):  # noqa: F811
+    with pytest.raises(ConfigError, match="--plain-runs must be best or mux"):
+        _run(_model(tiny_dir), plain_runs="fastest")

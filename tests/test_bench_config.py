@@ -40,6 +40,7 @@ SETTINGS = {
     "baselines": ("int8,ort_int8", "int8,ort_int8"),
     "quantize": ("int8", "int8"),
     "backend": ("onnx", "onnx"),
+    "plain_runs": ("mux", "mux"),
     "seed": ("5", 5),
     "fallback_margin": ("0.5", 0.5),
 }
@@ -47,6 +48,7 @@ SETTINGS = {
 # flag values `revmux bench` refuses, and the flag its error names
 BAD = [
     (["--fallback-margin", "1.5"], "--fallback-margin"),
+    (["--plain-runs", "fastest"], "--plain-runs"),
     (["--batch-sizes", "8,x"], "--batch-sizes"),
     (["--batch-sizes", "0"], "--batch-sizes"),
     (["--max-length", "1"], "--max-length"),

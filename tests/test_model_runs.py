@@ -15,7 +15,8 @@ from tests.tiny import tiny_batch, tiny_bert
 def test_adapters_and_tail_run_on_each_runs_real_columns_only(path):
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=2, k=1)
-    lengths = [3 + (i * 7) % 29 for i in range(33)]  # 16 groups in 4 runs, one leftover
+    model.min_rows_per_run = 8  # at least 8 requests a run: 16 groups in 4 runs, one leftover
+    lengths = [3 + (i * 7) % 29 for i in range(33)]
     batch = tiny_batch(lengths, seed=3)
     mask = batch["attention_mask"]
     perm = plan_groups(mask.sum(1), 2, length_aware=True)
@@ -46,6 +47,7 @@ def test_random_groupings_run_in_runs_of_similar_length_with_the_same_answers(pa
     group run alone, and the runs skip the padding a random mix of long and short groups would leave."""
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=2, k=1)
+    model.min_rows_per_run = 8  # 16 groups in 4 runs
     lengths = [3 + (i * 7) % 29 for i in range(32)]
     batch = tiny_batch(lengths, seed=5)
     order = torch.randperm(32, generator=torch.Generator().manual_seed(0))
@@ -72,6 +74,7 @@ def test_rerun_alone_runs_length_sorted_runs_cut_to_their_rows_and_equals_each_r
     column (not the batch's), with each row's answer exactly as alone."""
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=2, k=1)
+    model.min_rows_per_run = 4  # 16 rows in 4 runs
     batch = tiny_batch([3 + (i * 7) % 29 for i in range(32)], seed=7)
     state = model.prefill(batch)
     rows = torch.tensor([5, 0, 17, 30, 2, 9, 22, 11, 26, 14, 1, 19, 7, 28, 3, 24])

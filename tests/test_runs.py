@@ -40,9 +40,18 @@ def test_real_columns_cut_trailing_and_optionally_leading_padding():
 
 @pytest.mark.parametrize(("groups", "expected"), [(0, 1), (3, 1), (4, 1), (8, 2), (15, 3), (16, 4), (100, 4)])
 def test_run_count_is_capped_by_both_knobs(groups, expected):
-    assert run_count(groups) == expected
-    assert run_count(groups, max_runs=1) == 1
-    assert run_count(100, max_runs=8, min_groups_per_run=10) == 8
+    assert run_count(groups, group_size=4) == expected  # groups of 4: at least 16 requests, 4 groups, a run
+    assert run_count(groups, group_size=4, max_runs=1) == 1
+    assert run_count(100, max_runs=8, min_rows_per_run=10) == 8
+
+
+@pytest.mark.parametrize(
+    ("group_size", "groups", "expected"),
+    [(1, 32, 2), (2, 16, 2), (2, 64, 4), (4, 8, 2), (3, 11, 1), (3, 12, 2), (16, 3, 3)],
+)
+def test_run_count_counts_requests_not_groups(group_size, groups, expected):
+    # at least MIN_ROWS_PER_RUN = 16 requests (whole groups) a run
+    assert run_count(groups, group_size=group_size) == expected
 
 
 def test_split_runs_keeps_groups_whole_and_leftovers_in_the_last_run():

@@ -19,6 +19,7 @@ This module runs the variants; the rest of the bench has one module per job: `re
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import sys
@@ -32,8 +33,11 @@ import torch
 from torch import Tensor
 
 from revmux.bench_baselines import (
+    MIN_PLAIN_ROWS_PER_RUN,
+    PLAIN_RUN_CHOICES,
     Baselines,
     parse_baselines,
+    plain_run_choices,
     prepare_baselines,
     sorted_ort,
     sorted_runs,
@@ -86,16 +90,19 @@ __all__ = [
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DTYPES |= {"fp16": torch.float16, "float16": torch.float16}
+RUN_CHOICE_ROUNDS = 3  # timed rounds per run count when a plain variant's fastest cut is chosen
 
 
 # ---- the variants ------------------------------------------------------------------------------------
-def sorted_plain(model: MuxModel, batch: dict[str, Tensor], view: Any | None = None) -> Callable[[], object]:
-    """A closure running the plain model on the batch sorted by length, in as many runs as the mux path
-    uses, each cut after its own last real column: plain inference with the same padding savings, so
-    mux against it isolates what multiplexing itself buys. `view`: another backbone to run the same
-    runs on (an int8 or bf16 copy); default the model's own."""
+def sorted_plain(
+    model: MuxModel, batch: dict[str, Tensor], view: Any | None = None, runs: int | None = None
+) -> Callable[[], object]:
+    """A closure running the plain model on the batch sorted by length, in `runs` runs (default: as many
+    as the mux path uses), each cut after its own last real column: plain inference with the padding
+    savings of length-sorted batching. `view`: another backbone to run the same runs on (an int8 or bf16
+    copy); default the model's own."""
     view = model.view if view is None else view
-    subs = sorted_runs(model, batch)
+    subs = sorted_runs(model, batch, runs)
 
     def run() -> object:
         with torch.inference_mode():
@@ -194,6 +201,13 @@ def run_bench(
         meta["notes"] += base.notes
         meta |= {"quantize": cfg.quantize, "backend": cfg.backend, "baselines": base.names}
         meta["efficiency_baseline"] = eff
+        meta["plain_runs"] = cfg.plain_runs
+        if cfg.plain_runs == "best":
+            meta["notes"].append(
+                "each length-sorted plain variant runs at its fastest run count (<variant>_runs), chosen per "
+                f"batch size among {', '.join(map(str, PLAIN_RUN_CHOICES))} runs (at least "
+                f"{MIN_PLAIN_ROWS_PER_RUN} requests each) in {RUN_CHOICE_ROUNDS} rounds before the timed ones"
+            )
         if cfg.compile:
             meta["compile_seconds"] = compile_layers(view)
             meta["notes"].append(
@@ -242,12 +256,19 @@ def _bench_one(
         with torch.inference_mode():
             return setup.mux_model(batch, length_aware=setup.cfg.length_aware)
 
-    fns: dict[str, Callable[[], object]] = {"plain": plain, "plain_sorted": sorted_plain(model, batch)}
+    fns: dict[str, Callable[[], object]] = {"plain": plain}
+    runs = {"mux": setup.mux_model.run_count(bs // model.n if model.n > 1 else 0)}
+    makers: dict[str, Callable[[int | None], Callable[[], object]]] = {
+        "plain_sorted": functools.partial(sorted_plain, model, batch, None)
+    }
     for name in setup.baselines.names:
         if name in setup.baselines.views:
-            fns[name] = sorted_plain(model, batch, setup.baselines.views[name])
+            makers[name] = functools.partial(sorted_plain, model, batch, setup.baselines.views[name])
         else:
-            fns[name] = sorted_ort(model, batch, setup.baselines.sessions[name])
+            makers[name] = functools.partial(sorted_ort, model, batch, setup.baselines.sessions[name])
+    for name, make in makers.items():
+        runs[name] = _fastest_runs(make, bs, setup.memory) if setup.cfg.plain_runs == "best" else runs["mux"]
+        fns[name] = make(runs[name])
     if pipe is not None:
         inputs: list[Any] = batch_texts
         if batch_pairs is not None:
@@ -282,9 +303,22 @@ def _bench_one(
         length_aware=setup.cfg.length_aware,
         memory_key=setup.memory.prefix,
         efficiency_baseline=setup.efficiency_baseline,
+        runs=runs,
         fallback_margin=margin if share is not None else None,
         fallback_rerun_share=share,
     )
+
+
+def _fastest_runs(make: Callable[[int], Callable[[], object]], batch_size: int, memory: PeakMemory) -> int:
+    """The run count (of `plain_run_choices`) at which the variant `make(runs)` is fastest: each choice
+    timed interleaved, one warm-up and RUN_CHOICE_ROUNDS timed rounds, before the measured rounds."""
+    choices = plain_run_choices(batch_size)
+    if len(choices) == 1:
+        return choices[0]
+    timed = time_interleaved(
+        {str(r): make(r) for r in choices}, repeats=RUN_CHOICE_ROUNDS, warmup=1, memory=memory
+    )
+    return min(choices, key=lambda r: timed[str(r)].ms)
 
 
 def _with_fallback(

@@ -3,7 +3,9 @@
 What it is: besides plain (padded, arrival order) and plain_sorted (length-sorted, cut runs), the
 length-sorted plain classifier in torch dynamic int8 (`plain_int8_sorted`), in bf16
 (`plain_bf16_sorted`), and exported to ONNX Runtime in fp32 and int8 (`ort_fp32_sorted`,
-`ort_int8_sorted`). `build_baselines` makes their backbones once per bench run (copies: the fp32 backbone
+`ort_int8_sorted`). Each sorted variant cuts its batch into runs; `plain_run_choices` are the run counts
+the bench tries to give each variant its own fastest cut (ONNX Runtime likes more, shorter runs than
+torch does). `build_baselines` makes their backbones once per bench run (copies: the fp32 backbone
 that plain, plain_sorted and the mux run on is left as it is); a baseline that cannot run here (no
 onnxruntime, a decoder, int8 off CPU, bf16 on a CPU that only emulates it) is skipped with a note, never
 an error. `sorted_runs` is the
@@ -30,6 +32,8 @@ from revmux.runs import bucketed_runs
 QUANTIZED_BASELINE = {"none": "plain_sorted", "int8": "plain_int8_sorted", "bf16": "plain_bf16_sorted"}
 ORT_BASELINE = {"none": "ort_fp32_sorted", "int8": "ort_int8_sorted"}  # --backend onnx, by --quantize
 BACKENDS = ("torch", "onnx")
+PLAIN_RUN_CHOICES = (1, 2, 4, 8, 16)  # the run counts "best" tries
+MIN_PLAIN_ROWS_PER_RUN = 4  # below this many requests per run a run count is not tried
 _TORCH_MODES = {"plain_int8_sorted": "int8", "plain_bf16_sorted": "bf16"}
 _ORT_PRECISION = {"ort_fp32_sorted": "fp32", "ort_int8_sorted": "int8"}
 NO_NATIVE_BF16 = (
@@ -177,7 +181,7 @@ def prepare_baselines(
 def on_view(model: MuxModel, view: Any) -> MuxModel:
     """The same adapters (shared, not copied) and config on another backbone view, with the same run cuts."""
     other = MuxModel(view, model.config, model.mux)
-    other.max_runs, other.min_groups_per_run = model.max_runs, model.min_groups_per_run
+    other.max_runs, other.min_rows_per_run = model.max_runs, model.min_rows_per_run
     return other
 
 
@@ -188,22 +192,32 @@ def batch_keys(model: MuxModel, texts: list[str], pairs: list[str] | None, max_l
     return list(encoder.tokenize(sample, sample_pairs))
 
 
-def sorted_runs(model: MuxModel, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
-    """The batch sorted by length in as many runs as the mux path uses, each cut after its own last real
-    column: plain inference with the same padding savings as the mux."""
+def sorted_runs(
+    model: MuxModel, batch: dict[str, Tensor], runs: int | None = None
+) -> list[dict[str, Tensor]]:
+    """The batch sorted by length in `runs` runs (default: as many as the mux path uses), each cut after
+    its own last real column: plain inference with the padding savings of length-sorted batching."""
     mask = batch["attention_mask"]
     B = mask.shape[0]
     order = torch.argsort(mask.sum(1), descending=True, stable=True)
-    n_runs = model.run_count(B // model.n if model.n > 1 else 0)
+    n_runs = model.run_count(B // model.n if model.n > 1 else 0) if runs is None else runs
     return [
         {key: value[rows][:, cols] for key, value in batch.items()}
         for rows, cols in bucketed_runs(mask, order, n_runs)
     ]
 
 
-def sorted_ort(model: MuxModel, batch: dict[str, Tensor], session: Any) -> Callable[[], object]:
+def plain_run_choices(batch_size: int) -> list[int]:
+    """The run counts a length-sorted plain variant is tried at: PLAIN_RUN_CHOICES with at least
+    MIN_PLAIN_ROWS_PER_RUN requests per run (1 run always)."""
+    return [r for r in PLAIN_RUN_CHOICES if r == 1 or batch_size // r >= MIN_PLAIN_ROWS_PER_RUN]
+
+
+def sorted_ort(
+    model: MuxModel, batch: dict[str, Tensor], session: Any, runs: int | None = None
+) -> Callable[[], object]:
     """A closure running an ONNX Runtime classifier on the runs of `sorted_runs` (inputs prepared once)."""
-    feeds = [session.feeds(sub) for sub in sorted_runs(model, batch)]
+    feeds = [session.feeds(sub) for sub in sorted_runs(model, batch, runs)]
 
     def run() -> object:
         return [session.run(feed) for feed in feeds]

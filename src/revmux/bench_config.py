@@ -20,6 +20,7 @@ from revmux.config import flag_meta as _meta
 from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
 
+PLAIN_RUNS = ("best", "mux")  # --plain-runs: each sorted plain variant at its fastest run count, or the mux's
 DTYPE_NAMES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")  # revmux.bench.DTYPES' keys
 
 
@@ -76,6 +77,13 @@ class BenchConfig:
             "int8; adapters in torch; needs the onnx extra)"
         ),
     )
+    plain_runs: str = field(
+        default="best",
+        metadata=_meta(
+            "how each length-sorted plain variant cuts a batch into runs: best (its fastest of 1, 2, 4, 8, 16 "
+            "runs, timed first) or mux (as many runs as the mux)"
+        ),
+    )
     seed: int = field(default=0, metadata=_meta("seed of the fixed shuffle that picks each batch's requests"))
     fallback_margin: float | None = field(
         default=None,
@@ -113,6 +121,8 @@ class BenchConfig:
         if isinstance(self.dtype, str) and self.dtype.lower() not in DTYPE_NAMES:
             raise ConfigError(f"--dtype must be one of {', '.join(DTYPE_NAMES)}, got {self.dtype!r}.")
         self.quantize = check_quantize(self.quantize)
+        if self.plain_runs not in PLAIN_RUNS:
+            raise ConfigError(f"--plain-runs must be best or mux, got {self.plain_runs!r}.")
         self._check_backends()
 
     def _check_backends(self) -> None:

@@ -20,6 +20,7 @@ from revmux.bench_timing import Timing
 BASELINES = ("plain_int8_sorted", "plain_bf16_sorted", "ort_fp32_sorted", "ort_int8_sorted")
 VARIANTS = ("plain", "plain_sorted", *BASELINES, "pipeline", "mux", "mux_fallback")
 PLAIN_VARIANTS = ("plain", "plain_sorted", *BASELINES)  # the candidates for best_plain (not pipeline)
+SORTED_VARIANTS = ("plain_sorted", *BASELINES)  # cut into runs; each reports <name>_runs
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BenchRun:
     memory_key: JSON key prefix of the peak memory readings (peak_rss_mb on CPU, peak_mem_mb on CUDA).
     efficiency_baseline: the length-sorted plain variant in the mux's own precision (plain_sorted, or
     plain_int8_sorted / plain_bf16_sorted when the mux runs on a quantized backbone).
+    runs: how many runs each length-sorted variant and the mux cut the batch into.
     fallback_margin, fallback_rerun_share: with a `mux_fallback` timing, its margin and the share re-run.
     """
 
@@ -52,6 +54,7 @@ class BenchRun:
     length_aware: bool = True
     memory_key: str = "peak_rss_mb"
     efficiency_baseline: str = "plain_sorted"
+    runs: dict[str, int] = field(default_factory=dict)  # runs the batch was cut into, per variant
     fallback_margin: float | None = None  # mux_fallback: the mux with the confidence fallback at this margin
     fallback_rerun_share: float | None = None  # the share of the batch's answers that fallback re-ran
 
@@ -136,6 +139,8 @@ class BenchRun:
             out[f"{name}_ms_max"] = t.ms_max if t else None
             out[f"{name}_rps"] = self.rps(name)
             out[f"{self.memory_key}_{name}"] = t.peak_mb if t else None
+        for name in (*SORTED_VARIANTS, "mux"):
+            out[f"{name}_runs"] = self.runs.get(name)
         out |= {"speedup": self.speedup, "bound": self.bound, "efficiency": self.efficiency}
         out |= {"speedup_vs_sorted": self.speedup_vs_sorted, "speedup_vs_padded": self.speedup}
         out |= {"best_plain": self.best_plain, "speedup_vs_best_plain": self.speedup_vs_best_plain}

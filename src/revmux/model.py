@@ -26,7 +26,7 @@ from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.runs import (
     MAX_RUNS,
-    MIN_GROUPS_PER_RUN,
+    MIN_ROWS_PER_RUN,
     bucketed_runs,
     groups_by_length,
     plan_groups,
@@ -70,10 +70,10 @@ class MuxModel(nn.Module):
         self.mux = (
             mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **config.options)
         )
-        # prefill and tail run in up to `max_runs` runs of at least `min_groups_per_run` composites, each
-        # cut after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
+        # prefill and tail run in up to `max_runs` runs of at least `min_rows_per_run` requests, each cut
+        # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
         self.max_runs = MAX_RUNS
-        self.min_groups_per_run = MIN_GROUPS_PER_RUN
+        self.min_rows_per_run = MIN_ROWS_PER_RUN
         # without gradients on a bf16 backbone the adapters compute in bf16 with "backbone", and with "auto"
         # where bf16 matmuls are native (CUDA, or a CPU oneDNN runs bf16 on: emulated ones are slower than
         # fp32); "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
@@ -231,16 +231,20 @@ class MuxModel(nn.Module):
         order = torch.argsort(real_ends(mask), descending=True, stable=True)
         parts = [
             (run, self.teacher_from_prefill(_cut(_select(state, rows[run]), cols.stop))[1])
-            for run, cols in bucketed_runs(mask, order, self.run_count(rows.shape[0]))
+            for run, cols in bucketed_runs(mask, order, self.run_count(rows.shape[0], group_size=1))
         ]
         logits = torch.cat([lg for _, lg in parts])
         return logits[_inverse(torch.cat([run for run, _ in parts]))]
 
-    def run_count(self, groups: int) -> int:
-        """How many runs the prefill and tail of `groups` composites are split into (1: no split)."""
+    def run_count(self, groups: int, group_size: int | None = None) -> int:
+        """How many runs the prefill and tail of `groups` composites (of `group_size` requests, default N)
+        are split into (1: no split)."""
         if self.view.reads_all_positions:
             return 1
-        return run_count(groups, max_runs=self.max_runs, min_groups_per_run=self.min_groups_per_run)
+        size = self.n if group_size is None else group_size
+        return run_count(
+            groups, group_size=size, max_runs=self.max_runs, min_rows_per_run=self.min_rows_per_run
+        )
 
     def _prefill_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> LayerState:
         """`prefill` in the tail's runs of groups (in `perm` order), each cut after its last real column.

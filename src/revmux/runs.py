@@ -7,9 +7,10 @@ multiplexing) that a backbone slice processes together, cut to the columns holdi
 Cutting only trailing padding keeps every kept column exact; leading padding (left-padded
 tokenizers) is cut only where the caller's positions allow it (`leading=True`).
 
-How many runs: `run_count(G)` splits G composites into at most `MAX_RUNS` runs of at least
-`MIN_GROUPS_PER_RUN` groups each (1 run: no split). These are the two knobs, also attributes of
-`MuxModel` (`max_runs`, `min_groups_per_run`).
+How many runs: `run_count(G, group_size=N)` splits G composites of N requests into at most `MAX_RUNS`
+runs of at least `MIN_ROWS_PER_RUN` requests each (1 run: no split). These are the two knobs, also
+attributes of `MuxModel` (`max_runs`, `min_rows_per_run`); they were chosen on a timing grid of MiniLM at
+batch 32 and 128 on 2 cores (docs/RESULTS.md, notes): smaller runs pad less but cost more per row.
 What it is not: anything that runs a model or knows about tokenizers.
 """
 
@@ -21,7 +22,7 @@ from torch import Tensor
 from revmux.errors import ConfigError
 
 MAX_RUNS = 4  # runs a batch is cut into at most (1: one run over the whole padded batch)
-MIN_GROUPS_PER_RUN = 4  # composites per run at least, so short runs do not cost more than they save
+MIN_ROWS_PER_RUN = 16  # requests per run at least (a composite counts N): short runs cost more than they save
 
 
 def real_ends(mask: Tensor) -> Tensor:
@@ -42,12 +43,15 @@ def real_columns(mask: Tensor, *, leading: bool = False) -> slice:
     return slice(start, stop)
 
 
-def run_count(groups: int, *, max_runs: int = MAX_RUNS, min_groups_per_run: int = MIN_GROUPS_PER_RUN) -> int:
-    """How many runs `groups` composites are cut into: at most `max_runs`, each of at least
-    `min_groups_per_run` groups (1: no split)."""
+def run_count(
+    groups: int, *, group_size: int = 1, max_runs: int = MAX_RUNS, min_rows_per_run: int = MIN_ROWS_PER_RUN
+) -> int:
+    """How many runs `groups` groups of `group_size` requests are cut into: at most `max_runs`, each of at
+    least `min_rows_per_run` requests and one group (1: no split)."""
     if groups <= 0:
         return 1
-    return max(1, min(max_runs, groups // max(1, min_groups_per_run)))
+    per_run = max(1, -(-max(1, min_rows_per_run) // max(1, group_size)))  # whole groups per run at least
+    return max(1, min(max_runs, groups // per_run))
 
 
 def split_runs(
