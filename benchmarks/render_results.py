@@ -24,6 +24,7 @@ from result_targets import (  # sibling script: benchmarks/ is on sys.path
 
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.demo import DemoSettings
+from revmux.grid import merge_seeds
 from revmux.plots import (
     FRONTIER_BATCH,
     bench_task,
@@ -136,7 +137,7 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         sub = [r for r in rows if r["task"] == task]
         out += [f"#### {task}", ""]
         out += [
-            "| backbone | mux | recipe | N | k | accuracy (mean ± std) | teacher | drop (pts) | agreement "
+            "| backbone | mux | recipe | N | k | accuracy (mean ± std over groupings; over seeds) | teacher | drop (pts) | agreement "
             f"| partner sens. | bound S(k,N) | measured vs best plain (batch {FRONTIER_BATCH}) | trainable params "
             "| train s |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -144,14 +145,19 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         for r in sorted(sub, key=lambda r: (r["backbone"], r["k"], r["n"], r["mux"])):  # stable: run order
             ps = r.get("partner_sensitivity")
             ms = r.get("measured_speedup")
+            seeds = (
+                ""
+                if r.get("seed_std") is None
+                else f" (seeds {len(r['seeds'])}: ± {100 * r['seed_std']:.1f})"
+            )
             out.append(
                 f"| {r['backbone']} | {r['mux']} | {recipe(r)} | {r['n']} | {r['k']} | {100 * r['accuracy_mean']:.1f} ± "
-                f"{100 * r['accuracy_std']:.1f} | {100 * r['teacher_accuracy']:.1f} | "
+                f"{100 * r['accuracy_std']:.1f}{seeds} | {100 * r['teacher_accuracy']:.1f} | "
                 f"{100 * (r['teacher_accuracy'] - r['accuracy_mean']):.1f} | {100 * r['agreement']:.1f} | "
                 f"{'n/a' if ps is None else f'{100 * ps:.1f}%'} | {r['bound']:.2f}x | "
                 f"{'—' if ms is None else f'{ms:.2f}x'} | {r['trainable_params']:,} | {r['train_seconds']:.0f} |"
             )
-        cmds = sorted({r["command"] for r in sub})
+        cmds = sorted({c for r in sub for c in r.get("commands", [r["command"]])})
         out += ["", "Commands (each row's exact command is also in frontier.json):", ""]
         out += [f"- `{c}`" for c in cmds]
         out += ["", "The same rows from their recipes with the grid runner:", ""]
@@ -483,6 +489,17 @@ HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
 """(file stem under docs/results, the command that wrote it), one per honest bench cell."""
 
 
+HONEST_MPNET = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issue's MPNet table
+    (
+        f"bench_honest_mpnet_n{n}_k{k}_none",
+        f"revmux bench --model mpnet --n {n} --k {k} --quantize none --batch-sizes 32 --repeats 9 --warmup 2 "
+        f"--no-pipeline --json --out docs/results/bench_honest_mpnet_n{n}_k{k}_none.json",
+    )
+    for n in (2, 4)
+    for k in (3, 6)
+]
+
+
 def honest_reports() -> list[dict]:
     """The honest bench reports that exist (MiniLM), in HONEST_CELLS order."""
     return [bench for stem, _ in HONEST if (bench := _load(f"{stem}.json"))]
@@ -543,10 +560,10 @@ def fallback_speed_section() -> list[str]:
     ]
 
 
-def honest_section() -> list[str]:
+def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniLM") -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
-    rows, commands, meta, dates, bests = [], [], None, set(), []
-    for stem, command in HONEST:
+    rows, commands, meta, dates, bests, older = [], [], None, set(), [], []
+    for stem, command in cells:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
@@ -555,6 +572,8 @@ def honest_section() -> list[str]:
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
+        if "plain_runs" not in bench:
+            older.append(mux)
         for r in bench["runs"]:
             cells = ["n/a" if r.get(f"{v}_ms") is None else f"{r[f'{v}_ms']:.0f}" for v in PLAIN_COLUMNS]
             bests.append(r["best_plain"])
@@ -566,10 +585,10 @@ def honest_section() -> list[str]:
                 f"| {r['speedup_vs_best_plain']:.2f}x | {r['efficiency']:.2f} ({r.get('efficiency_baseline')}) |"
             )
     if not rows:
-        return ["_No honest bench yet: run the commands of this section._", ""]
+        return ["_No honest bench yet: run " + "; ".join(f"`{c}`" for _, c in cells) + "._", ""]
     m = meta["machine"]
     return [
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; MiniLM, fresh adapters "
+        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; {backbone}, fresh adapters "
         "(speed does not depend on the weights), the shuffled dev texts of the task named (sentence pairs for "
         "MRPC, RTE and QNLI), medians of 9 interleaved rounds (ms).",
         "",
@@ -581,7 +600,16 @@ def honest_section() -> list[str]:
         "Efficiency = (sorted plain ms / mux ms) / bound, against the sorted plain model of the mux's own precision "
         "and backend (named in brackets). Each sorted plain variant runs at its own fastest run count (of 1, 2, 4, "
         "8, 16 runs, timed first in the same run; `--plain-runs best`), the mux in at most 4 runs of at least 16 "
-        "requests. Commands, one per mux row: " + "; ".join(commands) + ".",
+        "requests."
+        + (
+            f" Timed before that rule (the plain variants at the mux's own run count, the mux at runs of at least 4 "
+            f"composites), not yet re-run: {', '.join(older)}."
+            if older
+            else ""
+        )
+        + " Commands, one per mux row: "
+        + "; ".join(commands)
+        + ".",
         "",
         "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
         "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants, and the issue's own "
@@ -703,6 +731,7 @@ def partners_section(records: list[dict] | None) -> list[str]:
 def main() -> None:
     benches = {"minilm": _load("bench_minilm.json"), "mpnet": _load("bench_mpnet.json")}
     rows, honest = _load("frontier.json"), honest_reports()
+    rows = merge_seeds(rows) if rows else rows  # one row per cell: several seeds as their mean and spread
     if rows:
         attach_measured_speedups(rows, honest)  # in memory only: the inputs are never written
         if any(p.series for p in frontier_panels(rows, honest, FRONTIER_BATCH)):
@@ -759,6 +788,9 @@ def main() -> None:
         "## Throughput against what a user would deploy instead (MiniLM, CPU)",
         "",
         *honest_section(),
+        "### MPNet-base (12 layers, d=768), the same baselines",
+        "",
+        *honest_section(HONEST_MPNET, "MPNet-base"),
         "### The confidence fallback's cost, against the same baselines",
         "",
         *fallback_speed_section(),

@@ -217,12 +217,13 @@ def _fidelity(rows: list[dict], t: dict[str, Any]) -> list[str]:
     by_recipe = {r["recipe"]: r for r in found}  # the last row of each recipe
     out = []
     for recipe, r in by_recipe.items():
-        seeds = {o.get("seed", 0) for o in found if o["recipe"] == recipe}
+        seeds = r.get("seeds") or sorted({o.get("seed", 0) for o in found if o["recipe"] == recipe})
         drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
         agree, sens = 100 * r["agreement"], 100 * (r["partner_sensitivity"] or 0)
         met = drop <= t["max_points"] and agree >= t["min_agreement"] and sens <= t["max_sensitivity"]
+        spread = "" if r.get("seed_std") is None else f", accuracy ± {100 * r['seed_std']:.2f} over seeds"
         out.append(
             f"| {goal} | {drop:.2f} pts, {agree:.1f}%, {sens:.1f}% (recipe {recipe}, {len(seeds)} seed"
-            f"{'s' if len(seeds) > 1 else ''}) | {'yes' if met else 'no'} |"
+            f"{'s' if len(seeds) > 1 else ''}{spread}) | {'yes' if met else 'no'} |"
         )
     return out

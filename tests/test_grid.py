@@ -146,3 +146,26 @@ def test_append_row_keeps_rows_another_grid_wrote_since_this_one_started(tmp_pat
         "accuracy_mean"
     ] == 0.75
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_merge_seeds_averages_a_cell_over_its_seeds_and_keeps_single_rows():
+    from revmux.grid import merge_seeds
+
+    def row(seed, acc, recipe="default", n=2):
+        return {
+            "backbone": "minilm", "task": "sst2", "teacher": "seqcls", "mux": "revmux", "n": n, "k": 2,
+            "recipe": recipe, "seed": seed, "accuracy_mean": acc, "accuracy_std": 0.01 * (seed + 1),
+            "teacher_accuracy": 0.9, "agreement": acc + 0.05, "partner_sensitivity": 0.05,
+            "drop_points": 100 * (0.9 - acc), "train_seconds": 100.0 * (seed + 1), "command": f"cmd {seed}",
+        }  # fmt: skip
+
+    rows = [row(0, 0.80), row(0, 0.70, n=4), row(1, 0.84), row(2, 0.82)]
+    merged = merge_seeds(rows)
+    assert [(m["n"], m["seeds"]) for m in merged] == [(2, [0, 1, 2]), (4, [0])]
+    three, one = merged
+    assert three["accuracy_mean"] == pytest.approx(0.82) and three["seed_std"] == pytest.approx(0.02)
+    assert three["accuracy_std"] == pytest.approx(0.02)  # the grouping spread, averaged over seeds
+    assert three["agreement"] == pytest.approx(0.87) and three["train_seconds"] == pytest.approx(200.0)
+    assert three["commands"] == ["cmd 0", "cmd 1", "cmd 2"]
+    assert one["seed_std"] is None and one["accuracy_mean"] == 0.70
+    assert rows[0]["accuracy_mean"] == 0.80 and "seeds" not in rows[0]  # the inputs are not changed

@@ -157,7 +157,9 @@ def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
 
 
 @pytest.mark.parametrize("length_aware", [True, False])
-@pytest.mark.parametrize(("n", "batch_size", "runs"), [(2, 64, 4), (2, 40, 2), (4, 32, 2), (4, 35, 2), (4, 12, 1)])
+@pytest.mark.parametrize(
+    ("n", "batch_size", "runs"), [(2, 64, 4), (2, 40, 2), (4, 32, 2), (4, 35, 2), (4, 12, 1)]
+)
 def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware, n, batch_size, runs):
     """Bucketed prefill and tail (runs cut after their last real column) == one run over the padded batch."""
     lengths = [3 + (i * 7) % 29 for i in range(batch_size)]

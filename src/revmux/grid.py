@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -157,6 +158,32 @@ def task_splits(task: str, data_dir: str | None) -> tuple[TaskData, TaskData, st
         train, held = split_fixed(load_task("qnli", "dev", data_dir), QNLI_HELDOUT_ROWS, seed=SPLIT_SEED)
         return train, held, f"qnli dev held-out {QNLI_HELDOUT_ROWS} (seed split)"
     return load_task(task, "train", data_dir), load_task(task, "dev", data_dir), "dev"
+
+
+SEED_AVERAGED = ("accuracy_mean", "accuracy_std", "teacher_accuracy", "agreement", "partner_sensitivity")
+SEED_AVERAGED += ("drop_points", "train_seconds")
+
+
+def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell (the row key without the seed), in first-seen order: a cell measured with several
+    seeds gets the mean over seeds of each SEED_AVERAGED value (accuracy_std stays the spread over
+    groupings, averaged), `seeds` (the list), `commands` (each seed's) and `seed_std` (the sample std of the per-seed accuracy
+    means; None for one seed). The rows themselves are not changed."""
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault(row_key(row)[:-1], []).append(row)
+    out = []
+    for group in cells.values():
+        merged = dict(group[-1])
+        merged["seeds"] = sorted(r.get("seed", 0) for r in group)
+        merged["commands"] = sorted({r["command"] for r in group})
+        merged["seed_std"] = statistics.stdev(r["accuracy_mean"] for r in group) if len(group) > 1 else None
+        for name in SEED_AVERAGED:
+            values = [r.get(name) for r in group]
+            if len(group) > 1 and all(v is not None for v in values):
+                merged[name] = statistics.fmean(values)
+        out.append(merged)
+    return out
 
 
 def append_row(out_path: Path, row: dict[str, Any]) -> None:

@@ -427,3 +427,16 @@ def test_default_augments_sentence_pairs_only_and_labels_come_from_the_teacher(v
     assert TrainConfig(**FAST, augment=["repair"]).augmentation(is_pair=True) == (["repair"], 1)
     with pytest.raises(ConfigError, match="--augment-copies > 0 needs --augment"):
         TrainConfig(**FAST, augment="", augment_copies=1)
+
+
+def test_the_hold_out_and_row_cap_do_not_depend_on_the_seed():
+    data = TaskData(
+        [f"text {i}" for i in range(400)], None, [i % 2 for i in range(400)], ["neg", "pos"], "toy"
+    )
+    splits = [
+        select_rows(data, TrainConfig(n=2, k=1, seed=seed, max_train_rows=300, holdout_max_rows=50))[2:]
+        for seed in (0, 1, 7)
+    ]
+    assert splits[0] == splits[1] == splits[2]  # seeds differ in init and order only: one cache serves all
+    fit, held = splits[0]
+    assert len(fit) + len(held) == 300 and not set(fit) & set(held)

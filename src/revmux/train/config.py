@@ -83,7 +83,9 @@ class TrainConfig:
     max_train_rows: int | None = field(default=None, metadata=_help("train on a stratified subset this size"))
     holdout_fraction: float = field(default=0.05, metadata=_help("share of train held out for selection"))
     holdout_max_rows: int = field(default=1000, metadata=_help("cap on the hold-out's rows"))
-    seed: int = field(default=0, metadata=_help("seed of init, groupings and hold-out"))
+    seed: int = field(
+        default=0, metadata=_help("seed of init and groupings (the rows held out do not depend on it)")
+    )
     pca_init: bool = field(default=True, metadata=_help("Down (and the PCA composite) from layer-k PCA"))
     mux_options: dict[str, Any] = field(
         default_factory=dict,

@@ -45,6 +45,8 @@ from revmux.train.losses import mux_loss, pooled, teacher_targets
 LOG_NAME = "train_log.json"
 HOLDOUT_GROUPINGS = 2
 
+SPLIT_SEED = 0  # which rows train and which are held out, whatever the run's seed (select_rows)
+
 
 @dataclass
 class TrainResult:
@@ -61,15 +63,18 @@ class TrainResult:
 
 
 def select_rows(data: TaskData, config: TrainConfig) -> tuple[TaskData, TaskData, list[int], list[int]]:
-    """(train part, hold-out part, their row indices into `data`): max_train_rows, then a stratified hold-out."""
+    """(train part, hold-out part, their row indices into `data`): max_train_rows, then a stratified hold-out.
+
+    The split uses SPLIT_SEED, not the run's seed: runs of several seeds train and select on the same rows
+    (they differ in initialisation and order only) and share one prefill/teacher cache."""
     # split on a stand-in whose texts are the row numbers: same labels, so the same stratified split
     proxy = TaskData(
         [str(i) for i in range(len(data))], None, list(data.labels), list(data.label_names), data.source
     )
     if config.max_train_rows is not None and len(data) > config.max_train_rows:
-        proxy = split_fixed(proxy, config.max_train_rows, seed=config.seed)[1]
+        proxy = split_fixed(proxy, config.max_train_rows, seed=SPLIT_SEED)[1]
     rest, held = split_holdout(
-        proxy, config.holdout_fraction, seed=config.seed, max_rows=config.holdout_max_rows
+        proxy, config.holdout_fraction, seed=SPLIT_SEED, max_rows=config.holdout_max_rows
     )
     fit_idx, held_idx = [int(t) for t in rest.texts], [int(t) for t in held.texts]
     return data.subset(fit_idx), data.subset(held_idx), fit_idx, held_idx
