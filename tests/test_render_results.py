@@ -66,7 +66,7 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
         if parsed.n == 1:  # the teacher alone: no adapters, the recipe says how the teacher was made
             assert parsed.train_config is None and parsed.teacher_config["style"] == "finetune"
             continue
-        cell = {"kind": parsed.mux, "n": parsed.n, "k": parsed.k}
+        cell = {"kind": parsed.mux, "n": parsed.n, "k": parsed.k, "seed": parsed.seed}  # the row's own seed
         saved = TrainConfig.from_saved(parsed.train_config).to_dict()  # rows predating a field: its old value
         assert saved == TrainConfig.from_dict(load_recipe(parsed.recipe) | cell).to_dict()
         epochs, min_steps = parsed.train_config["epochs"], parsed.train_config.get("min_steps", 0)
