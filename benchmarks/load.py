@@ -60,8 +60,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Clients belong to this many tenants (header X-Tenant, debug answers); adds a third server "
         "with --isolation tenant and counts composites that hold two tenants (from the debug group ids).",
     )
+    p.add_argument(
+        "--quantize",
+        default="none",
+        help="Comma-separated backbone precisions (none, int8): an N=1 and an adaptive server for each, so the "
+        "adaptive server is compared with the fastest N=1 server a user could run (e.g. none,int8).",
+    )
     p.add_argument("--out", help="Also write the JSON result here.")
     args = p.parse_args(argv)
+    args.quantize = [q.strip() for q in args.quantize.split(",") if q.strip()]
+    if not args.quantize or any(q not in ("none", "int8", "bf16") for q in args.quantize):
+        p.error(f"--quantize takes a comma list of none, int8 and bf16, got {args.quantize!r}")
     if args.requests < 1 or args.clients < 1 or args.warmup < 0:
         p.error("--requests and --clients must be >= 1, --warmup >= 0")
     return args
@@ -283,18 +292,26 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, argv: Sequenc
         f"{platform.python_version()}, revmux {revmux.__version__}",
         f"{args.requests} requests per server from {args.clients} clients (singles, pairs, batches of 2-6)",
         "",
-        "| mode | req/s | inputs/s | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N | composites "
-        "holding two tenants |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| mode | req/s | inputs/s | vs fastest N=1 | p50 ms | p95 ms | p99 ms | errors | mean N | groups by N "
+        "| composites holding two tenants |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
+    best = fastest_single(results)
     for r in results:
         by_n = ", ".join(f"{k}: {v}" for k, v in r["groups_by_width"].items())
+        ratio = f"{r['inputs_per_s'] / best:.2f}x" if best else "-"
         lines.append(
-            f"| {r['mode']} | {r['req_per_s']:.1f} | {r['inputs_per_s']:.1f} | {r['p50_ms']:.1f} | "
+            f"| {r['mode']} | {r['req_per_s']:.1f} | {r['inputs_per_s']:.1f} | {ratio} | {r['p50_ms']:.1f} | "
             f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} | "
             f"{_cross(r)} |"
         )
     return "\n".join(lines)
+
+
+def fastest_single(results: list[dict[str, Any]]) -> float | None:
+    """Inputs/s of the fastest N=1 server measured (None without one): the honest reference."""
+    singles = [r["inputs_per_s"] for r in results if r["mode"].startswith("N=1")]
+    return max(singles) if singles else None
 
 
 def _cross(r: dict[str, Any]) -> str:
@@ -310,13 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = [measure(u, f"server {u}", args) for u in args.url]
     else:
         source = ["--pack", args.pack] if args.pack else ["--adapter", args.adapter]
-        results = [
-            serve(source, ["--widths", "1"], args, "N=1 (teacher)"),
-            serve(source, [], args, "adaptive N"),
-        ]
+        results = []
+        for q in args.quantize:
+            flags, tag = (["--quantize", q], f", --quantize {q}") if q != "none" else ([], "")
+            results.append(serve(source, ["--widths", "1", *flags], args, f"N=1 (teacher){tag}"))
+            results.append(serve(source, flags, args, f"adaptive N{tag}"))
         if args.tenants:
             isolate = ["--isolation", "tenant", "--tenant-header", "X-Tenant"]
             results.append(serve(source, isolate, args, "adaptive N, --isolation tenant"))
+    best = fastest_single(results)
+    for r in results:
+        r["vs_fastest_n1"] = r["inputs_per_s"] / best if best else None
     print(table(results, args, argv))
     import revmux
 
@@ -328,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "requests": args.requests,
         "clients": args.clients,
         "tenants": args.tenants,
+        "quantize": args.quantize,
         "results": results,
     }
     if args.out:

@@ -11,6 +11,9 @@ How many runs: `run_count(G, group_size=N)` splits G composites of N requests in
 runs of at least `MIN_ROWS_PER_RUN` requests each (1 run: no split). These are the two knobs, also
 attributes of `MuxModel` (`max_runs`, `min_rows_per_run`); they were chosen on a timing grid of MiniLM at
 batch 32 and 128 on 2 cores (docs/RESULTS.md, notes): smaller runs pad less but cost more per row.
+`plain_runs` is the cut of the plain model alone (N = 1), for the server's width 1: at most
+`PLAIN_MAX_RUNS` runs of at least `PLAIN_MIN_ROWS_PER_RUN` requests, the length-sorted plain model's
+fastest cut on the same timing grid (8-16 requests a run at batch 32 and 128).
 What it is not: anything that runs a model or knows about tokenizers.
 """
 
@@ -23,6 +26,9 @@ from revmux.errors import ConfigError
 
 MAX_RUNS = 4  # runs a batch is cut into at most (1: one run over the whole padded batch)
 MIN_ROWS_PER_RUN = 16  # requests per run at least (a composite counts N): short runs cost more than they save
+# the plain model alone (N = 1, e.g. the server's width 1), length-sorted: its fastest cut on the bench's grid
+PLAIN_MAX_RUNS = 16
+PLAIN_MIN_ROWS_PER_RUN = 8
 
 
 def real_ends(mask: Tensor) -> Tensor:
@@ -52,6 +58,15 @@ def run_count(
         return 1
     per_run = max(1, -(-max(1, min_rows_per_run) // max(1, group_size)))  # whole groups per run at least
     return max(1, min(max_runs, groups // per_run))
+
+
+def plain_runs(mask: Tensor) -> list[tuple[Tensor, slice]]:
+    """The plain model's length-sorted cut of a (B, T) mask: (rows, columns) per run, longest rows first, in
+    at most `PLAIN_MAX_RUNS` runs of at least `PLAIN_MIN_ROWS_PER_RUN` rows, each cut after its last real
+    column. The rows of all runs, in order, are the sorting permutation."""
+    order = torch.argsort(real_ends(mask), descending=True, stable=True)
+    runs = run_count(mask.shape[0], max_runs=PLAIN_MAX_RUNS, min_rows_per_run=PLAIN_MIN_ROWS_PER_RUN)
+    return bucketed_runs(mask, order, runs)
 
 
 def split_runs(

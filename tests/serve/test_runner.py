@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from revmux.errors import ConfigError, InputError
+from revmux.runs import PLAIN_MIN_ROWS_PER_RUN
 from revmux.serve.batcher import Group, Request
 from revmux.serve.contract import Encoded, token_hash
 from revmux.serve.pack import load_pack
@@ -203,3 +204,28 @@ def test_info_names_adapters_without_filesystem_paths(pack, pack_dir):
     assert all(
         "name" in a and "sha256" in a and "path" not in a for a in ModelRunner(pack).info()["adapters"]
     )
+
+
+def test_n1_runs_length_sorted_runs_cut_to_their_rows_with_the_padded_answers(pack, monkeypatch):
+    """Width 1 serves the teacher as the sorted plain model: longest rows first, runs of at least
+    PLAIN_MIN_ROWS_PER_RUN rows cut after their last real column; every answer is the padded batch's."""
+    runner = ModelRunner(pack)
+    texts = [TEXTS[i % len(TEXTS)] + " !" * (i % 5) for i in range(3 * PLAIN_MIN_ROWS_PER_RUN + 1)]
+    reqs = requests_for(runner, texts)
+    forward = pack.view.forward_unsplit
+    widths: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        pack.view,
+        "forward_unsplit",
+        lambda inputs: widths.append(tuple(inputs["input_ids"].shape)) or forward(inputs),
+    )
+    out = runner.run([Group(1, [r]) for r in reqs])
+    monkeypatch.undo()
+    assert len(widths) == 3  # 25 rows: 3 runs of at least 8
+    assert sum(rows for rows, _ in widths) == len(texts)
+    cols = [t for _, t in widths]
+    assert cols == sorted(cols, reverse=True) and cols[-1] < cols[0]
+    assert cols[0] == max(r.payload.n_tokens for r in reqs)
+    want = direct(pack, 1, texts)
+    for r, row in zip(reqs, want, strict=True):
+        torch.testing.assert_close(torch.tensor(out[r.id].logits), row, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,8 @@
 What it is: `ModelRunner.tokenize` turns one input into token ids at admission with the pack's
 `RequestEncoder` (prompt, max_length, truncation; its failures are that input's alone), and `ModelRunner.run(groups)` runs one step: per width N, the step's groups of N
 are collated into one padded batch (consecutive runs of N are the composites) and run through the
-MuxModel of width N, or the teacher's own forward for N = 1. The batch contract is checked loudly:
+MuxModel of width N, or the teacher's own forward for N = 1, length-sorted in runs cut after their
+last real column (`revmux.runs.plain_runs`), as the plain model is best served. The batch contract is checked loudly:
 exactly one output per request id, else only the requests concerned fail; if a whole width fails,
 each of its requests is retried alone at N = 1 so one bad input fails alone. Confidence fallback:
 a multiplexed answer whose top-1 minus top-2 probability is below `fallback_margin` is re-run at
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 
 from revmux.errors import ConfigError, InputError
+from revmux.runs import plain_runs
 from revmux.serve.batcher import Group, Request
 from revmux.serve.contract import Encoded, Output, token_hash
 from revmux.serve.errors import RunnerContractError, TokenizationError
@@ -185,13 +187,27 @@ class ModelRunner:
         if any(e.token_type_ids is not None for e in encs):
             inputs["token_type_ids"] = types.to(device)
         if width == 1:
-            logits = self.view.forward_unsplit(inputs)
+            logits = self._forward_sorted(inputs)
         else:
             model = self.pack.models[width]
             state, perm = model.prefill_grouped(inputs, order=torch.arange(B, device=device))
             self._states[width] = state
             logits = model.forward_from_prefill(state, order=perm).logits
         return logits.float().cpu().tolist()
+
+    def _forward_sorted(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher alone on a batch, length-sorted in runs cut after their last real column
+        (`revmux.runs.plain_runs`), as a user would serve the plain model: logits in batch order."""
+        mask = inputs["attention_mask"]
+        cuts = plain_runs(mask)
+        if len(cuts) == 1 and cuts[0][1].stop == mask.shape[1]:
+            return self.view.forward_unsplit(inputs)
+        parts = [
+            self.view.forward_unsplit({k: v[rows][:, cols] for k, v in inputs.items()}) for rows, cols in cuts
+        ]
+        logits = torch.empty((mask.shape[0], parts[0].shape[1]), dtype=parts[0].dtype, device=parts[0].device)
+        logits[torch.cat([rows for rows, _ in cuts])] = torch.cat(parts)
+        return logits
 
     def warmup(self) -> None:
         """One tiny forward per width, so the first requests do not pay for lazy initialization."""
