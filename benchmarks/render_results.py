@@ -524,6 +524,13 @@ HONEST_MPNET = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issu
     )
     for n in (2, 4)
     for k in (3, 6)
+] + [  # the mux on ONNX Runtime int8 layers, against the same baselines
+    (
+        f"bench_honest_mpnet_n{n}_k3_int8_onnx",
+        f"revmux bench --model mpnet --n {n} --k 3 --quantize int8 --backend onnx --batch-sizes 32 --repeats 9 "
+        f"--warmup 2 --no-pipeline --json --out docs/results/bench_honest_mpnet_n{n}_k3_int8_onnx.json",
+    )
+    for n in (2, 4)
 ]
 
 
