@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         teacher.config.task = task
         stored = result["tasks"].get(task, {})
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if args.reuse_eval and stored.get("prompt") == spec.to_dict() and stored.get("zero_shot"):
             zero_shot = stored["zero_shot"]
             # where the kept figures came from
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             }
         else:
             zero_shot = evaluate(teacher, dev, groupings=1, max_length=args.max_length, task=task).to_dict()
-            eval_from = {"command": command, "date": now}
+            eval_from = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         print(
             f"{task}: zero-shot {args.style} teacher {100 * zero_shot['teacher_accuracy']:.1f}%", flush=True
         )

@@ -296,10 +296,9 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, argv: Sequenc
         "| composites holding two tenants |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
-    best = fastest_single(results)
     for r in results:
         by_n = ", ".join(f"{k}: {v}" for k, v in r["groups_by_width"].items())
-        ratio = f"{r['inputs_per_s'] / best:.2f}x" if best else "-"
+        ratio = "-" if r.get("vs_fastest_n1") is None else f"{r['vs_fastest_n1']:.2f}x"
         lines.append(
             f"| {r['mode']} | {r['req_per_s']:.1f} | {r['inputs_per_s']:.1f} | {ratio} | {r['p50_ms']:.1f} | "
             f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {r['mean_n']:.2f} | {by_n} | "
