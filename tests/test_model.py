@@ -236,3 +236,45 @@ def test_adapter_saved_before_options_existed_loads_as_trained(view, tmp_path):
     path.write_text(json.dumps(data | {"up_norm": True}))
     with pytest.raises(CheckpointError, match="up_norm.*Re-train"):
         MuxModel.from_pretrained(tmp_path, view)
+
+
+def test_layer_states_are_the_demuxed_composites_after_each_tail_layer():
+    """return_layers: what layer distillation reads, written out by hand (and the leftover row's are the
+    unmultiplexed model's own states); the logits do not change."""
+    deep = tiny_bert(layers=4)
+    batch = tiny_batch([3, 10, 6, 6, 4])
+    model = _randomize(MuxModel.from_backbone(deep, kind="revmux", n=2, k=1))
+    with torch.inference_mode():
+        state = deep.run_layers(deep.embed(batch), 0, 1)
+        out = model.forward_from_prefill(state, order=torch.arange(5), return_layers=True)
+        plain = model.forward_from_prefill(state, order=torch.arange(5))
+        assert out.layers.shape == (5, 2, 32)  # L - k - 1 = 2 intermediate layers
+        torch.testing.assert_close(out.logits, plain.logits)
+        h = state.hidden[:4].view(2, 2, *state.hidden.shape[1:])
+        comp = deep.composite_state(model.mux.mux(h), state.attention_mask[:4].view(2, 2, -1).amax(dim=1))
+        for j, stop in enumerate((2, 3)):
+            cls = deep.run_layers(comp, 1, stop).hidden[:, 0].unsqueeze(1).expand(2, 2, -1)
+            expected = model.mux.demux(cls).flatten(0, 1)
+            torch.testing.assert_close(out.layers[:4, j], expected, atol=1e-5, rtol=1e-5)
+            alone = deep.run_layers(deep.trim(_one(state, 4)), 1, stop).hidden[0, 0]
+            torch.testing.assert_close(out.layers[4, j], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_layer_states_need_a_head_that_reads_one_position():
+    from revmux.backbones import view_for
+    from revmux.errors import ConfigError
+    from tests.backbones.test_t5 import VERBALIZER, batch, tiny_t5
+
+    view = view_for(tiny_t5("gated-gelu", False, "sdpa"), verbalizer_ids=VERBALIZER)
+    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1)
+    with torch.inference_mode():
+        state = view.run_layers(view.embed(batch([4, 5])), 0, 1)
+        model.forward_from_prefill(state)  # fine without layer states
+        with pytest.raises(ConfigError, match="lambda-layers 0"):
+            model.forward_from_prefill(state, return_layers=True)
+
+
+def _one(state, row):
+    from revmux.backbones import LayerState
+
+    return LayerState(state.hidden[row : row + 1], state.attention_mask[row : row + 1], None)
