@@ -52,13 +52,11 @@ def native_bf16(device_type: str) -> bool:
 
 @dataclass
 class MuxOutput:
-    """logits (B, C) in input order; reps: what the head read (B, d) or (B, T, d); down: (G, N, T, d_sub) or None;
-    layers: the demuxed read-position states after each tail layer but the last (B, L - k - 1, d), or None."""
+    """logits (B, C) in input order; reps: what the head read (B, d) or (B, T, d); down: (G, N, T, d_sub) or None."""
 
     logits: Tensor
     reps: Tensor
     down: Tensor | None = None
-    layers: Tensor | None = None
 
 
 class MuxModel(nn.Module):
@@ -271,19 +269,12 @@ class MuxModel(nn.Module):
         order: Tensor | None = None,
         length_aware: bool = False,
         return_down: bool = False,
-        return_layers: bool = False,
     ) -> MuxOutput:
         """Mux groups of N from layer-k states, run the tail once per group, demux, read the head.
 
         Groups are consecutive runs of N in `plan_groups`; the last B mod N requests run unmultiplexed
-        (N = 1) rather than being padded with fake requests. `return_layers` also demuxes the composite at
-        each request's read position after every tail layer but the last (`MuxOutput.layers`).
+        (N = 1) rather than being padded with fake requests.
         """
-        if return_layers and self.view.reads_all_positions:
-            raise ConfigError(
-                f"layer distillation reads one position per request; {self.view.model_type}'s head reads all "
-                "positions. Train it with --lambda-layers 0."
-            )
         mask = state.attention_mask
         B, T = mask.shape
         N = self.n
@@ -293,43 +284,31 @@ class MuxModel(nn.Module):
         m = G * N
         reads: list[Tensor] = []
         logits: list[Tensor] = []
-        layers: list[Tensor] = []
         down = None
         if G:
             idx = perm[:m].view(G, N)
-            runs, run_layers = [], []
+            runs = []
             for chunk in split_runs(torch.arange(G, device=mask.device), self.run_count(G)):
                 masks = mask[idx[chunk]]  # (g, N, T)
                 t = T if self.view.reads_all_positions else int(real_ends(masks.amax(dim=1)).max())
                 h = state.hidden[:, :t][idx[chunk]]  # (g, N, t, d): only the run's real columns
-                runs.append(self._mux_tail(h, masks[..., :t], run_layers if return_layers else None))
+                runs.append(self._mux_tail(h, masks[..., :t]))
             rep, lg = self._demux_head(_cat(runs), mask[perm[:m]])
             reads.append(rep)
             logits.append(lg)
-            if return_layers:
-                layers.append(self.inference_mux().demux(_cat(run_layers)).flatten(0, 1))
             if return_down:
                 down = self.mux.down(state.hidden[grouping[:m].view(G, N)])  # groups in `order`'s order
         rest = perm[m:]
         if rest.numel():
-            alone = _select(state, rest)
-            rep, lg = self.teacher_from_prefill(alone)
+            rep, lg = self.teacher_from_prefill(_select(state, rest))
             reads.append(rep)
             logits.append(lg)
-            if return_layers:
-                ridx = self.view.read_index(alone.attention_mask).unsqueeze(1)
-                layers.append(self.view.run_layers_reads(alone, self.k, self.view.num_layers, ridx)[1][:, 0])
         inverse = _inverse(perm)
-        return MuxOutput(
-            logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down,
-            layers=torch.cat(layers)[inverse] if return_layers else None,
-        )  # fmt: skip
+        return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
 
-    def _mux_tail(self, h: Tensor, masks: Tensor, layers: list[Tensor] | None = None) -> Tensor:
+    def _mux_tail(self, h: Tensor, masks: Tensor) -> Tensor:
         """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed and run through the tail: the
-        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`. With
-        `layers`, the composites at the read positions after each tail layer but the last, (G, N, L - k - 1,
-        d), are appended to it."""
+        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`."""
         G, N, T = masks.shape
         comp_mask = masks.amax(dim=1)  # OR of the group's masks
         comp = self.inference_mux().mux(h)
@@ -340,13 +319,7 @@ class MuxModel(nn.Module):
         if self.config.shared_prefix:
             shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
             comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
-        if layers is not None:
-            state = self.view.composite_state(comp, comp_mask)
-            final, inner = self.view.run_layers_reads(state, self.k, self.view.num_layers, ridx)
-            layers.append(inner)
-            out = final.hidden
-        else:
-            out = self._tail(comp, comp_mask)  # (G, T, d)
+        out = self._tail(comp, comp_mask)  # (G, T, d)
         return out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
 
     def _demux_head(self, rows: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

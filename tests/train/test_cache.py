@@ -165,25 +165,3 @@ def test_teacher_outputs_are_the_one_teacher_pass(view, data):
         plain = view.forward_unsplit(tokenize(view.tokenizer, data.subset(rows.tolist()), MAX_LENGTH))
     assert torch.equal(reps, model_reps.float()) and torch.equal(logits, model_logits.float())
     torch.testing.assert_close(logits, plain, atol=1e-5, rtol=1e-5)
-
-
-def test_teacher_layer_states_are_stored_once_and_match_the_live_teacher(view, data, tmp_path, monkeypatch):
-    cache = build_cache(view, K, data, MAX_LENGTH, cache_root=tmp_path, batch_size=16, progress=False)
-    with pytest.raises(RuntimeError, match="ensure_layer_reads"):
-        cache.layer_reads(torch.arange(4))
-    cache.ensure_layer_reads(batch_size=16, progress=False)
-    rows = torch.tensor([5, 0, 17, 42])
-    stored = cache.layer_reads(rows)
-    assert stored.shape == (4, view.num_layers - K - 1, 32) and stored.dtype == torch.float32
-    live = LivePrefill(view, K, data, MAX_LENGTH).layer_reads(rows)
-    torch.testing.assert_close(stored, live, atol=2e-2, rtol=2e-2)  # the cache holds fp16 layer-k states
-    with torch.inference_mode():  # by hand: row 17 alone, layers [K, K + 1), its CLS state
-        state = LivePrefill(view, K, data.subset([17]), MAX_LENGTH).batch(torch.tensor([0]))[0]
-        cls = view.run_layers(state, K, K + 1).hidden[0, 0]
-    torch.testing.assert_close(stored[2, 0], cls, atol=2e-2, rtol=2e-2)
-    calls = _count_layer_calls(monkeypatch, view)
-    again = build_cache(view, K, data, MAX_LENGTH, cache_root=tmp_path, batch_size=16, progress=False)
-    again.ensure_layer_reads(progress=False)  # loaded from the file beside the cache, not recomputed
-    assert calls[0] == 0
-    torch.testing.assert_close(again.layer_reads(rows), stored)
-    assert not list(cache.directory.glob(".tmp*"))

@@ -9,7 +9,6 @@ from revmux.train.losses import (
     group_cos_penalty,
     info_nce,
     kd_kl,
-    layer_mse,
     mux_loss,
     pooled,
     state_mse,
@@ -105,42 +104,3 @@ def test_teacher_targets_label_unlabeled_rows_by_the_teacher_never_by_gold():
     logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, -1.0], [0.0, 1.0]])
     labels = torch.tensor([1, -1, -1, 0])  # rows 1 and 2 unlabeled
     assert teacher_targets(labels, logits).tolist() == [1, 1, 0, 0]  # gold where given, teacher's elsewhere
-
-
-def test_layer_mse_is_zero_for_equal_states_and_scales_each_layer_by_its_own_variance():
-    torch.manual_seed(0)
-    teacher, student = torch.randn(16, 3, 8), torch.randn(16, 3, 8)
-    assert layer_mse(teacher.clone(), teacher).item() == pytest.approx(0.0, abs=1e-7)
-    base = layer_mse(student, teacher).item()
-    assert base == pytest.approx(
-        sum(state_mse(student[:, j], teacher[:, j]).item() for j in range(3)) / 3, rel=1e-5
-    )
-    scale = torch.tensor([1.0, 10.0, 100.0]).view(1, 3, 1)  # layers of very different magnitude
-    assert layer_mse(scale * student, scale * teacher).item() == pytest.approx(base, rel=1e-5)
-    assert layer_mse(student[:, :0], teacher[:, :0]).item() == 0.0  # k = L - 1: no intermediate layer
-    with pytest.raises(ValueError, match="student"):
-        layer_mse(student, teacher[:, :2])
-
-
-def test_mux_loss_adds_the_layer_term_and_needs_both_tensors():
-    torch.manual_seed(0)
-    logits, reps, labels = torch.randn(16, 2), torch.randn(16, 8), torch.zeros(16, dtype=torch.long)
-    student, teacher = torch.randn(16, 2, 8), torch.randn(16, 2, 8)
-    kw = {"lambda_nce": 0, "lambda_kd": 0}
-    _, off = mux_loss(logits, reps, reps, logits, labels, **kw)
-    assert off["layers"] == 0.0
-    _, on = mux_loss(
-        logits,
-        reps,
-        reps,
-        logits,
-        labels,
-        **kw,
-        lambda_layers=2.0,
-        student_layers=student,
-        teacher_layers=teacher,
-    )
-    assert on["layers"] == pytest.approx(layer_mse(student, teacher).item(), rel=1e-6)
-    assert on["loss"] == pytest.approx(on["ce"] + 2.0 * on["layers"], rel=1e-5)
-    with pytest.raises(ValueError, match="lambda_layers"):
-        mux_loss(logits, reps, reps, logits, labels, **kw, lambda_layers=1.0)

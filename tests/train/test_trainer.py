@@ -400,12 +400,11 @@ def test_min_steps_adds_epochs_only_where_the_data_is_small():
 
 
 def test_configs_saved_before_a_field_existed_keep_what_their_run_did():
-    later = ("lambda_state", "lambda_layers", "min_steps", "augment", "augment_copies")
+    later = ("lambda_state", "min_steps", "augment", "augment_copies")
     old = {key: v for key, v in TrainConfig().to_dict().items() if key not in later}
     assert TrainConfig.from_dict(old).lambda_state == 4.0  # a user's YAML without it: today's default
     saved = TrainConfig.from_saved(old)  # a train_log.json or results row written before it existed
     assert saved.lambda_state == 0.0 and saved.min_steps == 0 and saved.augment == []
-    assert saved.lambda_layers == 0.0
     assert saved.augmentation(is_pair=True) == ([], 0)  # saved before pairs were augmented by default
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()  # present fields win
 
@@ -441,16 +440,3 @@ def test_the_hold_out_and_row_cap_do_not_depend_on_the_seed():
     assert splits[0] == splits[1] == splits[2]  # seeds differ in init and order only: one cache serves all
     fit, held = splits[0]
     assert len(fit) + len(held) == 300 and not set(fit) & set(held)
-
-
-def test_layer_distillation_trains_against_the_cached_teacher_layers(view, data, tmp_path):
-    config = TrainConfig(epochs=2, max_train_rows=120, lambda_layers=2.0, **FAST)
-    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
-    result = train(view, data, config, tmp_path / "a", **kw)
-    parts = [h["layers"] for h in result.history]
-    assert parts[0] > 0 and parts[-1] < parts[0], parts  # the term is computed, and it is learned
-    assert list((tmp_path / "cache").glob("*/teacher_layers.npy"))  # stored beside the prefill cache
-    off = train(view, data, TrainConfig(epochs=1, max_train_rows=120, **FAST), tmp_path / "b", **kw)
-    assert off.history[0]["layers"] == 0.0
-    with pytest.raises(ConfigError, match="--lambda-layers must be a finite number >= 0"):
-        TrainConfig(lambda_layers=-1.0)

@@ -136,23 +136,6 @@ class BackboneView(ABC):
         """(B,) position the head reads for each request (CLS for encoders; overridden by decoders)."""
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
 
-    def run_layers_reads(
-        self, state: LayerState, start: int, stop: int, read: Tensor
-    ) -> tuple[LayerState, Tensor]:
-        """Run layers [start, stop) one at a time: (the state after layer stop - 1, the hidden states at
-        positions `read` (B, R) after each layer before the last, (B, R, stop - start - 1, d)).
-
-        The intermediate states of dense layer distillation; the final state equals `run_layers`'."""
-        rows = torch.arange(state.hidden.shape[0], device=read.device).unsqueeze(1)
-        reads = []
-        for layer in range(start, stop):
-            state = self.run_layers(state, layer, layer + 1)
-            if layer < stop - 1:
-                reads.append(state.hidden[rows, read])
-        d = state.hidden.shape[-1]
-        stacked = torch.stack(reads, dim=2) if reads else state.hidden.new_zeros(*read.shape, 0, d)
-        return state, stacked
-
     def gather(self, state: LayerState) -> Tensor:
         """What the head reads from a final state: (B, d) at `read_index`, or (B, T, d) if it reads all."""
         if self.reads_all_positions:

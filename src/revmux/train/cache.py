@@ -3,8 +3,7 @@
 What it is: `build_cache` tokenizes a TaskData, runs embeddings + layers [0, k) and the frozen teacher
 (layers [k, L) + head, no multiplexing) on every row once, and stores the result under
 `<cache_root>/<key>/`: layer-k states as an fp16 memmap (M, T, d), attention masks, teacher reps (M, d)
-fp16, teacher logits (M, C) fp32 and labels; for layer distillation, the teacher's read-position states
-after each tail layer but the last (M, L - k - 1, d) fp16 are added on first use (`ensure_layer_reads`). The key hashes the backbone's content, k, the data, the
+fp16, teacher logits (M, C) fp32 and labels. The key hashes the backbone's content, k, the data, the
 max length and the tokenizer, so a second call loads the files instead of recomputing. A cache is
 written to a temporary directory and renamed into place only when complete. `PrefillCache.batch(rows)`
 serves training batches from it; `LivePrefill.batch(rows)` serves the same batches by running the
@@ -45,7 +44,6 @@ CACHE_FORMAT = 1
 META_NAME = "meta.json"
 _FILES = {"states": "states.f16", "masks": "masks.npy", "reps": "teacher_reps.npy"}
 _FILES |= {"logits": "teacher_logits.npy", "labels": "labels.npy"}
-LAYERS_NAME = "teacher_layers.npy"  # optional: written by PrefillCache.ensure_layer_reads
 
 Batch = tuple[LayerState, Tensor, Tensor, Tensor]  # (layer-k state, teacher reps, teacher logits, labels)
 
@@ -87,7 +85,6 @@ class PrefillCache:
         self.teacher_logits = np.load(directory / _FILES["logits"], mmap_mode="r")
         self.labels = np.load(directory / _FILES["labels"])
         self.left_padded = meta["padding_side"] == "left"
-        self.teacher_layers: np.ndarray | None = None
 
     @classmethod
     def load(cls, directory: str | Path, view: BackboneView, *, hit: bool = True) -> PrefillCache:
@@ -118,39 +115,6 @@ class PrefillCache:
     def build_seconds(self) -> float:
         """Seconds the build took when it was written (also when this call only loaded it)."""
         return float(self.meta["build_seconds"])
-
-    def ensure_layer_reads(self, *, batch_size: int = 64, progress: bool = True) -> None:
-        """Make `layer_reads` available: load the teacher's intermediate read-position states, or compute
-        them once from the cached layer-k states (length-sorted chunks) and store them beside the cache."""
-        k, d = int(self.meta["k"]), int(self.meta["d"])
-        shape = (len(self), self.view.num_layers - k - 1, d)
-        path = self.directory / LAYERS_NAME
-        if path.is_file():
-            layers = np.load(path, mmap_mode="r")
-            if layers.shape == shape:
-                self.teacher_layers = layers
-                return
-        out = np.zeros(shape, dtype=np.float16)
-        order = torch.argsort(torch.from_numpy(self.masks.sum(1).astype(np.int64)), descending=True)
-        bar = StepProgress("teacher layers", len(self), enabled=progress, unit="rows", transient=True)
-        with torch.inference_mode(), bar:
-            for rows in order.split(batch_size):
-                state = self.batch(rows)[0]
-                out[rows.numpy()] = teacher_layer_reads(self.view, state, k).to("cpu", torch.float16).numpy()
-                bar.advance(len(rows))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-layers-", suffix=".npy", dir=self.directory)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, out)
-        os.replace(tmp, path)
-        self.teacher_layers = np.load(path, mmap_mode="r")
-
-    def layer_reads(self, rows: Tensor) -> Tensor:
-        """(B, L - k - 1, d) fp32 on the view's device: the teacher's read-position states after each tail
-        layer but the last, for `rows` (after `ensure_layer_reads`)."""
-        if self.teacher_layers is None:
-            raise RuntimeError("call ensure_layer_reads() before layer_reads().")
-        idx = rows.detach().cpu().numpy().astype(np.int64)
-        return torch.from_numpy(np.asarray(self.teacher_layers[idx])).to(self.view.device, torch.float32)
 
     def batch(self, rows: Tensor) -> Batch:
         """(LayerState, teacher reps, teacher logits, labels) for `rows` on the view's device: states in the
@@ -198,15 +162,6 @@ class LivePrefill:
         reps, logits = teacher_outputs(view, state, self.k)
         labels = torch.tensor(sub.labels, dtype=torch.long, device=view.device)
         return state, reps.float(), logits.float(), labels
-
-    def ensure_layer_reads(self, *, batch_size: int = 64, progress: bool = True) -> None:
-        """Nothing to prepare: `layer_reads` runs the teacher on each call."""
-
-    @torch.no_grad()
-    def layer_reads(self, rows: Tensor) -> Tensor:
-        """`PrefillCache.layer_reads`, computed on the fly."""
-        state = self.batch(rows)[0]
-        return teacher_layer_reads(self.view, state, self.k).float()
 
 
 def build_cache(
@@ -294,13 +249,6 @@ def teacher_outputs(view: BackboneView, state: LayerState, k: int) -> tuple[Tens
     the head (`view.complete`); all-position reads are mean-pooled over real tokens."""
     rep, logits = view.complete(state, k)
     return pooled(rep, state.attention_mask), logits
-
-
-def teacher_layer_reads(view: BackboneView, state: LayerState, k: int) -> Tensor:
-    """(B, L - k - 1, d): the unmultiplexed teacher's states at each row's read position after every layer
-    in [k, L - 1), run from layer-k `state` (what layer distillation matches the demuxed composites to)."""
-    read = view.read_index(state.attention_mask).unsqueeze(1)
-    return view.run_layers_reads(state, k, view.num_layers, read)[1][:, 0]
 
 
 def _write(

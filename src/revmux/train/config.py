@@ -68,13 +68,6 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
-    lambda_layers: float = field(
-        default=0.0,
-        metadata=_help(
-            "weight of the MSE to the teacher's read-position states after each tail layer but the last, "
-            "against the demuxed composite there (/ each layer's variance)"
-        ),
-    )
     augment: list[str] | None = field(
         default=None,
         metadata=_help(
@@ -127,7 +120,6 @@ class TrainConfig:
             "lambda_kd",
             "lambda_cos",
             "lambda_state",
-            "lambda_layers",
         ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
@@ -214,7 +206,7 @@ class TrainConfig:
 PAIR_AUGMENT = ["crop", "dropout"]
 """The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "lambda_layers": 0.0, "augment": [], "augment_copies": 0}
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 

@@ -1,5 +1,5 @@
 """The adapter-training losses of docs/method.md section 4: CE + InfoNCE + KD + dense state distillation
-(final and intermediate layers) + the group cosine penalty.
++ the group cosine penalty.
 
 What it is: pure functions on tensors (student outputs vs. the frozen teacher's and the gold labels).
 What it is not: a training loop, or anything that knows about backbones, caches or checkpoints.
@@ -35,18 +35,6 @@ def state_mse(student: Tensor, teacher: Tensor) -> Tensor:
     (B, d), divided by the variance of the teacher's (so the term's scale does not depend on the backbone)."""
     t = teacher.float()
     return F.mse_loss(student.float(), t) / t.var().detach().clamp_min(1e-6)
-
-
-def layer_mse(student: Tensor, teacher: Tensor) -> Tensor:
-    """Dense layer distillation: `state_mse` of each intermediate layer's read-position states (B, L', d),
-    each layer scaled by its own teacher variance, averaged over the L' layers (0 when there are none)."""
-    if student.shape != teacher.shape:
-        raise ValueError(f"layer_mse: student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}.")
-    if student.shape[1] == 0:
-        return student.new_zeros(())
-    t = teacher.float()
-    var = t.var(dim=(0, 2)).detach().clamp_min(1e-6)  # (L',)
-    return ((student.float() - t) ** 2).mean(dim=(0, 2)).div(var).mean()
 
 
 def teacher_targets(labels: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -94,21 +82,18 @@ def mux_loss(
     lambda_kd: float = 1.0,
     lambda_cos: float = 0.0,
     lambda_state: float = 0.0,
-    lambda_layers: float = 0.0,
-    student_layers: Tensor | None = None,
-    teacher_layers: Tensor | None = None,
     nce_scale: float = 20.0,
     temperature: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
-    """CE + lambda_nce * InfoNCE + lambda_kd * KL + lambda_state * state MSE + lambda_layers * layer MSE
-    + lambda_cos * cos: (total, {"loss", "ce", "nce", "kd", "state", "layers", "cos"}).
+    """CE + lambda_nce * InfoNCE + lambda_kd * KL + lambda_state * state MSE + lambda_cos * cos:
+    (total, {"loss", "ce", "nce", "kd", "state", "cos"}).
 
     Terms whose lambda is 0 are not computed (reported as 0.0); the cos term also needs `down`
-    (kinds without a Down projection, like datamux, have none); the layers term needs both layer tensors.
+    (kinds without a Down projection, like datamux, have none).
     """
     ce = F.cross_entropy(student_logits.float(), labels)
     total = ce
-    parts = {"ce": float(ce.detach()), "nce": 0.0, "kd": 0.0, "state": 0.0, "layers": 0.0, "cos": 0.0}
+    parts = {"ce": float(ce.detach()), "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     if lambda_nce:
         nce = info_nce(student_reps, teacher_reps, scale=nce_scale)
         total = total + lambda_nce * nce
@@ -121,12 +106,6 @@ def mux_loss(
         mse = state_mse(student_reps, teacher_reps)
         total = total + lambda_state * mse
         parts["state"] = float(mse.detach())
-    if lambda_layers:
-        if student_layers is None or teacher_layers is None:
-            raise ValueError("lambda_layers > 0 needs student_layers and teacher_layers.")
-        lm = layer_mse(student_layers, teacher_layers)
-        total = total + lambda_layers * lm
-        parts["layers"] = float(lm.detach())
     if lambda_cos and down is not None:
         cos = group_cos_penalty(down, down_mask)
         total = total + lambda_cos * cos

@@ -107,11 +107,6 @@ def train(
     added to the training part (never to the hold-out), as are `config.augment`'s rows.
     """
     out_dir = Path(out_dir)
-    if config.lambda_layers and view.reads_all_positions:
-        raise ConfigError(
-            f"--lambda-layers distils one read position per request, but the {view.model_type} head reads "
-            "every position; train it with --lambda-layers 0."
-        )
     train_data, fit, held, held_idx = _prepare_rows(view, train_data, config, prompt, unlabeled)
     sha = backbone_hash(view.model)
     fingerprint = {"backbone": sha, "train_data": train_data.sha256()}
@@ -127,8 +122,6 @@ def train(
     model = _new_model(view, config, backbone_path, task, prompt)
     start = time.perf_counter()
     sources = [_source(view, config, part, cache_root, progress, sha) for part in (fit, held)]
-    if config.lambda_layers:
-        sources[0].ensure_layer_reads(progress=progress)
     cache_seconds = time.perf_counter() - start
     steps_per_epoch = max(1, len(fit) // config.rows_per_step)
     epochs = config.epochs_for(steps_per_epoch)
@@ -358,16 +351,15 @@ def _train_epoch(
     model.train()
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
-    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "layers": 0.0, "cos": 0.0}
+    sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     examples, start = 0, time.perf_counter()
     for s in range(steps):
         rows = perm[s * R : (s + 1) * R]
         rows = rows[: len(rows) - len(rows) % N]
         state, t_reps, t_logits, labels = source.batch(rows)
         labels = teacher_targets(labels, t_logits)  # unlabeled rows: the teacher's
-        layers = config.lambda_layers > 0
         out = model.forward_from_prefill(
-            state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0, return_layers=layers
+            state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
         )
         down_mask = (
             None if out.down is None else state.attention_mask.view(-1, N, state.attention_mask.shape[1])
@@ -376,8 +368,6 @@ def _train_epoch(
             out.logits, pooled(out.reps, state.attention_mask), t_reps, t_logits, labels,
             down=out.down, down_mask=down_mask, lambda_nce=config.lambda_nce,
             lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos, lambda_state=config.lambda_state,
-            lambda_layers=config.lambda_layers, student_layers=out.layers,
-            teacher_layers=source.layer_reads(rows) if layers else None,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
