@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -16,6 +17,8 @@ from revmux.mux import MUX_KINDS
 from revmux.recipes import RECIPES_DIR, list_recipes, load_recipe, read_recipe, recipe_name
 from revmux.train import TrainConfig
 from revmux.train.trainer import LOG_NAME
+
+FRONTIER = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier.json"
 from tests.train import one_thread, toy_task, toy_view
 from tests.train.test_trainer import _cli_train_args
 
@@ -126,9 +129,29 @@ def test_cli_train_unknown_recipe_fails_with_the_known_names(teacher_view, tmp_p
 def test_default_recipe_trains_pairs_as_default_pairs_aug():
     auto = {"augment": None, "augment_copies": None}
     default = load_recipe("default")
-    assert load_recipe("default-pairs-aug") | auto == default  # only the teacher and the spelled-out
-    assert load_recipe("default-pairs") | auto == default  # augmentation differ
+    # only the teacher, the spelled-out augmentation and the epochs differ; the pair sets are small enough
+    # for min_steps to decide, so the pair recipes' 2 epochs make the same run as the default's 4
+    assert load_recipe("default-pairs-aug") | auto | {"epochs": default["epochs"]} == default
+    assert load_recipe("default-pairs") | auto | {"epochs": default["epochs"]} == default
+    assert load_recipe("default-2ep") | {"epochs": default["epochs"]} == default
     aug, plain = (TrainConfig.from_dict(load_recipe(n)) for n in ("default-pairs-aug", "default-pairs"))
     assert TrainConfig.from_dict(default).augmentation(is_pair=True) == aug.augmentation(is_pair=True)
     assert TrainConfig.from_dict(default).augmentation(is_pair=False) == ([], 0)
     assert plain.augmentation(is_pair=True) == ([], 0)
+
+
+@pytest.mark.parametrize("name", ["default-pairs-aug", "default-pairs", "default-2ep"])
+def test_two_epoch_recipes_make_the_default_run_on_the_pair_sets(name):
+    """Every stored row of the 2-epoch recipes on a set small enough for min_steps to decide made as many
+    epochs as the 4-epoch default would have made of the same rows."""
+    default = TrainConfig.from_dict(load_recipe("default"))
+    two = TrainConfig.from_dict(load_recipe(name))
+    rows = [r for r in json.loads(FRONTIER.read_text()) if r.get("recipe") == name and r["n"] > 1]
+    small = [r for r in rows if r["train_rows"] < 7_000]
+    assert rows and (small or name == "default-2ep")
+    for row in small:
+        copies = 1 + (len(two.augmentation(is_pair=True)[0]) > 0) * two.augmentation(is_pair=True)[1]
+        held = min(two.holdout_max_rows, round(row["train_rows"] * two.holdout_fraction))
+        per_step = two.batch_groups * row["n"]
+        steps = max(1, (row["train_rows"] - held) * copies // per_step)
+        assert two.epochs_for(steps) == default.epochs_for(steps) == row["epochs"], row["task"]

@@ -48,7 +48,7 @@ class TrainConfig:
     n: int = field(default=DEFAULT_N, metadata=_help("requests per group N"))
     k: int = field(default=DEFAULT_K, metadata=_help("prefill layers k before the mux"))
     epochs: int = field(
-        default=2, metadata=_help("passes over the training rows (at least; see --min-steps)")
+        default=4, metadata=_help("passes over the training rows (at least; see --min-steps)")
     )
     min_steps: int = field(
         default=470,
