@@ -762,6 +762,37 @@ def partners_section(records: list[dict] | None) -> list[str]:
     return out
 
 
+def agreement_section(records: list[dict] | None) -> list[str]:
+    """Agreement with the teacher by slot, teacher confidence and length (benchmarks/agreement_breakdown.py)."""
+    if not records:
+        return ["_Not measured yet: run `python benchmarks/agreement_breakdown.py --adapter DIR`._", ""]
+    out: list[str] = []
+    for r in records:
+        slots = ", ".join(f"{100 * a:.1f}%" for a in r["per_slot"])
+        out += [
+            f"**{r['adapter']}** ({r['task']} dev, {r['kind']} N={r['n']}, k={r['k']}, {r['groupings']} groupings): "
+            f"agreement {100 * r['agreement']:.1f}%; by slot {slots}. Command: `{r['command']}`  ",
+            f"Machine: {r['machine']}; date: {r['date']}",
+            "",
+            "| teacher's margin (top-1 minus top-2 probability) | rows | agreement |",
+            "|---|---:|---:|",
+            *(
+                f"| [{b['from']:.2f}, {min(b['to'], 1.0):.2f}{']' if b['to'] > 1 else ')'} | {b['rows']} "
+                f"| {100 * b['agreement']:.1f}% |"
+                for b in r["by_teacher_margin"]
+            ),
+            "",
+            "| tokens | rows | agreement |",
+            "|---|---:|---:|",
+            *(
+                f"| {b['from']}-{b['to'] - 1 if b['to'] < 10_000 else ''} | {b['rows']} | {100 * b['agreement']:.1f}% |"
+                for b in r["by_length"]
+            ),
+            "",
+        ]
+    return out
+
+
 def main() -> None:
     benches = {"minilm": _load("bench_minilm.json"), "mpnet": _load("bench_mpnet.json")}
     rows, honest = _load("frontier.json"), honest_reports()
@@ -819,6 +850,12 @@ def main() -> None:
         *partners_section(_load("partners.json")),
         "![accuracy vs re-run share](fallback.png)" if _load("partners.json") else "",
         "",
+        "### Where the multiplexed model disagrees with its teacher",
+        "",
+        "Agreement over random groupings of dev, per row, then by the slot a row took, by how sure the",
+        "teacher is of its answer and by the row's length in tokens.",
+        "",
+        *agreement_section(_load("agreement_breakdown.json")),
         "## Throughput against what a user would deploy instead (MiniLM, CPU)",
         "",
         *honest_section(),

@@ -163,3 +163,32 @@ def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch
     eff = [line for line in lines if "bench efficiency" in line]
     assert len(eff) == 2  # k=2 at batch 128 only: the int8 N=4 run and the int8 N=2 run
     assert all("batch 128" in line for line in eff) and sum(line.endswith("| yes |") for line in eff) == 1
+
+
+def _script(name: str, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_agreement_breakdown_buckets_rows_and_renders_them(monkeypatch):
+    import torch
+
+    breakdown = _script("agreement_breakdown", monkeypatch)
+    margin = torch.tensor([0.1, 0.3, 0.97, 0.99, 1.0])
+    hits = torch.tensor([0.0, 0.5, 1.0, 1.0, 0.0])
+    got = breakdown.buckets(margin, hits, breakdown.MARGINS)
+    assert [(b["from"], b["rows"]) for b in got] == [(0.0, 1), (0.2, 1), (0.95, 3)]
+    assert [b["agreement"] for b in got] == pytest.approx([0.0, 0.5, 2 / 3])
+    record = {
+        "adapter": "a", "task": "sst2", "kind": "revmux", "n": 2, "k": 2, "groupings": 3, "agreement": 0.5,
+        "per_slot": [0.4, 0.6], "by_teacher_margin": got, "by_length": breakdown.buckets(
+            torch.tensor([3.0, 60.0]), torch.tensor([1.0, 0.0]), breakdown.LENGTHS
+        ), "command": "python benchmarks/agreement_breakdown.py --adapter a", "machine": "m", "date": "d",
+    }  # fmt: skip
+    text = "\n".join(_script("render_results", monkeypatch).agreement_section([record]))
+    assert "by slot 40.0%, 60.0%" in text and "| [0.95, 1.00] | 3 | 66.7% |" in text
+    assert "| 0-15 | 1 | 100.0% |" in text and "| 48- | 1 | 0.0% |" in text
