@@ -20,7 +20,7 @@ from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
 from revmux.train.trainer import LOG_NAME, _generator, _prepare_rows, _scheduler, holdout_accuracy
 from tests.train import one_thread, toy_task, toy_view
 
-FAST = {"n": 2, "k": 1, "epochs": 2, "batch_groups": 8, "max_length": 32, "lr": 3e-3, "min_steps": 0}
+FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3, "min_steps": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
