@@ -471,7 +471,9 @@ def selection_section(path: Path) -> list[str]:
                 f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['best_epoch']}/{r['epochs']} "
                 f"| {r['seconds'] / 60:.1f} min |"
             )
-        if (task, n) != ("sst2", 2) or not any(r["recipe"] == "demo-4ep" for r in group):  # not the first round
+        if (task, n) != ("sst2", 2) or not any(
+            r["recipe"] == "demo-4ep" for r in group
+        ):  # not the first round
             commands = dict.fromkeys(r["command"] for r in group)
             out += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
             continue

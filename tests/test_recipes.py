@@ -17,11 +17,10 @@ from revmux.mux import MUX_KINDS
 from revmux.recipes import RECIPES_DIR, list_recipes, load_recipe, read_recipe, recipe_name
 from revmux.train import TrainConfig
 from revmux.train.trainer import LOG_NAME
-
-FRONTIER = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier.json"
 from tests.train import one_thread, toy_task, toy_view
 from tests.train.test_trainer import _cli_train_args
 
+FRONTIER = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier.json"
 GRID_FIELDS = {"kind", "n", "k"}
 
 
