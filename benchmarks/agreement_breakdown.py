@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from revmux.data import load_task, tokenize
-from revmux.evaluate import grouping_predictions, prepared
+from revmux.data import load_task
+from revmux.evaluate import grouping_permutation, predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
 
 MARGINS = (0.0, 0.2, 0.5, 0.8, 0.95, 1.01)  # bucket edges of the teacher's top-1 minus top-2 probability
@@ -37,29 +37,33 @@ def buckets(values: torch.Tensor, hits: torch.Tensor, edges: tuple[float, ...]) 
 
 
 def breakdown(model: MuxModel, task: str, data_dir: str | None, groupings: int) -> dict:
-    data = load_task(task, "dev", data_dir)
-    teacher, preds = grouping_predictions(model, data, groupings=groupings)
+    """Agreement overall, per slot, by teacher margin and by length, over the groupings of `revmux eval`
+    (grouping r is `grouping_permutation(M, r)`); the teacher runs once, on the states the groupings use."""
+    data = prepared(model, load_task(task, "dev", data_dir), None)
     N, M = model.n, len(data)
     m = M // N * N
+    chunk = 64 * N
+    view = model.view
     per_slot = torch.zeros(N)
-    for r, pred in enumerate(preds):  # grouping r is the permutation grouping_predictions drew with seed r
-        perm = torch.randperm(M, generator=torch.Generator().manual_seed(r))[:m]
-        for s in range(N):
-            rows = perm[s::N]
-            per_slot[s] += float((pred[rows] == teacher[rows]).float().mean()) / len(preds)
-    inputs = tokenize(model.view.tokenizer, prepared(model, data, None), model.config.max_length)
+    preds = []
     with torch.inference_mode():
-        probs = torch.cat([
-            model.view.model(**{key: v[i : i + 128] for key, v in inputs.items()}).logits.float().softmax(-1)
-            for i in range(0, M, 128)
-        ])  # fmt: skip
+        states, probs = prefill_rows(model, data, chunk, None)
+        teacher = probs.argmax(-1)
+        for r in range(groupings):
+            perm = grouping_permutation(M, r)[:m]
+            pred = teacher.clone()  # leftovers run at N = 1
+            predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm, chunk, pred)
+            preds.append(pred)
+            for s in range(N):
+                rows = perm[s::N]
+                per_slot[s] += float((pred[rows] == teacher[rows]).float().mean()) / groupings
     top = probs.topk(2, dim=-1).values
     hits = torch.stack([(p == teacher).float() for p in preds]).mean(0)  # per row, over the groupings
     return {
         "agreement": float(hits.mean()),
         "per_slot": [float(a) for a in per_slot],
         "by_teacher_margin": buckets(top[:, 0] - top[:, 1], hits, MARGINS),
-        "by_length": buckets(inputs["attention_mask"].sum(1).float(), hits, LENGTHS),
+        "by_length": buckets(states.mask.sum(1).float().cpu(), hits, LENGTHS),
     }
 
 

@@ -16,7 +16,7 @@ import statistics
 import torch
 
 from revmux.data import load_task
-from revmux.evaluate import Prefilled, predict_grouping, prefill_rows, prepared
+from revmux.evaluate import Prefilled, grouping_permutation, predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
 
 
@@ -34,7 +34,8 @@ def main() -> None:
     labels = torch.tensor(data.labels)
     acc: dict[str, list[float]] = {"now": [], "before": []}
     with torch.inference_mode():
-        states, teacher = prefill_rows(model, data, chunk, None)
+        states, probs = prefill_rows(model, data, chunk, None)
+        teacher = probs.argmax(-1)
         before = states.hidden.clone()  # the earlier evaluation: zeros past each chunk's last real column
         order = torch.argsort(states.mask.sum(1), stable=True)
         for s in range(0, M, chunk):
@@ -42,7 +43,7 @@ def main() -> None:
             before[idx, int(states.mask[idx].sum(1).max()) :] = 0
         ways = {"now": states, "before": Prefilled(before, states.mask)}
         for r in range(args.groupings):
-            perm = torch.randperm(M, generator=torch.Generator().manual_seed(r))
+            perm = grouping_permutation(M, r)
             for name, st in ways.items():
                 pred = teacher.clone()
                 predict_grouping(

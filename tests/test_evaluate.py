@@ -178,11 +178,13 @@ def test_eval_cache_and_serving_prefill_the_same_layer_k_states(family, tiny_dir
     data = _ragged(rows=13)
     inputs = tokenize(model.view.tokenizer, data, model.config.max_length)
     with torch.inference_mode():
-        states, teacher = prefill_rows(model, data, 4, None, False)
+        states, probs = prefill_rows(model, data, 4, None, False)
         full = model.prefill(inputs).hidden
-        plain = model.view.forward_unsplit(inputs).argmax(-1)
+        plain = model.view.forward_unsplit(inputs).float().softmax(-1)
     torch.testing.assert_close(states.hidden, full, atol=1e-5, rtol=1e-5)
-    assert torch.equal(states.mask, inputs["attention_mask"]) and torch.equal(teacher, plain)
+    assert torch.equal(states.mask, inputs["attention_mask"])
+    torch.testing.assert_close(probs, plain, atol=1e-5, rtol=1e-5)  # the teacher's probabilities, per row
+    assert torch.allclose(probs.sum(-1), torch.ones(len(data)), atol=1e-5)
     cache = build_cache(model.view, 2, data, model.config.max_length, cache_root=tmp_path, progress=False)
     cached = torch.from_numpy(np.array(cache.states)).float()
     torch.testing.assert_close(cached, full, atol=1e-3, rtol=2e-3)  # stored in fp16
@@ -273,3 +275,24 @@ def test_an_eval_config_drives_evaluate_and_its_optional_measurements(view, tiny
     assert report.to_dict() == evaluate(model, dev, groupings=2, batch_size=4, seed=2).to_dict() | {
         "fallback": fallback_sweep(model, dev, [0.0, 1.0], groupings=2, batch_size=4, seed=2)
     }
+
+
+def test_agreement_breakdown_uses_the_groupings_and_teacher_of_evaluation(view, tiny_dir, dev, monkeypatch):
+    """benchmarks/agreement_breakdown.py draws the groupings `revmux eval` draws: its overall agreement is
+    evaluate's, and its per-slot figures average (with the leftover row, which runs at N = 1) to it."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agreement_breakdown.py"
+    spec = importlib.util.spec_from_file_location("agreement_breakdown", path)
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "agreement_breakdown", script)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "load_task", lambda task, split, data_dir: dev)
+    model = _mux(view, tiny_dir, 2)
+    got = script.breakdown(model, "sst2", None, groupings=3)
+    report = evaluate(model, dev, groupings=3)
+    assert got["agreement"] == pytest.approx(report.agreement)
+    M, m = len(dev), len(dev) // 2 * 2
+    assert (sum(got["per_slot"]) / 2 * m + (M - m)) / M == pytest.approx(report.agreement)
+    assert sum(b["rows"] for b in got["by_teacher_margin"]) == M == sum(b["rows"] for b in got["by_length"])

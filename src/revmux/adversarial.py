@@ -72,7 +72,8 @@ def adversarial_partners(
     model.eval()
     view = model.view
     with torch.inference_mode():
-        states, teacher = prefill_rows(model, data, batch_size * N, max_length)
+        states, probs = prefill_rows(model, data, batch_size * N, max_length)
+        teacher = probs.argmax(-1)
         flat = groups.flatten()
         pred = torch.empty(flat.numel(), dtype=torch.long)
         order = torch.arange(flat.numel())

@@ -167,13 +167,19 @@ def grouping_predictions(
     m = (M // N) * N if N > 1 else 0  # rows in full groups
     preds: list[Tensor] = []
     with torch.inference_mode():
-        states, teacher = prefill_rows(model, data, chunk, max_length, progress)
+        states, probs = prefill_rows(model, data, chunk, max_length, progress)
+        teacher = probs.argmax(-1)
         for r in _steps(range(groupings), progress, "groupings"):
-            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
+            perm = grouping_permutation(M, seed + r)
             pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
             predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm[:m], chunk, pred)
             preds.append(pred)
     return teacher, preds
+
+
+def grouping_permutation(num_rows: int, seed: int) -> Tensor:
+    """The random order of grouping `seed`: consecutive runs of N of its first M - M mod N rows are the groups."""
+    return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed))
 
 
 def prepared(model: MuxModel, data: TaskData, max_length: int | None) -> TaskData:
@@ -222,7 +228,8 @@ def predict_grouping(
 def prefill_rows(
     model: MuxModel, data: TaskData, chunk: int, max_length: int | None, progress: bool = False
 ) -> tuple[Prefilled, Tensor]:
-    """Tokenize once and prefill layers [0, k) in length-sorted chunks; teacher predictions from the same states.
+    """Tokenize once and prefill layers [0, k) in length-sorted chunks; the teacher's class probabilities
+    (M, C), float32, from the same states (their argmax is the teacher's prediction).
 
     Every row is prefilled at the set's full padded width T, so its padding columns hold the states the
     backbone computes there, as in serving (`MuxModel.forward`) and the training cache: a short request
@@ -237,13 +244,13 @@ def prefill_rows(
     mask = inputs["attention_mask"]
     M, T = mask.shape
     hidden = torch.zeros(M, T, view.hidden_size, dtype=view.dtype, device=view.device)
-    teacher = torch.empty(M, dtype=torch.long)
+    teacher = torch.empty(M, view.num_labels)
     sorted_rows = torch.argsort(mask.sum(1), stable=True)
     for s in _steps(range(0, M, chunk), progress, "prefill"):
         idx = sorted_rows[s : s + chunk]
         state = model.prefill({key: v[idx].to(view.device) for key, v in inputs.items()})
         hidden[idx.to(view.device)] = state.hidden
-        teacher[idx] = model.teacher_from_prefill(view.trim(state))[1].argmax(-1).cpu()
+        teacher[idx] = model.teacher_from_prefill(view.trim(state))[1].float().softmax(-1).cpu()
     return Prefilled(hidden, mask.to(view.device)), teacher
 
 

@@ -21,7 +21,7 @@ import torch
 
 from revmux.data import TaskData
 from revmux.errors import ConfigError
-from revmux.evaluate import predict_grouping, prefill_rows, prepared
+from revmux.evaluate import grouping_permutation, predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
 
 
@@ -69,10 +69,11 @@ def fallback_sweep(
     model.eval()
     runs = []
     with torch.inference_mode():
-        states, teacher = prefill_rows(model, data, chunk, max_length)
+        states, probs = prefill_rows(model, data, chunk, max_length)
+        teacher = probs.argmax(-1)
         rows_of = lambda idx: states.rows(view, idx.to(view.device))  # noqa: E731
         for r in range(groupings):
-            perm = torch.randperm(M, generator=torch.Generator().manual_seed(seed + r))
+            perm = grouping_permutation(M, seed + r)
             pred, margin = teacher.clone(), torch.full((M,), float("inf"))  # leftovers run at N = 1
             predict_grouping(model, rows_of, perm[:m], chunk, pred, margin)
             runs.append((pred, margin))
