@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from revmux.data import load_task
+from revmux.data import TaskData, load_task
 from revmux.evaluate import grouping_permutation, predict_grouping, prefill_rows, prepared
 from revmux.model import MuxModel
 
@@ -36,10 +36,10 @@ def buckets(values: torch.Tensor, hits: torch.Tensor, edges: tuple[float, ...]) 
     return out
 
 
-def breakdown(model: MuxModel, task: str, data_dir: str | None, groupings: int) -> dict:
+def breakdown(model: MuxModel, data: TaskData, groupings: int, seed: int = 0) -> dict:
     """Agreement overall, per slot, by teacher margin and by length, over the groupings of `revmux eval`
-    (grouping r is `grouping_permutation(M, r)`); the teacher runs once, on the states the groupings use."""
-    data = prepared(model, load_task(task, "dev", data_dir), None)
+    (grouping r is `grouping_permutation(M, seed + r)`); the teacher runs once, on the states the groupings use."""
+    data = prepared(model, data, None)
     N, M = model.n, len(data)
     m = M // N * N
     chunk = 64 * N
@@ -50,7 +50,7 @@ def breakdown(model: MuxModel, task: str, data_dir: str | None, groupings: int) 
         states, probs = prefill_rows(model, data, chunk, None)
         teacher = probs.argmax(-1)
         for r in range(groupings):
-            perm = grouping_permutation(M, r)[:m]
+            perm = grouping_permutation(M, seed + r)[:m]
             pred = teacher.clone()  # leftovers run at N = 1
             predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm, chunk, pred)
             preds.append(pred)
@@ -73,12 +73,27 @@ def main() -> int:
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--groupings", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="Grouping r is drawn with seed + r (revmux eval: 0).")
+    ap.add_argument(
+        "--select-rows",
+        type=int,
+        default=None,
+        help="Score the selection slice of benchmarks/select_recipe.py (this many train rows outside the bundled "
+        "sample) instead of dev.",
+    )
     ap.add_argument("--out", default="docs/results/agreement_breakdown.json")
     args = ap.parse_args()
     model = MuxModel.from_pretrained(args.adapter).eval()
+    if args.select_rows is None:
+        split, data = "dev", load_task(args.task, "dev", args.data_dir)
+    else:
+        from select_recipe import slices
+
+        split = f"selection slice ({args.select_rows} train rows)"
+        data = slices(args.task, args.data_dir, "bundled", args.select_rows, 0)[1]
     record = {
         "adapter": args.adapter, "task": args.task, "kind": model.config.kind, "n": model.n, "k": model.k,
-        "groupings": args.groupings, **breakdown(model, args.task, args.data_dir, args.groupings),
+        "groupings": args.groupings, "split": split, **breakdown(model, data, args.groupings, args.seed),
         "command": shlex.join(["python", "benchmarks/agreement_breakdown.py", *sys.argv[1:]]),
         "machine": f"{platform.platform()}, torch threads {torch.get_num_threads()}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

@@ -2,6 +2,8 @@
 
 Usage: python benchmarks/select_variants.py --layout swap|mix|rot --kd-temperature T --ce-weight W \\
     -- <select_recipe.py arguments>
+or, to load an adapter of a variant: python benchmarks/select_variants.py --layout rot --script agreement_breakdown \\
+    -- <agreement_breakdown.py arguments>
 - layout swap: RevMUX's PCA composite with the slots' blocks of principal directions in reverse order
   (slot N-1 on the top directions);
 - layout mix: the blocks mixed by an orthogonal Hadamard matrix over the slot axis (every slot spread over
@@ -92,10 +94,17 @@ def main() -> int:
     ap.add_argument("--layout", default="contiguous", choices=["contiguous", "swap", "mix", "rot"])
     ap.add_argument("--kd-temperature", type=float, default=1.0)
     ap.add_argument("--ce-weight", type=float, default=1.0)
+    ap.add_argument("--script", default="select_recipe", choices=["select_recipe", "agreement_breakdown"])
     args, rest = ap.parse_known_args()
     use_layout(args.layout)
     use_loss(args.kd_temperature, args.ce_weight)
-    return select_recipe.main([a for a in rest if a != "--"])
+    rest = [a for a in rest if a != "--"]
+    if args.script == "agreement_breakdown":
+        import agreement_breakdown
+
+        sys.argv = ["benchmarks/agreement_breakdown.py", *rest]
+        return agreement_breakdown.main()
+    return select_recipe.main(rest)
 
 
 if __name__ == "__main__":

@@ -288,10 +288,9 @@ def test_agreement_breakdown_uses_the_groupings_and_teacher_of_evaluation(view, 
     script = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "agreement_breakdown", script)
     spec.loader.exec_module(script)
-    monkeypatch.setattr(script, "load_task", lambda task, split, data_dir: dev)
     model = _mux(view, tiny_dir, 2)
-    got = script.breakdown(model, "sst2", None, groupings=3)
-    report = evaluate(model, dev, groupings=3)
+    got = script.breakdown(model, dev, groupings=3, seed=7)
+    report = evaluate(model, dev, groupings=3, seed=7)
     assert got["agreement"] == pytest.approx(report.agreement)
     M, m = len(dev), len(dev) // 2 * 2
     assert (sum(got["per_slot"]) / 2 * m + (M - m)) / M == pytest.approx(report.agreement)
