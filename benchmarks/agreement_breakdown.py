@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from revmux.data import TaskData, load_task
-from revmux.evaluate import grouping_permutation, predict_grouping, prefill_rows, prepared
+from revmux.evaluate import grouping_outputs, grouping_permutation
 from revmux.model import MuxModel
 
 MARGINS = (0.0, 0.2, 0.5, 0.8, 0.95, 1.01)  # bucket edges of the teacher's top-1 minus top-2 probability
@@ -38,25 +38,16 @@ def buckets(values: torch.Tensor, hits: torch.Tensor, edges: tuple[float, ...]) 
 
 def breakdown(model: MuxModel, data: TaskData, groupings: int, seed: int = 0) -> dict:
     """Agreement overall, per slot, by teacher margin and by length, over the groupings of `revmux eval`
-    (grouping r is `grouping_permutation(M, seed + r)`); the teacher runs once, on the states the groupings use."""
-    data = prepared(model, data, None)
+    (`evaluate.grouping_outputs`: the same groupings, teacher and states)."""
+    states, probs, preds = grouping_outputs(model, data, groupings=groupings, seed=seed)
+    teacher = probs.argmax(-1)
     N, M = model.n, len(data)
-    m = M // N * N
-    chunk = 64 * N
-    view = model.view
     per_slot = torch.zeros(N)
-    preds = []
-    with torch.inference_mode():
-        states, probs = prefill_rows(model, data, chunk, None)
-        teacher = probs.argmax(-1)
-        for r in range(groupings):
-            perm = grouping_permutation(M, seed + r)[:m]
-            pred = teacher.clone()  # leftovers run at N = 1
-            predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm, chunk, pred)
-            preds.append(pred)
-            for s in range(N):
-                rows = perm[s::N]
-                per_slot[s] += float((pred[rows] == teacher[rows]).float().mean()) / groupings
+    for r, pred in enumerate(preds):  # grouping r is grouping_permutation(M, seed + r)
+        perm = grouping_permutation(M, seed + r)[: M // N * N]
+        for s in range(N):
+            rows = perm[s::N]
+            per_slot[s] += float((pred[rows] == teacher[rows]).float().mean()) / groupings
     top = probs.topk(2, dim=-1).values
     hits = torch.stack([(p == teacher).float() for p in preds]).mean(0)  # per row, over the groupings
     return {

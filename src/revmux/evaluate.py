@@ -151,10 +151,29 @@ def grouping_predictions(
 ) -> tuple[Tensor, list[Tensor]]:
     """(teacher predictions (M,), one prediction tensor (M,) per grouping), all in data order.
 
-    Grouping r is a random permutation of all rows (torch.Generator seeded `seed + r`) whose consecutive
+    Grouping r is a random permutation of all rows (`grouping_permutation(M, seed + r)`) whose consecutive
     runs of N are the groups, `batch_size` groups per forward pass; the last M mod N rows of it run at
     N = 1, i.e. get the teacher's prediction (as MuxModel runs leftovers). N = 1 is the teacher.
     """
+    _, probs, preds = grouping_outputs(
+        model, data, groupings=groupings, batch_size=batch_size, seed=seed, max_length=max_length,
+        progress=progress,
+    )  # fmt: skip
+    return probs.argmax(-1), preds
+
+
+def grouping_outputs(
+    model: MuxModel,
+    data: TaskData,
+    *,
+    groupings: int = 10,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> tuple[Prefilled, Tensor, list[Tensor]]:
+    """What `grouping_predictions` computes, with what it computes it from: (the prefilled layer-k states
+    and masks, the teacher's class probabilities (M, C), one prediction tensor (M,) per grouping)."""
     if groupings < 1:
         raise ConfigError(f"--groupings must be an integer >= 1, got {groupings!r}.")
     if batch_size < 1:
@@ -174,7 +193,7 @@ def grouping_predictions(
             pred = teacher.clone()  # leftovers (and every row when N = 1) run unmultiplexed
             predict_grouping(model, lambda idx: states.rows(view, idx.to(view.device)), perm[:m], chunk, pred)
             preds.append(pred)
-    return teacher, preds
+    return states, probs, preds
 
 
 def grouping_permutation(num_rows: int, seed: int) -> Tensor:
