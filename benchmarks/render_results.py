@@ -450,13 +450,17 @@ def selection_section(path: Path) -> list[str]:
         return ["_No recipe selection yet: run `benchmarks/select_recipe.py`._", ""]
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out: list[str] = []
-    for (task, n, k, train_rows, select_rows), group in itertools.groupby(
-        rows, key=lambda r: (r["task"], r["n"], r["k"], r["train_rows"], r["select_rows"])
-    ):
+    for (task, n, k, train_rows, select_rows, min_words), group in itertools.groupby(
+        rows,
+        key=lambda r: (
+            r["task"], r["n"], r["k"], r["train_rows"], r["select_rows"], r.get("select_min_words", 0)
+        ),
+    ):  # fmt: skip
         group = list(group)
+        long_rows = f" of at least {min_words} words (sentence length)" if min_words else ""
         out += [
             f"{task}, N={n}, k={k}: {train_rows:,} labelled rows (the recipe's hold-out of 5% among them; augmented "
-            f"rows come on top), scored on {select_rows:,} other rows of the train split over "
+            f"rows come on top), scored on {select_rows:,} other rows of the train split{long_rows} over "
             f"{group[0].get('groupings', 3)} groupings; machine {group[0]['machine']}, date {group[0]['date']}.",
             "",
             "| candidate | recipe + overrides | acc | teacher | drop | agreement | partner sens. | best epoch | "

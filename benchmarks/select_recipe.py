@@ -46,10 +46,11 @@ def candidate(spec: str) -> tuple[str, str, dict[str, Any]]:
 
 
 def slices(
-    task: str, data_dir: str, train_rows: str, select_rows: int, seed: int
+    task: str, data_dir: str, train_rows: str, select_rows: int, seed: int, min_words: int = 0
 ) -> tuple[TaskData, TaskData]:
     """(training rows, selection rows): 'bundled' trains on the bundled SST-2 sample, an integer on that many
-    rows of the GLUE train split; selection rows are other rows of the GLUE train split (texts disjoint)."""
+    rows of the GLUE train split; selection rows are other rows of the GLUE train split (texts disjoint),
+    of at least `min_words` words (SST-2 train is mostly short phrases; its dev and test, full sentences)."""
     full = load_task(task, "train", data_dir)
     rng = random.Random(seed)
     order = list(range(len(full)))
@@ -62,7 +63,9 @@ def slices(
         fit, rest = full.subset(order[:n]), order[n:]
     seen = set(zip(fit.texts, fit.pairs or [None] * len(fit), strict=True))
     pairs = full.pairs or [None] * len(full)
-    pick = [i for i in rest if (full.texts[i], pairs[i]) not in seen][:select_rows]
+    pick = [
+        i for i in rest if (full.texts[i], pairs[i]) not in seen and len(full.texts[i].split()) >= min_words
+    ][:select_rows]
     return fit, full.subset(pick)
 
 
@@ -73,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", required=True, help="GLUE download (the selection slice comes from train).")
     ap.add_argument("--train-rows", default="bundled", help="'bundled' or a number of GLUE train rows.")
     ap.add_argument("--select-rows", type=int, default=2000)
+    ap.add_argument(
+        "--select-min-words", type=int, default=0, help="Score only on selection rows this long (words)."
+    )
+    ap.add_argument(
+        "--serve-window",
+        type=int,
+        default=None,
+        help="Also score with groups drawn as the server draws them (arrival windows of this many).",
+    )
+    ap.add_argument(
+        "--reuse", action="store_true", help="Score a candidate's adapter already in --work-dir, untrained."
+    )
     ap.add_argument("--candidate", action="append", required=True, help="name=recipe:field=value;...")
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--k", type=int, default=2)
@@ -84,29 +99,41 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = shlex.join(["python", "benchmarks/select_recipe.py", *(sys.argv[1:] if argv is None else argv)])
     view = load_backbone(args.teacher)
-    fit, select = slices(args.task, args.data_dir, args.train_rows, args.select_rows, args.seed)
+    fit, select = slices(
+        args.task, args.data_dir, args.train_rows, args.select_rows, args.seed, args.select_min_words
+    )
     for spec in args.candidate:
         name, recipe, overrides = candidate(spec)
-        values = load_recipe(recipe) | overrides | {"n": args.n, "k": args.k, "seed": args.seed}
-        values.pop("teacher", None)
-        values.pop("description", None)
-        config = TrainConfig.from_dict(values, source=spec)
         out_dir = Path(args.work_dir) / f"{args.task}-{name}-n{args.n}-k{args.k}-s{args.seed}"
-        start = time.perf_counter()
-        result = train(view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False)
-        seconds = time.perf_counter() - start
+        if args.reuse and (out_dir / "train_log.json").exists():  # scored again, on another slice
+            log = json.loads((out_dir / "train_log.json").read_text())
+            best_epoch, epochs, seconds = log["best_epoch"], log["epochs"], log["train_seconds"]
+            resolved = log["config"]
+        else:
+            values = load_recipe(recipe) | overrides | {"n": args.n, "k": args.k, "seed": args.seed}
+            values.pop("teacher", None)
+            values.pop("description", None)
+            config = TrainConfig.from_dict(values, source=spec)
+            resolved = config.to_dict()
+            start = time.perf_counter()
+            result = train(
+                view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False
+            )
+            best_epoch, epochs, seconds = result.best_epoch, result.epochs, time.perf_counter() - start
         model = MuxModel.from_pretrained(out_dir, view)
-        report = evaluate(model, select, groupings=args.groupings, seed=1000)
+        report = evaluate(model, select, groupings=args.groupings, seed=1000, serve_window=args.serve_window)
         row = {
             "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
             "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
+            "select_min_words": args.select_min_words,
             "groupings": args.groupings,
             "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
             "teacher_accuracy": report.teacher_accuracy,
             "drop_pts": 100 * (report.teacher_accuracy - report.accuracy_mean),
             "agreement": report.agreement, "partner_sensitivity": report.partner_sensitivity,
-            "best_epoch": result.best_epoch, "epochs": result.epochs, "seconds": seconds,
-            "config": config.to_dict(), "command": command, "machine": platform.node(),
+            "best_epoch": best_epoch, "epochs": epochs, "seconds": seconds,
+            "served": report.extra.get("served"),
+            "config": resolved, "command": command, "machine": platform.node(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         }  # fmt: skip
         with open(args.out, "a") as f:
@@ -114,9 +141,17 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:>24}: acc {row['accuracy']:.4f} (teacher {row['teacher_accuracy']:.4f}, "
             f"drop {row['drop_pts']:.2f} pts) agree {row['agreement']:.4f} sens "
-            f"{row['partner_sensitivity']:.4f} best ep {result.best_epoch}/{result.epochs} {seconds:.0f}s",
+            f"{row['partner_sensitivity']:.4f} best ep {best_epoch}/{epochs} {seconds:.0f}s",
             flush=True,
         )
+        if row["served"]:
+            sv = row["served"]
+            print(
+                f"{'served':>24}: acc {sv['accuracy_mean']:.4f} (drop "
+                f"{100 * (row['teacher_accuracy'] - sv['accuracy_mean']):.2f} pts) agree {sv['agreement']:.4f} "
+                f"sens {sv['partner_sensitivity']:.4f}",
+                flush=True,
+            )
     return 0
 
 

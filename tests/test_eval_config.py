@@ -30,10 +30,12 @@ SETTINGS = {
     "adversarial_rows": ("7", 7),
     "fallback_margin": ("0.5,0.6", [0.5, 0.6]),
     "quantize": ("bf16", "bf16"),
+    "serve_window": ("64", 64),
 }
 
 BAD = [
     (["--groupings", "0"], "--groupings"),
+    (["--serve-window", "0"], "--serve-window"),
     (["--batch-size", "0"], "--batch-size"),
     (["--seed", "x"], "--seed"),
     (["--max-length", "1"], "--max-length"),

@@ -295,3 +295,30 @@ def test_agreement_breakdown_uses_the_groupings_and_teacher_of_evaluation(view, 
     M, m = len(dev), len(dev) // 2 * 2
     assert (sum(got["per_slot"]) / 2 * m + (M - m)) / M == pytest.approx(report.agreement)
     assert sum(b["rows"] for b in got["by_teacher_margin"]) == M == sum(b["rows"] for b in got["by_length"])
+
+
+def test_served_groupings_are_the_servers_length_aware_windows(tiny_dir):
+    """`--serve-window W`: each arrival window of W requests is grouped as MuxModel groups a served batch
+    (by similar length), row for row; the report carries those measures beside the random groupings'."""
+    from revmux.evaluate import grouping_outputs, served_predictions
+
+    model = _mux(load_backbone(tiny_dir), tiny_dir, 2)
+    data = _ragged()
+    states, probs, _ = grouping_outputs(model, data, groupings=1, batch_size=4)
+    served = served_predictions(model, states, probs.argmax(-1), 8, groupings=2, batch_size=3, seed=5)
+    inputs = tokenize(model.view.tokenizer, data, model.config.max_length)
+    for r, pred in enumerate(served):
+        arrival = torch.randperm(len(data), generator=torch.Generator().manual_seed(5 + r))
+        for window in arrival.split(8):
+            batch = {key: v[window] for key, v in inputs.items()}
+            with torch.inference_mode():
+                expected = model(batch, length_aware=True).argmax(-1)
+            assert torch.equal(pred[window], expected), f"grouping {r}"
+    report = evaluate(model, data, groupings=2, batch_size=3, seed=5, serve_window=8).to_dict()
+    assert set(report) == KEYS | {"served"} and report["served"]["window"] == 8
+    labels = torch.tensor(data.labels)
+    assert report["served"]["accuracy_mean"] == pytest.approx(
+        float(np.mean([(p == labels).float().mean() for p in served]))
+    )
+    with pytest.raises(ConfigError, match="--serve-window"):
+        evaluate(model, data, serve_window=0)

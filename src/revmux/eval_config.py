@@ -42,6 +42,14 @@ class EvalConfig:
             "also: accuracy and re-run share with the fallback at margins M[,M...]", default="off"
         ),
     )
+    serve_window: int | None = field(
+        default=None,
+        metadata=_help(
+            "also: the same measures with groups drawn as the server draws them (requests in arrival "
+            "windows of this many, grouped by similar length in each)",
+            default="off",
+        ),
+    )
     quantize: str = field(
         default="none",
         metadata=_help(
@@ -62,6 +70,9 @@ class EvalConfig:
             raise bad("seed", "an integer")
         if self.max_length is not None and (not _is_int(self.max_length) or self.max_length < 2):
             raise bad("max_length", "an integer >= 2 or unset")
+        window = self.serve_window
+        if window is not None and (not _is_int(window) or window < 1):
+            raise bad("serve_window", "an integer >= 1 or unset")
         partners = self.adversarial_partners
         if partners is not None and (not _is_int(partners) or partners < 1):
             raise bad("adversarial_partners", "an integer >= 1 or unset")

@@ -96,10 +96,15 @@ def evaluate(
     quantize_backbone(model.view, cfg.quantize)
     kw = {"groupings": cfg.groupings, "batch_size": cfg.batch_size, "seed": cfg.seed}
     kw["max_length"] = cfg.max_length
-    teacher, preds = grouping_predictions(model, data, **kw, progress=progress)
+    states, probs, preds = grouping_outputs(model, data, **kw, progress=progress)
+    teacher = probs.argmax(-1)
     labels = torch.tensor(data.labels)
     changed = [_share(a != b) for a, b in zip(preds, preds[1:], strict=False)]
     accs = [_share(p == labels) for p in preds]
+    extra = _partner_checks(model, data, cfg, kw)
+    if cfg.serve_window is not None:
+        served = served_predictions(model, states, teacher, cfg.serve_window, **kw)
+        extra["served"] = {"window": cfg.serve_window, **_summary(served, teacher, labels)}
     return EvalReport(
         task=task or model.config.task or data.source,
         backbone=model.config.backbone_path or model.view.model_type,
@@ -117,8 +122,58 @@ def evaluate(
         bound=model.config.speedup_bound,
         trainable_params=model.num_trainable(),
         num_examples=len(data),
-        extra=_partner_checks(model, data, cfg, kw),
+        extra=extra,
     )
+
+
+def _summary(preds: list[Tensor], teacher: Tensor, labels: Tensor) -> dict[str, float | None]:
+    """Accuracy mean and std, agreement and partner sensitivity of per-grouping predictions."""
+    accs = [_share(p == labels) for p in preds]
+    changed = [_share(a != b) for a, b in zip(preds, preds[1:], strict=False)]
+    return {
+        "accuracy_mean": statistics.fmean(accs),
+        "accuracy_std": statistics.pstdev(accs),
+        "agreement": statistics.fmean(_share(p == teacher) for p in preds),
+        "partner_sensitivity": statistics.fmean(changed) if changed else None,
+    }
+
+
+def served_predictions(
+    model: MuxModel,
+    states: Prefilled,
+    teacher: Tensor,
+    window: int,
+    *,
+    groupings: int = 10,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_length: int | None = None,
+) -> list[Tensor]:
+    """One prediction tensor (M,) per grouping, with groups drawn as `revmux serve` draws them.
+
+    Grouping r takes the rows in the random arrival order `grouping_permutation(M, seed + r)`, cuts it into
+    windows of `window` requests (the server's batch) and, in each window, groups requests of similar
+    token counts: the window sorted longest first, consecutive runs of N the groups, the window's last
+    (size mod N) rows at N = 1, as the server runs them. `states` and `teacher` come from `grouping_outputs`.
+    """
+    del max_length  # the states are already cut
+    if window < 1:
+        raise ConfigError(f"--serve-window must be an integer >= 1, got {window!r}.")
+    view, N = model.view, model.n
+    M = teacher.shape[0]
+    lengths = states.mask.sum(1)
+    preds: list[Tensor] = []
+    with torch.inference_mode():
+        for r in range(groupings):
+            pred = teacher.clone()
+            for arrivals in grouping_permutation(M, seed + r).split(window):
+                sorted_rows = arrivals[torch.argsort(lengths[arrivals], descending=True, stable=True)]
+                whole = sorted_rows[: (len(sorted_rows) // N) * N] if N > 1 else sorted_rows[:0]
+                predict_grouping(
+                    model, lambda idx: states.rows(view, idx.to(view.device)), whole, batch_size * N, pred
+                )
+            preds.append(pred)
+    return preds
 
 
 def _partner_checks(model: MuxModel, data: TaskData, cfg: EvalConfig, kw: dict[str, Any]) -> dict[str, Any]:

@@ -68,10 +68,18 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
+    length_grouped: float = field(
+        default=0.0,
+        metadata=_help(
+            "share of steps whose groups join requests of similar length, as `revmux serve` groups a batch "
+            "(the other steps: random groups)"
+        ),
+    )
     augment: list[str] | None = field(
         default=None,
         metadata=_help(
-            "teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs); '' for none "
+            "teacher-labelled augmentations of the training rows: crop, dropout, concat (single texts), repair "
+            "(pairs); '' for none "
             "(default: crop,dropout for sentence pairs, none for single sentences)"
         ),
     )
@@ -126,6 +134,9 @@ class TrainConfig:
                 raise bad(name, "a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "> 0")
+        lg = self.length_grouped
+        if not isinstance(lg, (int, float)) or isinstance(lg, bool) or not 0 <= lg <= 1:
+            raise bad("length_grouped", "a share in [0, 1]")
         if not self.warmup_fraction < 1:
             raise bad("warmup_fraction", "in [0, 1)")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
@@ -134,13 +145,13 @@ class TrainConfig:
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):
             self.augment = [a.strip() for a in self.augment.split(",") if a.strip()]
-        known = ("crop", "dropout", "repair")  # revmux.train.extra.AUGMENTATIONS
+        known = ("crop", "dropout", "concat", "repair")  # revmux.train.extra.AUGMENTATIONS
         if self.augment is not None and (
             not isinstance(self.augment, list) or any(a not in known for a in self.augment)
         ):
             raise bad("augment", "a comma-separated list of " + ", ".join(known) + " (or '' for none)")
         if self.augment_copies and self.augment == []:
-            raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, repair).")
+            raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, concat, repair).")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
         for name in ("pca_init", "use_cache"):
@@ -206,7 +217,7 @@ class TrainConfig:
 PAIR_AUGMENT = ["crop", "dropout"]
 """The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0, "length_grouped": 0.0}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 
