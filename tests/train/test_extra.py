@@ -84,25 +84,8 @@ def test_augmented_rows_are_unlabeled_derived_and_deterministic():
     assert all(p in data.pairs for _, p in repaired)
 
 
-def test_concat_joins_each_row_with_another_rows_text():
-    texts = [f"phrase {i} alpha" for i in range(5)]
-    data = TaskData(texts, None, [0, 1, 0, 1, 0], NAMES, "toy")
-    out = augment(data, ["concat"], copies=2, seed=1)
-    assert len(out) == 10 and out.labels == [UNLABELED] * 10 and out.pairs is None
-    for i, joined in enumerate(out.texts):
-        own = texts[i % 5]
-        assert joined.startswith(own + " ")  # the row first, then one other row, whole
-        assert joined[len(own) + 1 :] in texts and joined[len(own) + 1 :] != own
-    assert out == augment(data, ["concat"], copies=2, seed=1)
-    assert augment(TaskData(["only row"], None, [0], NAMES, "one"), ["concat"], copies=1).texts == [
-        "only row only row"
-    ]
-
-
 def test_augment_rejects_bad_settings():
     single = TaskData(["a b c"], None, [0], NAMES, "s")
-    with pytest.raises(ConfigError, match="concat joins single texts"):
-        augment(_pairs(), ["concat"], copies=1)
     with pytest.raises(ConfigError, match="needs a pair task"):
         augment(single, ["repair"], copies=1)
     with pytest.raises(ConfigError, match="unknown augmentation 'shuffle'"):

@@ -78,8 +78,7 @@ class TrainConfig:
     augment: list[str] | None = field(
         default=None,
         metadata=_help(
-            "teacher-labelled augmentations of the training rows: crop, dropout, concat (single texts), repair "
-            "(pairs); '' for none "
+            "teacher-labelled augmentations of the training rows: crop, dropout, repair (pairs); '' for none "
             "(default: crop,dropout for sentence pairs, none for single sentences)"
         ),
     )
@@ -145,13 +144,13 @@ class TrainConfig:
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):
             self.augment = [a.strip() for a in self.augment.split(",") if a.strip()]
-        known = ("crop", "dropout", "concat", "repair")  # revmux.train.extra.AUGMENTATIONS
+        known = ("crop", "dropout", "repair")  # revmux.train.extra.AUGMENTATIONS
         if self.augment is not None and (
             not isinstance(self.augment, list) or any(a not in known for a in self.augment)
         ):
             raise bad("augment", "a comma-separated list of " + ", ".join(known) + " (or '' for none)")
         if self.augment_copies and self.augment == []:
-            raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, concat, repair).")
+            raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, repair).")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
         for name in ("pca_init", "use_cache"):

@@ -3,8 +3,7 @@
 What it is: the student is distilled from a frozen teacher, so any text of the task's kind is training
 data once the teacher has labelled it. `read_unlabeled` reads such text (`revmux train --unlabeled FILE`:
 one text per line, a tab between the two sentences of a pair task, or a .csv/.tsv/.jsonl column);
-`augment` derives new rows from the training rows: span crops, word dropout, for single sentences
-joining a row with another row (longer text than short-phrase training sets hold) and, for pair tasks,
+`augment` derives new rows from the training rows: span crops, word dropout and, for pair tasks,
 re-pairing a first sentence with another row's second. Every row made here is `UNLABELED`: the
 trainer takes its label from the teacher's logits (revmux.train.cache), never from a gold column.
 What it is not: a tokenizer-level augmenter, or a source of evaluation data.
@@ -22,7 +21,7 @@ from pathlib import Path
 from revmux.data import UNLABELED, TaskData
 from revmux.errors import ConfigError, DataError
 
-AUGMENTATIONS = ("crop", "dropout", "concat", "repair")
+AUGMENTATIONS = ("crop", "dropout", "repair")
 CROP_KEEP = (0.5, 0.9)  # share of words a span crop keeps, uniform in this range
 DROPOUT_P = 0.15  # chance of dropping each word (at least one word stays)
 
@@ -72,9 +71,8 @@ def augment(data: TaskData, kinds: Sequence[str], copies: int, *, seed: int = 0)
     """`copies` new rows per row of `data`, each from one of `kinds` (taken in turn), all UNLABELED.
 
     crop: a random contiguous span of 50-90% of the words (each sentence of a pair cropped on its own);
-    dropout: each word dropped with probability 0.15; concat (single sentences only): the row's text
-    followed by the text of another random row; repair (pair tasks only): the row's first sentence with
-    the second sentence of another random row. Deterministic for `seed`; rows that come out
+    dropout: each word dropped with probability 0.15; repair (pair tasks only): the row's first sentence
+    with the second sentence of another random row. Deterministic for `seed`; rows that come out
     identical to their source are kept (the teacher's label is still the right target).
     """
     bad = [k for k in kinds if k not in AUGMENTATIONS]
@@ -89,15 +87,9 @@ def augment(data: TaskData, kinds: Sequence[str], copies: int, *, seed: int = 0)
             [], [] if data.is_pair else None, [], list(data.label_names), data.source + " [augmented]"
         )
     if not kinds:
-        raise ConfigError(
-            "--augment-copies > 0 needs at least one --augment kind (crop, dropout, concat, repair)."
-        )
+        raise ConfigError("--augment-copies > 0 needs at least one --augment kind (crop, dropout, repair).")
     if "repair" in kinds and not data.is_pair:
         raise ConfigError("--augment repair re-pairs sentences: it needs a pair task (mrpc, rte, qnli).")
-    if "concat" in kinds and data.is_pair:
-        raise ConfigError(
-            "--augment concat joins single texts: pair tasks take crop, dropout or repair instead."
-        )
     rng = random.Random(seed * 7919 + 17)
     texts: list[str] = []
     pairs: list[str] | None = [] if data.is_pair else None
@@ -110,10 +102,10 @@ def augment(data: TaskData, kinds: Sequence[str], copies: int, *, seed: int = 0)
                 a, b = _crop(a, rng), None if b is None else _crop(b, rng)
             elif kind == "dropout":
                 a, b = _dropout(a, rng), None if b is None else _dropout(b, rng)
-            elif kind == "concat":
-                a = f"{a} {data.texts[_other(i, len(data), rng)]}"
             else:  # repair
-                b = data.pairs[_other(i, len(data), rng)]  # type: ignore[index]
+                j = rng.randrange(len(data) - 1) if len(data) > 1 else 0
+                j += j >= i and len(data) > 1
+                b = data.pairs[j]  # type: ignore[index]
             texts.append(a)
             if pairs is not None:
                 pairs.append(b)  # type: ignore[arg-type]
@@ -143,14 +135,6 @@ def with_extra(data: TaskData, *extra: TaskData) -> TaskData:
 
 
 # ----------------------------------------------------------------------------------------------- internals
-
-
-def _other(i: int, n: int, rng: random.Random) -> int:
-    """A random row index other than `i` (`i` itself when there is only one row)."""
-    if n < 2:
-        return i
-    j = rng.randrange(n - 1)
-    return j + (j >= i)
 
 
 def _crop(text: str, rng: random.Random) -> str:
