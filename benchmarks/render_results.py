@@ -450,31 +450,48 @@ def selection_section(path: Path) -> list[str]:
         return ["_No recipe selection yet: run `benchmarks/select_recipe.py`._", ""]
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     out: list[str] = []
-    for (task, n, k, train_rows, select_rows, min_words), group in itertools.groupby(
+    for (task, n, k, train_rows, select_rows, min_words, seed), group in itertools.groupby(
         rows,
         key=lambda r: (
-            r["task"], r["n"], r["k"], r["train_rows"], r["select_rows"], r.get("select_min_words", 0)
+            r["task"], r["n"], r["k"], r["train_rows"], r["select_rows"], r.get("select_min_words", 0),
+            r.get("seed", 0),
         ),
     ):  # fmt: skip
         group = list(group)
         long_rows = f" of at least {min_words} words (sentence length)" if min_words else ""
+        long_rows += f", training seed {seed} (its own slice)" if seed else ""
+        served = any(r.get("served") for r in group)
         out += [
             f"{task}, N={n}, k={k}: {train_rows:,} labelled rows (the recipe's hold-out of 5% among them; augmented "
             f"rows come on top), scored on {select_rows:,} other rows of the train split{long_rows} over "
             f"{group[0].get('groupings', 3)} groupings; machine {group[0]['machine']}, date {group[0]['date']}.",
             "",
             "| candidate | recipe + overrides | acc | teacher | drop | agreement | partner sens. | best epoch | "
-            "train time |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "train time |" + (" served: drop / agreement / partner sens. |" if served else ""),
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---|" if served else ""),
         ]
         for r in group:
             over = ";".join(f"{key}={v}" for key, v in r["overrides"].items())
+            sv = r.get("served")
+            cell = (
+                f" {100 * (r['teacher_accuracy'] - sv['accuracy_mean']):.2f} pts / {100 * sv['agreement']:.1f}% / "
+                f"{100 * (sv['partner_sensitivity'] or 0):.1f}% |"
+                if sv
+                else (" - |" if served else "")
+            )
             out.append(
                 f"| {r['candidate']} | `{r['recipe']}{':' if over else ''}{over}` | {100 * r['accuracy']:.2f}% "
                 f"| {100 * r['teacher_accuracy']:.2f}% | {r['drop_pts']:.2f} pts | {100 * r['agreement']:.1f}% "
                 f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['best_epoch']}/{r['epochs']} "
-                f"| {r['seconds'] / 60:.1f} min |"
+                f"| {r['seconds'] / 60:.1f} min |{cell}"
             )
+        if served:
+            out += [
+                "",
+                f"Served: the same rows grouped as `revmux serve` groups them (arrival windows of "
+                f"{next(r['served']['window'] for r in group if r.get('served'))} requests, similar lengths "
+                "together in each: `--serve-window`).",
+            ]
         if (task, n) != ("sst2", 2) or not any(
             r["recipe"] == "demo-4ep" for r in group
         ):  # not the first round

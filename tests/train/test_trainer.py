@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch import Tensor
 from typer.testing import CliRunner
 
 from revmux.cli import app
@@ -175,7 +174,6 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
         ("kind", "mixer", "--mux must be one of"),
         ("max_train_rows", 1, "--max-train-rows must be an integer >= 2 or unset"),
         ("use_cache", "yes", "--cache must be true or false"),
-        ("length_grouped", 1.5, r"--length-grouped must be a share in \[0, 1\]"),
     ],
 )
 def test_config_errors_name_the_flag(field, value, message):
@@ -442,29 +440,3 @@ def test_the_hold_out_and_row_cap_do_not_depend_on_the_seed():
     assert splits[0] == splits[1] == splits[2]  # seeds differ in init and order only: one cache serves all
     fit, held = splits[0]
     assert len(fit) + len(held) == 300 and not set(fit) & set(held)
-
-
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_length_grouped_steps_group_rows_of_similar_length(view, data, tmp_path, monkeypatch, use_cache):
-    """--length-grouped 0.5: every other step sorts its rows by token count before cutting groups (as the
-    server's batcher does); the other steps keep the random order, from the cache and live alike."""
-    from revmux.train import cache as cache_mod
-
-    seen: list[tuple[Tensor, Tensor]] = []
-    for cls in (cache_mod.PrefillCache, cache_mod.LivePrefill):
-        real = cls.batch
-
-        def spy(self, rows, _real=real):
-            seen.append((rows.clone(), self.lengths(rows)))
-            return _real(self, rows)
-
-        monkeypatch.setattr(cls, "batch", spy)
-    config = TrainConfig(epochs=1, max_train_rows=120, length_grouped=0.5, use_cache=use_cache, **FAST)
-    train(
-        view, data, config, tmp_path / "run", backbone_path="toy", cache_root=tmp_path / "c", progress=False
-    )
-    steps = [(rows, lengths) for rows, lengths in seen if len(rows) == 2 * FAST["batch_groups"]]
-    assert len(steps) >= 4
-    for s, (_, lengths) in enumerate(steps[:4]):
-        descending = bool((lengths[:-1] >= lengths[1:]).all())
-        assert descending == (s % 2 == 1), f"step {s}"

@@ -116,11 +116,6 @@ class PrefillCache:
         """Seconds the build took when it was written (also when this call only loaded it)."""
         return float(self.meta["build_seconds"])
 
-    def lengths(self, rows: Tensor) -> Tensor:
-        """(len(rows),) token count of each row."""
-        idx = rows.detach().cpu().numpy().astype(np.int64)
-        return torch.from_numpy(np.asarray(self.masks[idx]).sum(1).astype(np.int64))
-
     def batch(self, rows: Tensor) -> Batch:
         """(LayerState, teacher reps, teacher logits, labels) for `rows` on the view's device: states in the
         backbone's dtype (fp32 unless it runs in bf16/fp16), the rest in fp32.
@@ -156,11 +151,6 @@ class LivePrefill:
     def labels(self) -> np.ndarray:
         """(M,) gold labels of every row, as `PrefillCache.labels`."""
         return np.asarray(self.data.labels, dtype=np.int64)
-
-    def lengths(self, rows: Tensor) -> Tensor:
-        """(len(rows),) token count of each row (tokenized only)."""
-        sub = self.data.subset(rows.tolist())
-        return tokenize(self.view.tokenizer, sub, self.max_length)["attention_mask"].sum(1)
 
     @torch.no_grad()
     def batch(self, rows: Tensor) -> Batch:

@@ -68,13 +68,6 @@ class TrainConfig:
             "weight of the MSE to the teacher's final states at the read positions (/ their variance)"
         ),
     )
-    length_grouped: float = field(
-        default=0.0,
-        metadata=_help(
-            "share of steps whose groups join requests of similar length, as `revmux serve` groups a batch "
-            "(the other steps: random groups)"
-        ),
-    )
     augment: list[str] | None = field(
         default=None,
         metadata=_help(
@@ -133,9 +126,6 @@ class TrainConfig:
                 raise bad(name, "a finite number >= 0")
         if self.lr <= 0:
             raise bad("lr", "> 0")
-        lg = self.length_grouped
-        if not isinstance(lg, (int, float)) or isinstance(lg, bool) or not 0 <= lg <= 1:
-            raise bad("length_grouped", "a share in [0, 1]")
         if not self.warmup_fraction < 1:
             raise bad("warmup_fraction", "in [0, 1)")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
@@ -216,7 +206,7 @@ class TrainConfig:
 PAIR_AUGMENT = ["crop", "dropout"]
 """The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0, "length_grouped": 0.0}
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 

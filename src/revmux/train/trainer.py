@@ -347,11 +347,7 @@ def _train_epoch(
     steps: int,
     on_step: Callable[[float, float], None],
 ) -> dict[str, Any]:
-    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows.
-
-    A share `config.length_grouped` of the steps (spread evenly) sorts its rows by length before cutting
-    them into groups, as the server's length-aware batcher does; the others keep the random groups.
-    """
+    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows."""
     model.train()
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
@@ -360,8 +356,6 @@ def _train_epoch(
     for s in range(steps):
         rows = perm[s * R : (s + 1) * R]
         rows = rows[: len(rows) - len(rows) % N]
-        if int((s + 1) * config.length_grouped) > int(s * config.length_grouped):  # as serve groups a batch
-            rows = rows[torch.argsort(source.lengths(rows), descending=True, stable=True)]
         state, t_reps, t_logits, labels = source.batch(rows)
         labels = teacher_targets(labels, t_logits)  # unlabeled rows: the teacher's
         out = model.forward_from_prefill(
