@@ -17,7 +17,14 @@ from revmux.model import MuxModel
 from revmux.train import TrainConfig, select_rows, train
 from revmux.train.cache import LivePrefill
 from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
-from revmux.train.trainer import LOG_NAME, _generator, _prepare_rows, _scheduler, holdout_accuracy
+from revmux.train.trainer import (
+    LOG_NAME,
+    _generator,
+    _prepare_rows,
+    _scheduler,
+    holdout_accuracy,
+    holdout_scores,
+)
 from tests.train import one_thread, toy_task, toy_view
 
 FAST = {"n": 2, "k": 1, "batch_groups": 8, "max_length": 32, "lr": 3e-3, "min_steps": 0}
@@ -81,7 +88,9 @@ def test_checkpoint_per_epoch_and_log(run):
     assert [h["holdout_accuracy"] for h in log["history"]] == [h["holdout_accuracy"] for h in result.history]
     for key in ("train_seconds", "cache_build_seconds", "examples_per_s", "trainable_params"):
         assert log[key] > 0, key
-    assert result.best_holdout_accuracy == max(h["holdout_accuracy"] for h in result.history)
+    agreements = [h["holdout_agreement"] for h in result.history]  # the default picks by agreement
+    assert result.best_epoch == max(i + 1 for i, a in enumerate(agreements) if a == max(agreements))
+    assert result.best_holdout_accuracy == result.history[result.best_epoch - 1]["holdout_accuracy"]
 
 
 def test_root_adapter_is_the_best_checkpoint_and_reloads_identically(run, view, data):
@@ -144,19 +153,40 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
     with torch.no_grad():
         for p in model.mux.parameters():
             p.normal_(0.0, 0.3)
-    source = LivePrefill(view, 1, data.subset(range(45)), 32)  # odd: every grouping has a leftover
+    rows = data.subset(range(45))  # odd: every grouping has a leftover
+    flipped = [1 - y if i % 3 == 0 else y for i, y in enumerate(rows.labels)]  # gold != teacher somewhere
+    source = LivePrefill(view, 1, TaskData(rows.texts, None, flipped, rows.label_names, "flipped"), 32)
     config = TrainConfig(**{**FAST, "batch_groups": 4})
-    expected = []
+    expected, agreed = [], []
     with torch.no_grad():
         for r in range(2):
             perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
-            correct = 0
+            correct = same = 0
             for rows in perm.split(config.rows_per_step):
-                state, _, _, labels = source.batch(rows)
+                state, _, t_logits, labels = source.batch(rows)
                 logits = model.forward_from_prefill(state, order=torch.arange(len(rows))).logits
                 correct += int((logits.argmax(-1) == labels).sum())
+                same += int((logits.argmax(-1) == t_logits.argmax(-1)).sum())
             expected.append(correct / len(source))
+            agreed.append(same / len(source))
     assert holdout_accuracy(model, source, config, groupings=2) == sum(expected) / 2
+    assert holdout_scores(model, source, config, groupings=2) == (sum(expected) / 2, sum(agreed) / 2)
+    assert sum(agreed) != sum(expected)  # two measures: the teacher is not always right
+
+
+def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, data, tmp_path):
+    config = TrainConfig(epochs=3, max_train_rows=120, select_on="agreement", **FAST)
+    result = train(
+        view, data, config, tmp_path / "r", backbone_path="toy", cache_root=tmp_path / "c", progress=False
+    )
+    agreements = [h["holdout_agreement"] for h in result.history]
+    best = max(agreements)
+    assert result.best_epoch == max(i + 1 for i, a in enumerate(agreements) if a == best)
+    assert result.best_holdout_accuracy == result.history[result.best_epoch - 1]["holdout_accuracy"]
+    log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
+    assert log["best_holdout_agreement"] == best and log["config"]["select_on"] == "agreement"
+    with pytest.raises(ConfigError, match="--select-on must be 'accuracy' or 'agreement'"):
+        TrainConfig(select_on="loss")
 
 
 @pytest.mark.parametrize(
@@ -235,7 +265,7 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
     args += ["--n", "2", "--mux", "revmux", "--out", str(out), "--config", str(tmp_path / "run.yaml")]
     result = CliRunner().invoke(app, [*args, "--epochs", "1", "--min-steps", "0"])
     assert result.exit_code == 0, result.output
-    assert "best epoch 1 of 1" in result.output and str(out) in result.output
+    assert "kept epoch 1 of 1" in result.output and str(out) in result.output
     log = json.loads((out / LOG_NAME).read_text())
     assert log["config"]["epochs"] == 1 and log["config"]["batch_groups"] == 8 and log["task"] == "train"
     assert MuxModel.from_pretrained(out).config.backbone_path == str(teacher.resolve())
@@ -440,3 +470,34 @@ def test_the_hold_out_and_row_cap_do_not_depend_on_the_seed():
     assert splits[0] == splits[1] == splits[2]  # seeds differ in init and order only: one cache serves all
     fit, held = splits[0]
     assert len(fit) + len(held) == 300 and not set(fit) & set(held)
+
+
+def test_resume_with_another_select_on_repicks_from_the_saved_checkpoints(view, data, tmp_path):
+    """A finished run resumed with --select-on agreement keeps the epoch that measure picks, scoring from
+    its checkpoint each saved epoch that lacks it (runs saved before it was logged), without training."""
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "c", "progress": False}
+    config = TrainConfig(epochs=3, max_train_rows=120, **FAST)
+    first = train(view, data, config, tmp_path / "r", **kw)
+    logged = [h.pop("holdout_agreement") for h in first.history]
+    state_file = tmp_path / "r" / "checkpoints" / "epoch-3" / STATE_NAME
+    doc = json.loads(state_file.read_text())
+    for h in doc["history"]:
+        del h["holdout_agreement"]  # as a run saved before agreement was logged
+    state_file.write_text(json.dumps(doc))
+    again = train(
+        view,
+        data,
+        TrainConfig(**{**config.to_dict(), "select_on": "agreement"}),
+        tmp_path / "r",
+        resume=True,
+        **kw,
+    )
+    scored = [h["holdout_agreement"] for h in again.history]
+    assert scored == pytest.approx(logged, abs=1e-9)
+    assert [h["seconds"] for h in again.history] == [h["seconds"] for h in first.history]  # nothing retrained
+    assert again.best_epoch == max(i + 1 for i, a in enumerate(scored) if a == max(scored))
+    published = load_file(tmp_path / "r" / WEIGHTS_NAME)
+    kept = load_file(tmp_path / "r" / "checkpoints" / f"epoch-{again.best_epoch}" / WEIGHTS_NAME)
+    assert all(torch.equal(published[k], kept[k]) for k in kept)
+    log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
+    assert log["config"]["select_on"] == "agreement" and log["best_epoch"] == again.best_epoch

@@ -176,8 +176,11 @@ def train_cmd(
         )  # fmt: skip
     except RevmuxError as exc:
         fail(exc)
+    agreement = result.history[result.best_epoch - 1].get("holdout_agreement")  # absent in older runs
+    agreed = "" if agreement is None else f", agreement with the teacher {agreement:.2%}"
     console.print(
-        f"best epoch {result.best_epoch} of {result.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}; "
+        f"kept epoch {result.best_epoch} of {result.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}"
+        f"{agreed}; "
         f"train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
         f"{result.trainable_params:,} adapter parameters; adapter saved to {result.out_dir}"
     )

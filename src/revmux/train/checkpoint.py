@@ -31,6 +31,7 @@ from revmux.train.config import TrainConfig
 
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
+SELECTION_ONLY = {"select_on"}  # fields that pick the epoch kept without changing training: free on resume
 RESUME_FIX = "Delete that checkpoint directory to resume from the epoch before, or train into a new --out."
 _STATE_KEYS = (
     "epoch", "step", "best_epoch", "best_metric", "history", "config", "fingerprint", "optimizer_param_groups",
@@ -100,7 +101,7 @@ def resumable(checkpoint: Path, config: TrainConfig, fingerprint: dict[str, str]
     if absent:
         raise CheckpointError(f"trainer state {checkpoint / STATE_NAME} lacks {absent}. {RESUME_FIX}")
     saved, now = saved_config(doc["config"]), config.to_dict()
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    differ = sorted(k for k in (set(saved) | set(now)) - SELECTION_ONLY if saved.get(k) != now.get(k))
     if differ:
         detail = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in differ)
         raise ConfigError(

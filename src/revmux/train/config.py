@@ -83,6 +83,13 @@ class TrainConfig:
     max_train_rows: int | None = field(default=None, metadata=_help("train on a stratified subset this size"))
     holdout_fraction: float = field(default=0.05, metadata=_help("share of train held out for selection"))
     holdout_max_rows: int = field(default=1000, metadata=_help("cap on the hold-out's rows"))
+    select_on: str = field(
+        default="agreement",
+        metadata=_help(
+            "hold-out measure that picks the epoch kept: accuracy (gold labels; the first best epoch) or "
+            "agreement (with the teacher's answers; ties keep the later epoch)"
+        ),
+    )
     seed: int = field(
         default=0, metadata=_help("seed of init and groupings (the rows held out do not depend on it)")
     )
@@ -130,6 +137,8 @@ class TrainConfig:
             raise bad("warmup_fraction", "in [0, 1)")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
             raise bad("holdout_fraction", "in (0, 1)")
+        if self.select_on not in ("accuracy", "agreement"):
+            raise bad("select_on", "'accuracy' or 'agreement'")
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):
@@ -206,7 +215,7 @@ class TrainConfig:
 PAIR_AUGMENT = ["crop", "dropout"]
 """The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0}
+BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0, "select_on": "accuracy"}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 

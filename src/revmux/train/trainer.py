@@ -12,6 +12,7 @@ What it is not: teacher fine-tuning (`revmux.train.finetune`), evaluation on the
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
-from revmux.checkpoint import write_json
+from revmux.checkpoint import load_adapter_weights, write_json
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
@@ -137,6 +138,8 @@ def train(
     scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
     if latest is not None and resumed is not None:
         state = restore(latest, resumed, model, optimizer, scheduler)
+        scratch = functools.partial(_new_model, view, config, backbone_path, task, prompt)
+        _repick(state, config, sources[1], scratch, out_dir)  # --select-on may differ from the saved run's
         publish_best(out_dir, state.best_epoch)  # in case the interruption came between the two
     else:
         state = RunState()
@@ -150,7 +153,7 @@ def train(
     return TrainResult(
         out_dir=out_dir,
         best_epoch=state.best_epoch,
-        best_holdout_accuracy=state.best_metric,
+        best_holdout_accuracy=state.history[state.best_epoch - 1]["holdout_accuracy"],
         history=state.history,
         epochs=epochs,
         train_seconds=seconds,
@@ -221,12 +224,12 @@ def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int |
                 on_step,
             )
             t0 = time.perf_counter()
-            accuracy = holdout_accuracy(run.model, run.sources[1], c)
-            stats |= {"holdout_accuracy": accuracy, "eval_seconds": time.perf_counter() - t0}
+            accuracy, agreement = holdout_scores(run.model, run.sources[1], c)
+            stats |= {"holdout_accuracy": accuracy, "holdout_agreement": agreement}
+            stats["eval_seconds"] = time.perf_counter() - t0
             state.epoch, state.step = epoch, state.step + run.steps_per_epoch
             state.history.append({"epoch": epoch, **stats})
-            if accuracy > state.best_metric:
-                state.best_epoch, state.best_metric = epoch, accuracy
+            state.best_epoch, state.best_metric = best_epoch(state.history, c.select_on)
             save_checkpoint(run.out_dir, run.model, run.optimizer, run.scheduler, state, c, run.fingerprint)
             publish_best(run.out_dir, state.best_epoch)
             _write_log(run.out_dir, run.info, state)
@@ -234,28 +237,77 @@ def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int |
                 break
 
 
-@torch.no_grad()
+def best_epoch(history: list[dict[str, Any]], select_on: str) -> tuple[int, float]:
+    """(epoch kept, its measure): the first epoch of best hold-out accuracy, or the last of best agreement
+    with the teacher (`select_on`); (0, -1.0) for an empty history."""
+    best, metric = 0, -1.0
+    for h in history:
+        value = h[f"holdout_{select_on}"]
+        if value > metric or (select_on == "agreement" and value == metric):
+            best, metric = h["epoch"], value
+    return best, metric
+
+
+def _repick(
+    state: RunState,
+    config: TrainConfig,
+    held: PrefillCache | LivePrefill,
+    new_model: Callable[[], MuxModel],
+    out_dir: Path,
+) -> None:
+    """On resume: score the saved epochs that lack `config.select_on`'s hold-out measure (runs saved before
+    agreement was logged, or under another --select-on) from their checkpoints, then keep the best epoch
+    by it. Training does not depend on the measure, so the result is the run `config` would have made."""
+    key = f"holdout_{config.select_on}"
+    scratch = None
+    for h in state.history:
+        if key not in h:
+            scratch = scratch or new_model()
+            checkpoint = out_dir / "checkpoints" / f"epoch-{h['epoch']}"
+            scratch.mux.load_state_dict(load_adapter_weights(checkpoint, scratch.mux))
+            accuracy, agreement = holdout_scores(scratch, held, config)
+            h.setdefault("holdout_accuracy", accuracy)
+            h["holdout_agreement"] = agreement
+    state.best_epoch, state.best_metric = best_epoch(state.history, config.select_on)
+
+
 def holdout_accuracy(
     model: MuxModel,
     source: PrefillCache | LivePrefill,
     config: TrainConfig,
     groupings: int = HOLDOUT_GROUPINGS,
 ) -> float:
-    """Accuracy on `source` averaged over `groupings` random groupings with fixed seeds (same every epoch),
-    through evaluation's grouping loop (`revmux.evaluate.predict_grouping`)."""
+    """Accuracy on `source` averaged over `groupings` random groupings (`holdout_scores`'s first)."""
+    return holdout_scores(model, source, config, groupings)[0]
+
+
+@torch.no_grad()
+def holdout_scores(
+    model: MuxModel,
+    source: PrefillCache | LivePrefill,
+    config: TrainConfig,
+    groupings: int = HOLDOUT_GROUPINGS,
+) -> tuple[float, float]:
+    """(accuracy on the gold labels, agreement with the teacher's answers) on `source`, each averaged over
+    `groupings` random groupings with fixed seeds (the same every epoch), through evaluation's grouping
+    loop (`revmux.evaluate.predict_grouping`)."""
     from revmux.evaluate import predict_grouping  # the grouping loop of `revmux eval`
 
     was_training = model.training
     model.eval()
     labels = torch.as_tensor(source.labels, dtype=torch.long)
-    accuracies = []
+    teacher = torch.cat(
+        [source.batch(rows)[2].argmax(-1).cpu() for rows in torch.arange(len(source)).split(256)]
+    )
+    accuracies, agreements = [], []
     for r in range(groupings):
         perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
         pred = torch.full_like(labels, -1)
         predict_grouping(model, lambda rows: source.batch(rows)[0], perm, config.rows_per_step, pred)
         accuracies.append(int((pred == labels).sum()) / len(source))
+        agreements.append(int((pred == teacher).sum()) / len(source))
     model.train(was_training)
-    return sum(accuracies) / len(accuracies)
+    return sum(accuracies) / groupings, sum(agreements) / groupings
 
 
 @torch.no_grad()
@@ -399,7 +451,12 @@ def _write_log(out_dir: Path, info: dict[str, Any], state: RunState) -> float:
         "epochs_completed": state.epoch,
         "history": state.history,
         "best_epoch": state.best_epoch,
-        "best_holdout_accuracy": state.best_metric,
+        "best_holdout_accuracy": state.history[state.best_epoch - 1]["holdout_accuracy"]
+        if state.best_epoch
+        else None,
+        "best_holdout_agreement": state.history[state.best_epoch - 1].get("holdout_agreement")
+        if state.best_epoch
+        else None,
         "train_seconds": seconds,
         "examples_per_s": examples / train_only if train_only else 0.0,
     }
