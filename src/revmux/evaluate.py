@@ -99,11 +99,13 @@ def evaluate(
     states, probs, preds = grouping_outputs(model, data, **kw, progress=progress)
     teacher = probs.argmax(-1)
     labels = torch.tensor(data.labels)
-    changed = [_share(a != b) for a, b in zip(preds, preds[1:], strict=False)]
-    accs = [_share(p == labels) for p in preds]
+    measures = _summary(preds, teacher, labels)
     extra = _partner_checks(model, data, cfg, kw)
     if cfg.serve_window is not None:
-        served = served_predictions(model, states, teacher, cfg.serve_window, **kw)
+        served = served_predictions(
+            model, states, teacher, cfg.serve_window, groupings=cfg.groupings, batch_size=cfg.batch_size,
+            seed=cfg.seed,
+        )  # fmt: skip
         extra["served"] = {"window": cfg.serve_window, **_summary(served, teacher, labels)}
     return EvalReport(
         task=task or model.config.task or data.source,
@@ -112,11 +114,11 @@ def evaluate(
         n=model.n,
         k=model.k,
         groupings=cfg.groupings,
-        accuracy_mean=statistics.fmean(accs),
-        accuracy_std=statistics.pstdev(accs),
+        accuracy_mean=measures["accuracy_mean"],
+        accuracy_std=measures["accuracy_std"],
         teacher_accuracy=_share(teacher == labels),
-        agreement=statistics.fmean(_share(p == teacher) for p in preds),
-        partner_sensitivity=statistics.fmean(changed) if changed else None,
+        agreement=measures["agreement"],
+        partner_sensitivity=measures["partner_sensitivity"],
         per_class_accuracy=_per_class(preds, labels, data.label_names),
         teacher_per_class_accuracy=_per_class([teacher], labels, data.label_names),
         bound=model.config.speedup_bound,
@@ -147,7 +149,6 @@ def served_predictions(
     groupings: int = 10,
     batch_size: int = 64,
     seed: int = 0,
-    max_length: int | None = None,
 ) -> list[Tensor]:
     """One prediction tensor (M,) per grouping, with groups drawn as `revmux serve` draws them.
 
@@ -156,7 +157,6 @@ def served_predictions(
     token counts: the window sorted longest first, consecutive runs of N the groups, the window's last
     (size mod N) rows at N = 1, as the server runs them. `states` and `teacher` come from `grouping_outputs`.
     """
-    del max_length  # the states are already cut
     if window < 1:
         raise ConfigError(f"--serve-window must be an integer >= 1, got {window!r}.")
     view, N = model.view, model.n
