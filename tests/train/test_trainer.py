@@ -22,6 +22,7 @@ from revmux.train.trainer import (
     _generator,
     _prepare_rows,
     _scheduler,
+    best_epoch,
     holdout_accuracy,
     holdout_scores,
 )
@@ -170,8 +171,14 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
             expected.append(correct / len(source))
             agreed.append(same / len(source))
     assert holdout_accuracy(model, source, config, groupings=2) == sum(expected) / 2
-    assert holdout_scores(model, source, config, groupings=2) == (sum(expected) / 2, sum(agreed) / 2)
+    accuracy, agreement = holdout_scores(model, source, config, groupings=2)
+    assert accuracy == sum(expected) / 2 and agreement == pytest.approx(sum(agreed) / 2, abs=1e-12)
+    assert agreement * 2 * len(source) == round(agreement * 2 * len(source))  # a count: ties compare equal
     assert sum(agreed) != sum(expected)  # two measures: the teacher is not always right
+    history = [{"epoch": e, "holdout_agreement": a} for e, a in ((1, 0.5), (2, 0.75), (3, 0.75), (4, 0.5))]
+    assert best_epoch(history, "agreement") == (3, 0.75)  # ties: the later epoch
+    history = [{"epoch": e, "holdout_accuracy": a} for e, a in ((1, 0.5), (2, 0.75), (3, 0.75))]
+    assert best_epoch(history, "accuracy") == (2, 0.75)  # the first best, as before
 
 
 def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, data, tmp_path):
