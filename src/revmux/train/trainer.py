@@ -296,14 +296,18 @@ def holdout_scores(
     was_training = model.training
     model.eval()
     labels = torch.as_tensor(source.labels, dtype=torch.long)
-    teacher = torch.cat(
-        [source.batch(rows)[2].argmax(-1).cpu() for rows in torch.arange(len(source)).split(256)]
-    )
+    teacher = torch.full_like(labels, -1)  # the teacher's answers, from the same batches as the states
+
+    def states(rows: Tensor) -> LayerState:
+        state, _, t_logits, _ = source.batch(rows)
+        teacher[rows.cpu()] = t_logits.argmax(-1).cpu()
+        return state
+
     accuracies, agreed = [], 0
     for r in range(groupings):
         perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
         pred = torch.full_like(labels, -1)
-        predict_grouping(model, lambda rows: source.batch(rows)[0], perm, config.rows_per_step, pred)
+        predict_grouping(model, states, perm, config.rows_per_step, pred)
         accuracies.append(int((pred == labels).sum()) / len(source))
         agreed += int((pred == teacher).sum())
     model.train(was_training)
