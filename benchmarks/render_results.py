@@ -81,9 +81,16 @@ def attach_measured_speedups(rows: list[dict], honest: list[dict]) -> None:
             row["measured_speedup"] = run["speedup_vs_best_plain"]
 
 
-def frontier_caption(rows: list[dict], honest: list[dict]) -> list[str]:
+def default_recipes(targets: dict[str, Any]) -> list[str]:
+    """The recipes the fidelity targets judge (what `revmux train` does without flags), in targets.yaml's
+    order: the frontier figure draws each mux kind's rows of the first of them it has."""
+    names = [r for t in targets["targets"] if t["check"] == "fidelity" for r in t["recipes"]]
+    return list(dict.fromkeys(names))
+
+
+def frontier_caption(rows: list[dict], honest: list[dict], prefer: list[str]) -> list[str]:
     """What frontier.png shows, and which rows it leaves out for want of a timing."""
-    panels = frontier_panels(rows, honest, FRONTIER_BATCH)
+    panels = frontier_panels(rows, honest, FRONTIER_BATCH, prefer)
     drawn = [p for p in panels if p.series]
     if not drawn:
         return [
@@ -100,8 +107,10 @@ def frontier_caption(rows: list[dict], honest: list[dict]) -> list[str]:
     return [
         "![accuracy vs measured throughput](frontier.png)",
         "",
-        f"Each panel places a mux kind's best recipe (the one with the most timed cells, then the highest mean "
-        f"accuracy) at the requests/s its N and k measured at batch {FRONTIER_BATCH} in the honest bench "
+        "Each panel places one recipe per mux kind: the default recipe's rows where that kind has them (the "
+        f"first of {', '.join(f'`{r}`' for r in prefer)} present, so RevMUX and its baselines share a recipe), "
+        "else the kind's recipe with the most timed cells (then the highest mean accuracy). A point sits at the "
+        f"requests/s its N and k measured at batch {FRONTIER_BATCH} in the honest bench "
         "(fp32, torch; the multiplexed speed does not depend on the adapters' weights), against its own "
         "teacher; dotted lines are the plain models a user could deploy instead, timed in the same bench runs (those "
         "slower than torch fp32, such as bf16 on a CPU that emulates it, are left out)."
@@ -472,6 +481,7 @@ def selection_section(path: Path) -> list[str]:
         ]
         for r in group:
             over = ";".join(f"{key}={v}" for key, v in r["overrides"].items())
+            extra = f" + `--unlabeled {Path(r['unlabeled']).name}`" if r.get("unlabeled") else ""
             sv = r.get("served")
             cell = (
                 f" {100 * (r['teacher_accuracy'] - sv['accuracy_mean']):.2f} pts / {100 * sv['agreement']:.1f}% / "
@@ -480,7 +490,7 @@ def selection_section(path: Path) -> list[str]:
                 else (" - |" if served else "")
             )
             out.append(
-                f"| {r['candidate']} | `{r['recipe']}{':' if over else ''}{over}` | {100 * r['accuracy']:.2f}% "
+                f"| {r['candidate']} | `{r['recipe']}{':' if over else ''}{over}`{extra} | {100 * r['accuracy']:.2f}% "
                 f"| {100 * r['teacher_accuracy']:.2f}% | {r['drop_pts']:.2f} pts | {100 * r['agreement']:.1f}% "
                 f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['best_epoch']}/{r['epochs']} "
                 f"| {r['seconds'] / 60:.1f} min |{cell}"
@@ -817,13 +827,14 @@ def agreement_section(records: list[dict] | None) -> list[str]:
 
 
 def main() -> None:
+    prefer = default_recipes(load_targets(RESULTS / "targets.yaml"))
     benches = {"minilm": _load("bench_minilm.json"), "mpnet": _load("bench_mpnet.json")}
     rows, honest = _load("frontier.json"), honest_reports()
     rows = merge_seeds(rows) if rows else rows  # one row per cell: several seeds as their mean and spread
     if rows:
         attach_measured_speedups(rows, honest)  # in memory only: the inputs are never written
-        if any(p.series for p in frontier_panels(rows, honest, FRONTIER_BATCH)):
-            plot_frontier(rows, honest, Path("docs"))
+        if any(p.series for p in frontier_panels(rows, honest, FRONTIER_BATCH, prefer)):
+            plot_frontier(rows, honest, Path("docs"), prefer=prefer)
     if partners := _load("partners.json"):
         plot_fallback(partners, Path("docs"))
     bench_files = [RESULTS / f"bench_{b}.json" for b, v in benches.items() if v]
@@ -854,7 +865,7 @@ def main() -> None:
         "## Accuracy frontier (frozen teacher, adapters only)",
         "",
         *frontier_section(rows),
-        *(frontier_caption(rows, honest) if rows else []),
+        *(frontier_caption(rows, honest, prefer) if rows else []),
         "## Choosing the default recipe (on train, never dev)",
         "",
         "Candidates trained on the same rows with the same teacher and scored on rows of the TRAIN split that",

@@ -34,6 +34,7 @@ from revmux.evaluate import evaluate
 from revmux.model import MuxModel
 from revmux.recipes import load_recipe
 from revmux.train.config import TrainConfig
+from revmux.train.extra import read_unlabeled
 from revmux.train.trainer import train
 
 
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="Score a candidate's adapter already in --work-dir, untrained."
     )
+    ap.add_argument(
+        "--unlabeled",
+        default=None,
+        help="Extra text for every candidate, labelled by the teacher (one per line).",
+    )
     ap.add_argument("--candidate", action="append", required=True, help="name=recipe:field=value;...")
     ap.add_argument("--n", type=int, default=2)
     ap.add_argument("--k", type=int, default=2)
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     fit, select = slices(
         args.task, args.data_dir, args.train_rows, args.select_rows, args.seed, args.select_min_words
     )
+    extra = args.unlabeled and read_unlabeled(args.unlabeled, label_names=fit.label_names, pair=fit.is_pair)
     for spec in args.candidate:
         name, recipe, overrides = candidate(spec)
         out_dir = Path(args.work_dir) / f"{args.task}-{name}-n{args.n}-k{args.k}-s{args.seed}"
@@ -117,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
             resolved = config.to_dict()
             start = time.perf_counter()
             result = train(
-                view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False
-            )
+                view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False,
+                unlabeled=extra or None,
+            )  # fmt: skip
             best_epoch, epochs, seconds = result.best_epoch, result.epochs, time.perf_counter() - start
         model = MuxModel.from_pretrained(out_dir, view)
         report = evaluate(model, select, groupings=args.groupings, seed=1000, serve_window=args.serve_window)
         row = {
             "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
             "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
-            "select_min_words": args.select_min_words,
+            "select_min_words": args.select_min_words, "unlabeled": args.unlabeled,
             "groupings": args.groupings,
             "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
             "teacher_accuracy": report.teacher_accuracy,

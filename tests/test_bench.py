@@ -407,6 +407,14 @@ def test_plot_series_without_matplotlib():
         "ort_int8_sorted": 250.0,
     }  # no bf16
     assert rte.series == [] and rte.untimed == ["ora N=2,k=2 (default)"]  # no timing of RTE texts
+    (_, preferred) = frontier_panels(FRONTIER, reports, batch=128, prefer=["c", "b"])  # no c: b, fewer cells
+    (line,) = preferred.series
+    assert (line.label, line.x, line.y, line.notes) == (
+        "revmux (b)",
+        [200.0],
+        pytest.approx([-1.0]),
+        ["N=2,k=1"],
+    )
     assert bench_task(_honest(2, 2, task_path="/d/glue/RTE/dev.tsv")) == "rte"
     assert bench_task({"texts": "/elsewhere/mine.txt"}) is None
 

@@ -155,14 +155,18 @@ def honest_timings(reports: Sequence[dict[str, Any]], batch: int) -> dict[tuple,
 
 
 def frontier_panels(
-    rows: Sequence[dict[str, Any]], reports: Sequence[dict[str, Any]], batch: int = FRONTIER_BATCH
+    rows: Sequence[dict[str, Any]],
+    reports: Sequence[dict[str, Any]],
+    batch: int = FRONTIER_BATCH,
+    prefer: Sequence[str] = (),
 ) -> list[FrontierPanel]:
     """Panels of the frontier figure: rows placed at the requests/s their (backbone, task, N, k) measured.
 
     Timings come from `revmux bench` reports (fp32, torch backend); the multiplexed speed does not depend
     on the adapters' weights, so one timing serves every kind and recipe at that cell. Each mux kind's line
-    is its recipe with the most timed cells (then the highest mean accuracy); y = accuracy minus the row's
-    own teacher, in points (accuracies in [0, 1] are fractions, larger ones percentages).
+    is the first recipe of `prefer` (e.g. the default recipe's names) with a timed cell of that kind, else
+    its recipe with the most timed cells (then the highest mean accuracy); y = accuracy minus the row's own
+    teacher, in points (accuracies in [0, 1] are fractions, larger ones percentages).
     """
     timings = honest_timings(reports, batch)
     by_panel: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -183,9 +187,10 @@ def frontier_panels(
                 untimed.append(f"{row['mux']} N={key[0]},k={key[1]} ({row.get('recipe', 'default')})")
                 continue
             cells[(str(row["mux"]), str(row.get("recipe", "default")))][key].append((acc - teacher) * scale)
-        best: dict[str, tuple[tuple[int, float], str]] = {}
+        best: dict[str, tuple[tuple[int, int, float], str]] = {}
         for (kind, recipe), points in cells.items():
-            score = (len(points), statistics.mean(statistics.mean(v) for v in points.values()))
+            rank = len(prefer) - list(prefer).index(recipe) if recipe in prefer else 0
+            score = (rank, len(points), statistics.mean(statistics.mean(v) for v in points.values()))
             if kind not in best or score > best[kind][0]:
                 best[kind] = (score, recipe)
         series = []
@@ -253,14 +258,16 @@ def plot_frontier(
     reports: Sequence[dict[str, Any]],
     out_dir: str | Path,
     batch: int = FRONTIER_BATCH,
+    prefer: Sequence[str] = (),
 ) -> Path:
     """frontier.png: accuracy vs teacher (points) against measured requests/s, one panel per backbone and task
     with timings, each mux kind's best recipe as one line and the plain variants as vertical reference lines.
 
     `frontier_file` is a frontier JSON file or its rows already loaded; `reports` are `revmux bench` reports
-    (fp32) of the same backbones and tasks. DataError when no row has a timing."""
+    (fp32) of the same backbones and tasks; `prefer`: recipe names drawn first (`frontier_panels`). DataError
+    when no row has a timing."""
     rows = load_frontier(frontier_file) if isinstance(frontier_file, (str, Path)) else list(frontier_file)
-    panels = [p for p in frontier_panels(rows, reports, batch) if p.series]
+    panels = [p for p in frontier_panels(rows, reports, batch, prefer) if p.series]
     if not panels:
         raise DataError(
             f"no frontier row has a measured timing at batch {batch}: pass `revmux bench --out` JSON (fp32) of "
