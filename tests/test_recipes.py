@@ -128,13 +128,14 @@ def test_cli_train_unknown_recipe_fails_with_the_known_names(teacher_view, tmp_p
 def test_default_recipe_trains_pairs_as_default_pairs_aug():
     auto = {"augment": None, "augment_copies": None}
     default = load_recipe("default")
-    # only the teacher, the spelled-out augmentation, the epochs and the epoch-picking measure differ (the
-    # latter picks among the same checkpoints); the pair sets are small enough for min_steps to decide, so
-    # the pair recipes' 2 epochs make the same run as the default's 4
-    same = {"epochs": default["epochs"], "select_on": default["select_on"]}
+    # only the teacher, the spelled-out augmentation, the epochs, the epoch-picking measure (it picks among
+    # the same checkpoints) and the minimum steps (the default doubled them later) differ; the pair sets are
+    # small enough for min_steps to decide, so the pair recipes' 2 epochs made the same run as the default's 4
+    same = {"epochs": default["epochs"], "select_on": default["select_on"], "min_steps": default["min_steps"]}
     assert load_recipe("default-pairs-aug") | auto | same == default
     assert load_recipe("default-pairs") | auto | same == default
     assert load_recipe("default-2ep") | same == default
+    assert load_recipe("default-pairs-940") == default  # today's default, with the pair teacher
     aug, plain = (TrainConfig.from_dict(load_recipe(n)) for n in ("default-pairs-aug", "default-pairs"))
     assert TrainConfig.from_dict(default).augmentation(is_pair=True) == aug.augmentation(is_pair=True)
     assert TrainConfig.from_dict(default).augmentation(is_pair=False) == ([], 0)
@@ -144,9 +145,9 @@ def test_default_recipe_trains_pairs_as_default_pairs_aug():
 @pytest.mark.parametrize("name", ["default-pairs-aug", "default-pairs", "default-2ep"])
 def test_two_epoch_recipes_make_the_default_run_on_the_pair_sets(name):
     """Every stored row of the 2-epoch recipes on a set small enough for min_steps to decide made as many
-    epochs as the 4-epoch default would have made of the same rows."""
-    default = TrainConfig.from_dict(load_recipe("default"))
+    epochs as the 4-epoch default of the day (its minimum steps) would have made of the same rows."""
     two = TrainConfig.from_dict(load_recipe(name))
+    default = TrainConfig.from_dict(load_recipe("default") | {"min_steps": two.min_steps})
     rows = [r for r in json.loads(FRONTIER.read_text()) if r.get("recipe") == name and r["n"] > 1]
     small = [r for r in rows if r["train_rows"] < 7_000]
     assert rows and (small or name == "default-2ep")

@@ -51,7 +51,7 @@ class TrainConfig:
         default=4, metadata=_help("passes over the training rows (at least; see --min-steps)")
     )
     min_steps: int = field(
-        default=470,
+        default=940,
         metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps"),
     )
     batch_groups: int = field(default=32, metadata=_help("groups per optimizer step"))
