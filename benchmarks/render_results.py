@@ -109,7 +109,9 @@ def frontier_caption(rows: list[dict], honest: list[dict], prefer: list[str]) ->
         "",
         "Each panel places one recipe per mux kind: the default recipe's rows where that kind has them (the "
         f"first of {', '.join(f'`{r}`' for r in prefer)} present, so RevMUX and its baselines share a recipe), "
-        "else the kind's recipe with the most timed cells (then the highest mean accuracy). A point sits at the "
+        "else the kind's recipe with the most timed cells (then the highest mean accuracy); an N that recipe has "
+        "no row of comes from the next of those default recipes the kind has there (its legend names it). A "
+        "point sits at the "
         f"requests/s its N and k measured at batch {FRONTIER_BATCH} in the honest bench "
         "(fp32, torch; the multiplexed speed does not depend on the adapters' weights), against its own "
         "teacher; dotted lines are the plain models a user could deploy instead, timed in the same bench runs (those "

@@ -408,7 +408,16 @@ def test_plot_series_without_matplotlib():
     }  # no bf16
     assert rte.series == [] and rte.untimed == ["ora N=2,k=2 (default)"]  # no timing of RTE texts
     (_, preferred) = frontier_panels(FRONTIER, reports, batch=128, prefer=["c", "b"])  # no c: b, fewer cells
-    (line,) = preferred.series
+    (line,) = preferred.series  # b has no timed N=4 cell, and a is not preferred: no N=4 line
+    assert (line.label, line.x, line.y, line.notes) == (
+        "revmux (b)",
+        [200.0],
+        pytest.approx([-1.0]),
+        ["N=2,k=1"],
+    )
+    (_, preferred) = frontier_panels(FRONTIER, reports, batch=128, prefer=["b", "a"])
+    line, filled = preferred.series  # b has no timed N=4 cell: that line comes from a, the next preferred
+    assert (filled.label, filled.n, filled.y) == ("revmux (a)", 4, pytest.approx([-7.0]))
     assert (line.label, line.x, line.y, line.notes) == (
         "revmux (b)",
         [200.0],

@@ -187,23 +187,15 @@ def frontier_panels(
                 untimed.append(f"{row['mux']} N={key[0]},k={key[1]} ({row.get('recipe', 'default')})")
                 continue
             cells[(str(row["mux"]), str(row.get("recipe", "default")))][key].append((acc - teacher) * scale)
-        best: dict[str, tuple[tuple[int, int, float], str]] = {}
-        for (kind, recipe), points in cells.items():
-            rank = len(prefer) - list(prefer).index(recipe) if recipe in prefer else 0
-            score = (rank, len(points), statistics.mean(statistics.mean(v) for v in points.values()))
-            if kind not in best or score > best[kind][0]:
-                best[kind] = (score, recipe)
         series = []
-        for kind, (_, recipe) in sorted(best.items()):
-            points = cells[(kind, recipe)]
-            for n in sorted({c[0] for c in points}):  # one line per N: its points differ in k
-                xy = sorted(
-                    (float(timings[(backbone, task, *c)]["mux_rps"]), statistics.mean(v), c)
-                    for c, v in points.items()
-                    if c[0] == n
-                )
-                label, notes = f"{kind} ({recipe})", [f"N={c[0]},k={c[1]}" for *_, c in xy]
-                series.append(Series(label, [p[0] for p in xy], [p[1] for p in xy], notes=notes, n=n))
+        for (kind, n), recipe in sorted(_line_recipes(cells, prefer).items()):
+            xy = sorted(  # one line per kind and N: its points differ in k
+                (float(timings[(backbone, task, *c)]["mux_rps"]), statistics.mean(v), c)
+                for c, v in cells[(kind, recipe)].items()
+                if c[0] == n
+            )
+            label, notes = f"{kind} ({recipe})", [f"N={c[0]},k={c[1]}" for *_, c in xy]
+            series.append(Series(label, [p[0] for p in xy], [p[1] for p in xy], notes=notes, n=n))
         runs = [run for key, run in timings.items() if key[:2] == (backbone, task)]
         plain = {
             v: statistics.median(float(r[f"{v}_rps"]) for r in runs if r.get(f"{v}_rps"))
@@ -214,6 +206,33 @@ def frontier_panels(
         plain = {v: rps for v, rps in plain.items() if rps >= floor}
         panels.append(FrontierPanel(backbone, task, series, plain, sorted(set(untimed))))
     return panels
+
+
+def _line_recipes(
+    cells: dict[tuple[str, str], dict[tuple[int, int], list[float]]], prefer: Sequence[str]
+) -> dict[tuple[str, int], str]:
+    """(kind, N) -> the recipe drawn: the kind's best recipe (the first of `prefer` it has, then the most
+    timed cells, then the highest mean accuracy) at every N it has; an N it lacks comes from the next recipe
+    of `prefer` the kind has at that N (none outside `prefer`: a panel stays one recipe per kind otherwise)."""
+
+    def score(recipe: str, points: dict[tuple[int, int], list[float]]) -> tuple[int, int, float]:
+        rank = len(prefer) - list(prefer).index(recipe) if recipe in prefer else 0
+        return (rank, len(points), statistics.mean(statistics.mean(v) for v in points.values()))
+
+    best: dict[tuple[str, int], tuple[tuple[int, int, float], str]] = {}
+    ranked = sorted(cells.items(), key=lambda kv: score(kv[0][1], kv[1]), reverse=True)
+    own = {}  # kind -> its best recipe over all its cells
+    for (kind, recipe), _ in ranked:
+        own.setdefault(kind, recipe)
+    for (kind, recipe), points in ranked:
+        if recipe != own[kind] and recipe not in prefer:
+            continue
+        for n in {c[0] for c in points}:
+            at_n = score(recipe, {c: v for c, v in points.items() if c[0] == n})
+            held = best.get((kind, n))
+            if held is None or (held[1] != own[kind] and (recipe == own[kind] or at_n > held[0])):
+                best[(kind, n)] = (at_n, recipe)
+    return {key: recipe for key, (_, recipe) in best.items()}
 
 
 # ---- drawing -----------------------------------------------------------------------------------------
