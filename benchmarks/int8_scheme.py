@@ -32,7 +32,6 @@ from revmux.evaluate import evaluate
 from revmux.model import MuxModel
 
 SCHEMES = {"per-tensor": default_dynamic_qconfig, "per-channel": per_channel_dynamic_qconfig}
-LAYERS_ONLY = {"per-channel-layers": per_channel_dynamic_qconfig}  # the head (pooler, classifier) stays fp32
 
 
 def load(adapter: str, scheme: str) -> MuxModel:
@@ -40,13 +39,11 @@ def load(adapter: str, scheme: str) -> MuxModel:
     model = MuxModel.from_pretrained(adapter)
     if scheme != "fp32":
         hf = model.view.model
-        parts = list(model.view.layers) if scheme in LAYERS_ONLY else [hf]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for part in parts:
-                torch.ao.quantization.quantize_dynamic(
-                    part, {nn.Linear: (SCHEMES | LAYERS_ONLY)[scheme]}, dtype=torch.qint8, inplace=True
-                )
+            torch.ao.quantization.quantize_dynamic(
+                hf, {nn.Linear: SCHEMES[scheme]}, dtype=torch.qint8, inplace=True
+            )
         setattr(hf, QUANTIZE_ATTR, "int8")
         hf.eval()
     return model
@@ -55,7 +52,7 @@ def load(adapter: str, scheme: str) -> MuxModel:
 def scores(adapter: str, data: TaskData, groupings: int) -> dict[str, dict[str, float]]:
     """Teacher and multiplexed accuracy (percent), agreement, per scheme and fp32, on `data`."""
     out = {}
-    for scheme in ("fp32", *SCHEMES, *LAYERS_ONLY):
+    for scheme in ("fp32", *SCHEMES):
         r = evaluate(load(adapter, scheme), data, groupings=groupings)
         out[scheme] = {
             "teacher": 100 * r.teacher_accuracy,
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     full = load_task(args.task, "train", args.choose_on)
     rows, where = unseen_train_rows(args.adapter, args.task, full, args.choose_rows)
     chosen = scores(args.adapter, full.subset(rows), args.groupings)
-    gap = {s: abs(chosen["fp32"]["mux"] - chosen[s]["mux"]) for s in (*SCHEMES, *LAYERS_ONLY)}
+    gap = {s: abs(chosen["fp32"]["mux"] - chosen[s]["mux"]) for s in SCHEMES}
     winner = min(gap, key=gap.get)
     record = {
         "adapter": Path(args.adapter).name,
