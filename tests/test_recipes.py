@@ -17,7 +17,7 @@ from revmux.mux import MUX_KINDS
 from revmux.recipes import RECIPES_DIR, list_recipes, load_recipe, read_recipe, recipe_name
 from revmux.train import TrainConfig
 from revmux.train.trainer import LOG_NAME
-from tests.train import one_thread, toy_task, toy_view
+from tests.train import one_thread, row_steps_per_epoch, toy_task, toy_view
 from tests.train.test_trainer import _cli_train_args
 
 FRONTIER = Path(__file__).resolve().parents[1] / "docs" / "results" / "frontier.json"
@@ -152,8 +152,5 @@ def test_two_epoch_recipes_make_the_default_run_on_the_pair_sets(name):
     small = [r for r in rows if r["train_rows"] < 7_000]
     assert rows and (small or name == "default-2ep")
     for row in small:
-        copies = 1 + (len(two.augmentation(is_pair=True)[0]) > 0) * two.augmentation(is_pair=True)[1]
-        held = min(two.holdout_max_rows, round(row["train_rows"] * two.holdout_fraction))
-        per_step = two.batch_groups * row["n"]
-        steps = max(1, (row["train_rows"] - held) * copies // per_step)
+        steps = row_steps_per_epoch(row, two)
         assert two.epochs_for(steps) == default.epochs_for(steps) == row["epochs"], row["task"]

@@ -19,6 +19,7 @@ from revmux.data import TASKS
 from revmux.grid import GridRow
 from revmux.recipes import list_recipes, load_recipe
 from revmux.train import TrainConfig
+from tests.train import row_steps_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -73,8 +74,8 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
         if (
             saved.min_steps != recipe.min_steps
         ):  # a later default: the same run where min_steps does not decide
-            assert saved.epochs_for(_steps_per_epoch(row, saved)) == recipe.epochs_for(
-                _steps_per_epoch(row, recipe)
+            assert saved.epochs_for(row_steps_per_epoch(row, saved)) == recipe.epochs_for(
+                row_steps_per_epoch(row, recipe)
             ), (parsed.recipe, row["task"], row["train_rows"])
             saved = dataclasses.replace(saved, min_steps=recipe.min_steps)
         assert saved.to_dict() == recipe.to_dict()
@@ -82,15 +83,6 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
         assert (
             parsed.epochs == epochs if not min_steps else parsed.epochs >= epochs
         )  # --min-steps adds epochs
-
-
-def _steps_per_epoch(row: dict, config: TrainConfig) -> int:
-    """Optimizer steps one epoch of a row's training made: its rows less the hold-out, with augmented copies."""
-    is_pair = row["task"] != "sst2"
-    augment, copies = config.augmentation(is_pair=is_pair)
-    held = min(config.holdout_max_rows, round(row["train_rows"] * config.holdout_fraction))
-    rows = (row["train_rows"] - held) * (1 + (copies if augment else 0))
-    return max(1, rows // (config.batch_groups * row["n"]))
 
 
 def _digest(path: Path) -> dict[str, str]:

@@ -219,20 +219,13 @@ def _line_recipes(
         rank = len(prefer) - list(prefer).index(recipe) if recipe in prefer else 0
         return (rank, len(points), statistics.mean(statistics.mean(v) for v in points.values()))
 
-    best: dict[tuple[str, int], tuple[tuple[int, int, float], str]] = {}
-    ranked = sorted(cells.items(), key=lambda kv: score(kv[0][1], kv[1]), reverse=True)
-    own = {}  # kind -> its best recipe over all its cells
-    for (kind, recipe), _ in ranked:
-        own.setdefault(kind, recipe)
-    for (kind, recipe), points in ranked:
-        if recipe != own[kind] and recipe not in prefer:
-            continue
-        for n in {c[0] for c in points}:
-            at_n = score(recipe, {c: v for c, v in points.items() if c[0] == n})
-            held = best.get((kind, n))
-            if held is None or (held[1] != own[kind] and (recipe == own[kind] or at_n > held[0])):
-                best[(kind, n)] = (at_n, recipe)
-    return {key: recipe for key, (_, recipe) in best.items()}
+    lines: dict[tuple[str, int], str] = {}
+    own: dict[str, str] = {}  # kind -> its best recipe: first in this order, so its Ns are its own
+    for (kind, recipe), points in sorted(cells.items(), key=lambda kv: score(kv[0][1], kv[1]), reverse=True):
+        if own.setdefault(kind, recipe) == recipe or recipe in prefer:
+            for n in {c[0] for c in points}:
+                lines.setdefault((kind, n), recipe)
+    return lines
 
 
 # ---- drawing -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from revmux.backbones import BackboneView, view_for
 from revmux.data import TaskData, tokenize
+from revmux.train import TrainConfig
 
 GOOD = ["good", "great", "fine", "lovely"]
 BAD = ["bad", "awful", "poor", "dull"]
@@ -94,3 +95,12 @@ def toy_view(minilm_path: Path | str, steps: int = 60) -> BackboneView:
     view = view_for(copy.deepcopy(model))
     view.tokenizer = tokenizer
     return view
+
+
+def row_steps_per_epoch(row: dict, config: TrainConfig) -> int:
+    """Optimizer steps one epoch made for a stored results row: its rows less the hold-out, with the
+    augmented copies `config` adds (sentence pairs: every task but sst2), per step of `config`."""
+    augment, copies = config.augmentation(is_pair=row["task"] != "sst2")
+    held = min(config.holdout_max_rows, round(row["train_rows"] * config.holdout_fraction))
+    rows = (row["train_rows"] - held) * (1 + (copies if augment else 0))
+    return max(1, rows // (config.batch_groups * row["n"]))
