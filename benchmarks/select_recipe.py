@@ -12,6 +12,8 @@ Usage (the demo-scale selection of docs/RESULTS.md):
     python benchmarks/select_recipe.py --teacher runs/demo/teacher --task sst2 \\
         --data-dir ../shared/data/glue --train-rows bundled --select-rows 2000 \\
         --candidate "base=demo" --candidate "state4=demo:lambda_state=4" --out docs/results/selection.jsonl
+With --reuse --repick MEASURE a finished run first keeps its epoch by another hold-out measure (it resumes
+the run with that --select-on: saved epochs are scored, nothing is trained), then that epoch is scored.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from revmux.data import TaskData, load_task
 from revmux.evaluate import evaluate
 from revmux.model import MuxModel
 from revmux.recipes import load_recipe
-from revmux.train.config import TrainConfig
+from revmux.train.config import SELECT_ON, TrainConfig
 from revmux.train.extra import read_unlabeled
 from revmux.train.trainer import train
 
@@ -90,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         "--reuse", action="store_true", help="Score a candidate's adapter already in --work-dir, untrained."
     )
     ap.add_argument(
+        "--repick",
+        choices=SELECT_ON,
+        default=None,
+        help="With --reuse: first keep the run's epoch by this hold-out measure (revmux train --resume "
+        "--select-on; no training), then score it.",
+    )
+    ap.add_argument(
         "--unlabeled",
         default=None,
         help="Extra text for every candidate, labelled by the teacher (one per line).",
@@ -114,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.work_dir) / f"{args.task}-{name}-n{args.n}-k{args.k}-s{args.seed}"
         if args.reuse and (out_dir / "train_log.json").exists():  # scored again, on another slice
             log = json.loads((out_dir / "train_log.json").read_text())
+            if args.repick:
+                config = TrainConfig.from_saved(
+                    log["config"] | {"select_on": args.repick}, source=str(out_dir)
+                )
+                train(
+                    view, fit, config, out_dir, backbone_path=args.teacher, task=args.task, progress=False,
+                    resume=True, unlabeled=extra or None,
+                )  # fmt: skip
+                log = json.loads((out_dir / "train_log.json").read_text())
             best_epoch, epochs, seconds = log["best_epoch"], log["epochs"], log["train_seconds"]
             resolved = log["config"]
         else:

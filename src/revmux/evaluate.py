@@ -279,12 +279,14 @@ def predict_grouping(
     rows_per_pass: int,
     out: Tensor,
     margin_out: Tensor | None = None,
+    logits_out: Tensor | None = None,
 ) -> Tensor:
     """Write into `out` (M,) the predictions for the rows of `perm`, whose consecutive runs of N are the groups.
 
     `states(rows)` gives the layer-k states of `rows`; `rows_per_pass` rows (a multiple of N for whole
     groups) go through `forward_from_prefill` at a time, the last `len(rows) mod N` of a pass at N = 1.
-    With `margin_out` (M,), also each answer's top-1 minus top-2 probability (what the fallback tests).
+    With `margin_out` (M,), also each answer's top-1 minus top-2 probability (what the fallback tests);
+    with `logits_out` (M, C), each row's logits (float32).
     The grouping loop of evaluation, the fallback sweep and the training hold-out. Returns `out`.
     """
     for rows in perm.split(rows_per_pass):
@@ -293,6 +295,8 @@ def predict_grouping(
         order = torch.arange(rows.numel(), device=model.view.device)
         logits = model.forward_from_prefill(states(rows), order=order).logits
         out[rows] = logits.argmax(-1).to(out.device)
+        if logits_out is not None:
+            logits_out[rows] = logits.float().to(logits_out.device)
         if margin_out is not None:
             top = logits.float().softmax(-1).topk(min(2, logits.shape[-1]), dim=-1).values.cpu()
             margin_out[rows] = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0)

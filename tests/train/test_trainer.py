@@ -158,7 +158,7 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
     flipped = [1 - y if i % 3 == 0 else y for i, y in enumerate(rows.labels)]  # gold != teacher somewhere
     source = LivePrefill(view, 1, TaskData(rows.texts, None, flipped, rows.label_names, "flipped"), 32)
     config = TrainConfig(**{**FAST, "batch_groups": 4})
-    expected, agreed = [], []
+    expected, agreed, kls = [], [], []
     with torch.no_grad():
         for r in range(2):
             perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
@@ -168,17 +168,24 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
                 logits = model.forward_from_prefill(state, order=torch.arange(len(rows))).logits
                 correct += int((logits.argmax(-1) == labels).sum())
                 same += int((logits.argmax(-1) == t_logits.argmax(-1)).sum())
+                t, s = t_logits.float().softmax(-1), logits.float().softmax(-1)
+                kls += (t * (t.log() - s.log())).sum(-1).tolist()  # KL(teacher || student), row by row
             expected.append(correct / len(source))
             agreed.append(same / len(source))
     assert holdout_accuracy(model, source, config, groupings=2) == sum(expected) / 2
-    accuracy, agreement = holdout_scores(model, source, config, groupings=2)
+    accuracy, agreement, kl = holdout_scores(model, source, config, groupings=2)
     assert accuracy == sum(expected) / 2 and agreement == pytest.approx(sum(agreed) / 2, abs=1e-12)
+    assert len(kls) == 2 * len(source) and kl == pytest.approx(sum(kls) / len(kls), rel=1e-4)
+    assert kl > 0  # an untrained student does not match its teacher
     assert agreement * 2 * len(source) == round(agreement * 2 * len(source))  # a count: ties compare equal
     assert sum(agreed) != sum(expected)  # two measures: the teacher is not always right
     history = [{"epoch": e, "holdout_agreement": a} for e, a in ((1, 0.5), (2, 0.75), (3, 0.75), (4, 0.5))]
     assert best_epoch(history, "agreement") == (3, 0.75)  # ties: the later epoch
     history = [{"epoch": e, "holdout_accuracy": a} for e, a in ((1, 0.5), (2, 0.75), (3, 0.75))]
     assert best_epoch(history, "accuracy") == (2, 0.75)  # the first best, as before
+    history = [{"epoch": e, "holdout_kl": v} for e, v in ((1, 0.3), (2, 0.1), (3, 0.1), (4, 0.2))]
+    assert best_epoch(history, "kl") == (3, 0.1)  # the lowest KL; ties: the later epoch
+    assert best_epoch([], "kl") == (0, -1.0)
 
 
 def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, data, tmp_path):
@@ -192,7 +199,7 @@ def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, da
     assert result.best_holdout_accuracy == result.history[result.best_epoch - 1]["holdout_accuracy"]
     log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
     assert log["best_holdout_agreement"] == best and log["config"]["select_on"] == "agreement"
-    with pytest.raises(ConfigError, match="--select-on must be 'accuracy' or 'agreement'"):
+    with pytest.raises(ConfigError, match="--select-on must be 'agreement', 'accuracy' or 'kl'"):
         TrainConfig(select_on="loss")
 
 
@@ -479,32 +486,36 @@ def test_the_hold_out_and_row_cap_do_not_depend_on_the_seed():
     assert len(fit) + len(held) == 300 and not set(fit) & set(held)
 
 
-def test_resume_with_another_select_on_repicks_from_the_saved_checkpoints(view, data, tmp_path):
-    """A finished run resumed with --select-on agreement keeps the epoch that measure picks, scoring from
+@pytest.mark.parametrize("measure", ["agreement", "kl"])
+def test_resume_with_another_select_on_repicks_from_the_saved_checkpoints(view, data, tmp_path, measure):
+    """A finished run resumed with --select-on MEASURE keeps the epoch that measure picks, scoring from
     its checkpoint each saved epoch that lacks it (runs saved before it was logged), without training."""
     kw = {"backbone_path": "toy", "cache_root": tmp_path / "c", "progress": False}
-    config = TrainConfig(epochs=3, max_train_rows=120, **FAST)
+    config = TrainConfig(epochs=3, max_train_rows=120, **{**FAST, "select_on": "accuracy"})
+    key = f"holdout_{measure}"
     first = train(view, data, config, tmp_path / "r", **kw)
-    logged = [h.pop("holdout_agreement") for h in first.history]
+    logged = [h.pop(key) for h in first.history]
     state_file = tmp_path / "r" / "checkpoints" / "epoch-3" / STATE_NAME
     doc = json.loads(state_file.read_text())
     for h in doc["history"]:
-        del h["holdout_agreement"]  # as a run saved before agreement was logged
+        del h[key]  # as a run saved before the measure was logged
     state_file.write_text(json.dumps(doc))
     again = train(
         view,
         data,
-        TrainConfig(**{**config.to_dict(), "select_on": "agreement"}),
+        TrainConfig(**{**config.to_dict(), "select_on": measure}),
         tmp_path / "r",
         resume=True,
         **kw,
     )
-    scored = [h["holdout_agreement"] for h in again.history]
+    scored = [h[key] for h in again.history]
     assert scored == pytest.approx(logged, abs=1e-9)
     assert [h["seconds"] for h in again.history] == [h["seconds"] for h in first.history]  # nothing retrained
-    assert again.best_epoch == max(i + 1 for i, a in enumerate(scored) if a == max(scored))
+    best = max(scored) if measure == "agreement" else min(scored)
+    assert again.best_epoch == max(i + 1 for i, a in enumerate(scored) if a == best)  # ties: the later
     published = load_file(tmp_path / "r" / WEIGHTS_NAME)
     kept = load_file(tmp_path / "r" / "checkpoints" / f"epoch-{again.best_epoch}" / WEIGHTS_NAME)
     assert all(torch.equal(published[k], kept[k]) for k in kept)
     log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
-    assert log["config"]["select_on"] == "agreement" and log["best_epoch"] == again.best_epoch
+    assert log["config"]["select_on"] == measure and log["best_epoch"] == again.best_epoch
+    assert log[f"best_{key}"] == scored[again.best_epoch - 1]

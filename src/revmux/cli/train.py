@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,9 @@ from revmux.config_flags import config_flags
 from revmux.errors import RevmuxError
 from revmux.train.config import TrainConfig
 from revmux.train.config import flag as train_flag
+
+if TYPE_CHECKING:
+    from revmux.train.trainer import TrainResult
 
 Unlabeled = Annotated[
     str | None,
@@ -176,12 +179,18 @@ def train_cmd(
         )  # fmt: skip
     except RevmuxError as exc:
         fail(exc)
-    agreement = result.history[result.best_epoch - 1].get("holdout_agreement")  # absent in older runs
-    agreed = "" if agreement is None else f", agreement with the teacher {agreement:.2%}"
-    console.print(
+    console.print(_kept_summary(result))
+
+
+def _kept_summary(result: TrainResult) -> str:
+    """The line `revmux train` ends with: the epoch kept and its hold-out measures, time, size and path."""
+    kept = result.history[result.best_epoch - 1]
+    agreement, kl = kept.get("holdout_agreement"), kept.get("holdout_kl")  # absent in older runs
+    measures = "" if agreement is None else f", agreement with the teacher {agreement:.2%}"
+    measures += "" if kl is None else f", KL to the teacher {kl:.4f}"
+    return (
         f"kept epoch {result.best_epoch} of {result.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}"
-        f"{agreed}; "
-        f"train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
+        f"{measures}; train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
         f"{result.trainable_params:,} adapter parameters; adapter saved to {result.out_dir}"
     )
 

@@ -29,6 +29,9 @@ from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
 from revmux.mux.registry import mux_class, resolve_options, valid_kinds
 
+SELECT_ON = ("agreement", "accuracy", "kl")
+"""Hold-out measures that can pick the epoch kept (`select_on`); kl is the one where lower is better."""
+
 FLAGS = {
     "kind": "--mux",
     "use_cache": "--cache",
@@ -86,8 +89,9 @@ class TrainConfig:
     select_on: str = field(
         default="agreement",
         metadata=_help(
-            "hold-out measure that picks the epoch kept: accuracy (gold labels; the first best epoch) or "
-            "agreement (with the teacher's answers; ties keep the later epoch)"
+            "hold-out measure that picks the epoch kept: agreement (with the teacher's answers), accuracy (gold "
+            "labels; the first best epoch) or kl (the lowest KL from the teacher's class distribution to the "
+            "student's); ties keep the later epoch"
         ),
     )
     seed: int = field(
@@ -137,8 +141,8 @@ class TrainConfig:
             raise bad("warmup_fraction", "in [0, 1)")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0 < self.holdout_fraction < 1:
             raise bad("holdout_fraction", "in (0, 1)")
-        if self.select_on not in ("accuracy", "agreement"):
-            raise bad("select_on", "'accuracy' or 'agreement'")
+        if self.select_on not in SELECT_ON:
+            raise bad("select_on", "'agreement', 'accuracy' or 'kl'")
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):

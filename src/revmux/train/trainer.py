@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from revmux.backbones import BackboneView, LayerState, backbone_hash
@@ -45,6 +46,15 @@ from revmux.train.losses import mux_loss, pooled, teacher_targets
 
 LOG_NAME = "train_log.json"
 HOLDOUT_GROUPINGS = 2
+
+
+class HoldoutScores(NamedTuple):
+    """A model's hold-out measures (`holdout_scores`), each averaged over the same fixed groupings."""
+
+    accuracy: float  # on the gold labels
+    agreement: float  # with the teacher's answers (a count over rows, so equal counts compare equal)
+    kl: float  # KL(teacher || student) of the class distributions, mean over rows
+
 
 SPLIT_SEED = 0  # which rows train and which are held out, whatever the run's seed (select_rows)
 
@@ -224,8 +234,7 @@ def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int |
                 on_step,
             )
             t0 = time.perf_counter()
-            accuracy, agreement = holdout_scores(run.model, run.sources[1], c)
-            stats |= {"holdout_accuracy": accuracy, "holdout_agreement": agreement}
+            stats |= holdout_log(holdout_scores(run.model, run.sources[1], c))
             stats["eval_seconds"] = time.perf_counter() - t0
             state.epoch, state.step = epoch, state.step + run.steps_per_epoch
             state.history.append({"epoch": epoch, **stats})
@@ -237,13 +246,19 @@ def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int |
                 break
 
 
+def holdout_log(scores: HoldoutScores) -> dict[str, float]:
+    """An epoch's hold-out measures as its history keys: holdout_accuracy, holdout_agreement, holdout_kl."""
+    return {f"holdout_{name}": value for name, value in scores._asdict().items()}
+
+
 def best_epoch(history: list[dict[str, Any]], select_on: str) -> tuple[int, float]:
-    """(epoch kept, its measure): the first epoch of best hold-out accuracy, or the last of best agreement
-    with the teacher (`select_on`); (0, -1.0) for an empty history."""
+    """(epoch kept, its measure) by hold-out `select_on`: the first epoch of best accuracy; the last of best
+    agreement with the teacher, or of lowest KL to it (ties keep the later epoch); (0, -1.0) if empty."""
     best, metric = 0, -1.0
+    sign = -1.0 if select_on == "kl" else 1.0  # kl: lower is better
     for h in history:
         value = h[f"holdout_{select_on}"]
-        if value > metric or (select_on == "agreement" and value == metric):
+        if not best or sign * value > sign * metric or (select_on != "accuracy" and value == metric):
             best, metric = h["epoch"], value
     return best, metric
 
@@ -256,8 +271,7 @@ def _repick(
     out_dir: Path,
 ) -> None:
     """On resume: score the saved epochs that lack `config.select_on`'s hold-out measure (runs saved before
-    agreement was logged, or under another --select-on) from their checkpoints, then keep the best epoch
-    by it. Training does not depend on the measure, so the result is the run `config` would have made."""
+    that measure was logged) from their checkpoints, then keep the best epoch by it. Training does not depend on the measure, so the result is the run `config` would have made."""
     key = f"holdout_{config.select_on}"
     scratch = None
     for h in state.history:
@@ -265,9 +279,9 @@ def _repick(
             scratch = scratch or new_model()
             checkpoint = out_dir / "checkpoints" / f"epoch-{h['epoch']}"
             scratch.mux.load_state_dict(load_adapter_weights(checkpoint, scratch.mux))
-            accuracy, agreement = holdout_scores(scratch, held, config)
-            h.setdefault("holdout_accuracy", accuracy)
-            h["holdout_agreement"] = agreement
+            scores = holdout_log(holdout_scores(scratch, held, config))
+            h.setdefault("holdout_accuracy", scores.pop("holdout_accuracy"))
+            h.update(scores)
     state.best_epoch, state.best_metric = best_epoch(state.history, config.select_on)
 
 
@@ -287,32 +301,36 @@ def holdout_scores(
     source: PrefillCache | LivePrefill,
     config: TrainConfig,
     groupings: int = HOLDOUT_GROUPINGS,
-) -> tuple[float, float]:
-    """(accuracy on the gold labels, agreement with the teacher's answers) on `source`, each averaged over
-    `groupings` random groupings with fixed seeds (the same every epoch), through evaluation's grouping
-    loop (`revmux.evaluate.predict_grouping`)."""
+) -> HoldoutScores:
+    """Accuracy on the gold labels, agreement with the teacher's answers and KL(teacher || student) on
+    `source`, each averaged over `groupings` random groupings with fixed seeds (the same every epoch),
+    through evaluation's grouping loop (`revmux.evaluate.predict_grouping`)."""
     from revmux.evaluate import predict_grouping  # the grouping loop of `revmux eval`
 
     was_training = model.training
     model.eval()
     labels = torch.as_tensor(source.labels, dtype=torch.long)
-    teacher = torch.full_like(labels, -1)  # the teacher's answers, from the same batches as the states
+    classes = model.view.num_labels
+    teacher = torch.zeros(len(labels), classes)  # its log-probabilities, from the same batches as the states
 
     def states(rows: Tensor) -> LayerState:
         state, _, t_logits, _ = source.batch(rows)
-        teacher[rows.cpu()] = t_logits.argmax(-1).cpu()
+        teacher[rows.cpu()] = t_logits.float().log_softmax(-1).cpu()
         return state
 
-    accuracies, agreed = [], 0
+    accuracies, agreed, kl = [], 0, 0.0
     for r in range(groupings):
         perm = torch.randperm(len(source), generator=_generator(config.seed, 10_000 + r))
         pred = torch.full_like(labels, -1)
-        predict_grouping(model, states, perm, config.rows_per_step, pred)
+        logits = torch.zeros(len(labels), classes)
+        predict_grouping(model, states, perm, config.rows_per_step, pred, logits_out=logits)
         accuracies.append(int((pred == labels).sum()) / len(source))
-        agreed += int((pred == teacher).sum())
+        agreed += int((pred == teacher.argmax(-1)).sum())
+        kl += float(F.kl_div(logits.log_softmax(-1), teacher, log_target=True, reduction="sum"))
     model.train(was_training)
     # agreement from the count, so that equal counts are equal floats (ties keep the later epoch)
-    return sum(accuracies) / groupings, agreed / (groupings * len(source))
+    n = groupings * len(source)
+    return HoldoutScores(sum(accuracies) / groupings, agreed / n, kl / n)
 
 
 @torch.no_grad()
@@ -460,6 +478,9 @@ def _write_log(out_dir: Path, info: dict[str, Any], state: RunState) -> float:
         if state.best_epoch
         else None,
         "best_holdout_agreement": state.history[state.best_epoch - 1].get("holdout_agreement")
+        if state.best_epoch
+        else None,
+        "best_holdout_kl": state.history[state.best_epoch - 1].get("holdout_kl")
         if state.best_epoch
         else None,
         "train_seconds": seconds,
