@@ -484,6 +484,11 @@ def selection_section(path: Path) -> list[str]:
         for r in group:
             over = ";".join(f"{key}={v}" for key, v in r["overrides"].items())
             extra = f" + `--unlabeled {Path(r['unlabeled']).name}`" if r.get("unlabeled") else ""
+            extra += (
+                f" + `--repick {r['repick']}` (epoch kept by hold-out {r['repick']})"
+                if r.get("repick")
+                else ""
+            )
             sv = r.get("served")
             cell = (
                 f" {100 * (r['teacher_accuracy'] - sv['accuracy_mean']):.2f} pts / {100 * sv['agreement']:.1f}% / "

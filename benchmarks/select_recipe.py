@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
             "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
-            "select_min_words": args.select_min_words, "unlabeled": args.unlabeled,
+            "select_min_words": args.select_min_words, "unlabeled": args.unlabeled, "repick": args.repick,
             "groupings": args.groupings,
             "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
             "teacher_accuracy": report.teacher_accuracy,
