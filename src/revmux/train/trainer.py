@@ -46,6 +46,7 @@ from revmux.train.losses import mux_loss, pooled, teacher_targets
 
 LOG_NAME = "train_log.json"
 HOLDOUT_GROUPINGS = 2
+SPLIT_SEED = 0  # which rows train and which are held out, whatever the run's seed (select_rows)
 
 
 class HoldoutScores(NamedTuple):
@@ -54,9 +55,6 @@ class HoldoutScores(NamedTuple):
     accuracy: float  # on the gold labels
     agreement: float  # with the teacher's answers (a count over rows, so equal counts compare equal)
     kl: float  # KL(teacher || student) of the class distributions, mean over rows
-
-
-SPLIT_SEED = 0  # which rows train and which are held out, whatever the run's seed (select_rows)
 
 
 @dataclass
@@ -271,7 +269,8 @@ def _repick(
     out_dir: Path,
 ) -> None:
     """On resume: score the saved epochs that lack `config.select_on`'s hold-out measure (runs saved before
-    that measure was logged) from their checkpoints, then keep the best epoch by it. Training does not depend on the measure, so the result is the run `config` would have made."""
+    that measure was logged) from their checkpoints, then keep the best epoch by it. Training does not
+    depend on the measure, so the result is the run `config` would have made."""
     key = f"holdout_{config.select_on}"
     scratch = None
     for h in state.history:
