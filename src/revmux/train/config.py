@@ -89,9 +89,9 @@ class TrainConfig:
     select_on: str = field(
         default="agreement",
         metadata=_help(
-            "hold-out measure that picks the epoch kept: agreement (with the teacher's answers), accuracy (gold "
-            "labels; the first best epoch) or kl (the lowest KL from the teacher's class distribution to the "
-            "student's); ties keep the later epoch"
+            "hold-out measure that picks the epoch kept: agreement (with the teacher's answers; ties keep the "
+            "later epoch), accuracy (gold labels; the first best epoch) or kl (the lowest KL from the teacher's "
+            "class distribution to the student's; ties keep the later epoch)"
         ),
     )
     seed: int = field(
