@@ -468,20 +468,15 @@ def _write_log(out_dir: Path, info: dict[str, Any], state: RunState) -> float:
     seconds = sum(h["seconds"] + h["eval_seconds"] for h in state.history)
     train_only = sum(h["seconds"] for h in state.history)
     examples = sum(h["examples"] for h in state.history)
+    kept = (
+        state.history[state.best_epoch - 1] if state.best_epoch else {}
+    )  # measures absent in older runs: None
     log = {
         **info,
         "epochs_completed": state.epoch,
         "history": state.history,
         "best_epoch": state.best_epoch,
-        "best_holdout_accuracy": state.history[state.best_epoch - 1]["holdout_accuracy"]
-        if state.best_epoch
-        else None,
-        "best_holdout_agreement": state.history[state.best_epoch - 1].get("holdout_agreement")
-        if state.best_epoch
-        else None,
-        "best_holdout_kl": state.history[state.best_epoch - 1].get("holdout_kl")
-        if state.best_epoch
-        else None,
+        **{f"best_holdout_{name}": kept.get(f"holdout_{name}") for name in HoldoutScores._fields},
         "train_seconds": seconds,
         "examples_per_s": examples / train_only if train_only else 0.0,
     }
