@@ -1,8 +1,10 @@
-"""Which int8 weight scheme the backbone gets: per-tensor or per-channel, chosen on train rows, reported on dev.
+"""Which int8 scheme the backbone gets (weight scales, input smoothing), chosen on train rows, reported on dev.
 
 Usage: python benchmarks/int8_scheme.py --adapter runs/demo/adapter-revmux-n2-k2 --task sst2 \
     --choose-on ../shared/data/glue --out docs/results/int8_scheme.json
-For each scheme (torch dynamic int8 on every nn.Linear of the backbone, adapters fp32) and for fp32, the
+For each scheme (torch dynamic int8 on every nn.Linear of the backbone, one weight scale per tensor or per
+output channel, the layers' inputs smoothed or not (revmux.backbones.quantize.smooth_linears); adapters
+fp32) and for fp32, the
 adapter is evaluated on train rows it did not train on (benchmarks/partners.py `unseen_train_rows`), and on
 the dev split. The scheme whose multiplexed accuracy is closest to the fp32 multiplexed model's on the train
 rows is the one `revmux.backbones.quantize` uses; dev is reported once, never used to choose. Writes one
@@ -26,12 +28,17 @@ from partners import unseen_train_rows
 from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
-from revmux.backbones.quantize import QUANTIZE_ATTR
+from revmux.backbones.quantize import QUANTIZE_ATTR, smooth_linears
 from revmux.data import TaskData, load_task
 from revmux.evaluate import evaluate
 from revmux.model import MuxModel
 
-SCHEMES = {"per-tensor": default_dynamic_qconfig, "per-channel": per_channel_dynamic_qconfig}
+SCHEMES = {  # name: (weight qconfig, smoothing alpha or None)
+    "per-tensor": (default_dynamic_qconfig, None),
+    "per-channel": (per_channel_dynamic_qconfig, None),
+    "per-channel, smoothed 0.5": (per_channel_dynamic_qconfig, 0.5),
+    "per-channel, smoothed 0.8": (per_channel_dynamic_qconfig, 0.8),
+}
 
 
 def load(adapter: str, scheme: str) -> MuxModel:
@@ -39,11 +46,12 @@ def load(adapter: str, scheme: str) -> MuxModel:
     model = MuxModel.from_pretrained(adapter)
     if scheme != "fp32":
         hf = model.view.model
+        qconfig, alpha = SCHEMES[scheme]
+        if alpha is not None:
+            smooth_linears(model.view, alpha)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.ao.quantization.quantize_dynamic(
-                hf, {nn.Linear: SCHEMES[scheme]}, dtype=torch.qint8, inplace=True
-            )
+            torch.ao.quantization.quantize_dynamic(hf, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
         setattr(hf, QUANTIZE_ATTR, "int8")
         hf.eval()
     return model

@@ -12,7 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import revmux.bench_baselines as bench_baselines
-from revmux.backbones.quantize import quantized_mode
+from revmux.backbones.quantize import SMOOTH_ALPHA, int8_smoothing, quantized_mode
 from revmux.bench import BASELINES, PLAIN_VARIANTS, parse_baselines, run_bench
 from revmux.bench_inputs import bench_texts
 from revmux.cli import app
@@ -63,7 +63,11 @@ def test_bf16_baseline_is_skipped_with_a_note_where_bf16_is_only_emulated(tiny_d
     assert forced["baselines"] == ["plain_bf16_sorted"] and forced["runs"][0]["plain_bf16_sorted_ms"] > 0
 
 
-def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against_it(tiny_dir, monkeypatch):  # noqa: F811
+def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against_it(
+    tiny_dir,  # noqa: F811
+    monkeypatch,
+    tmp_path,
+):
     model = _model(tiny_dir)
     used = []
     on_view = bench_baselines.on_view
@@ -76,6 +80,12 @@ def test_quantize_int8_runs_the_mux_on_an_int8_copy_and_takes_efficiency_against
     assert r["plain_bf16_sorted_ms"] is None and r["ort_fp32_sorted_ms"] is None
     (mux,) = used
     assert quantized_mode(mux.view) == "int8" and mux.mux is model.mux and mux.config is model.config
+    # the mux runs on revmux's smoothed int8, timed against torch's plain dynamic int8 as a user gets it
+    assert d["int8_smooth"] == SMOOTH_ALPHA == int8_smoothing(mux.view)
+    base = bench_baselines.build_baselines(
+        model.view, ["plain_int8_sorted"], "int8", tmp_path, ("input_ids",)
+    )
+    assert int8_smoothing(base.views["plain_int8_sorted"]) is None
     assert quantized_mode(model.view) == "none"  # plain and plain_sorted stay on the fp32 backbone
     assert all(p.dtype == torch.float32 for p in model.mux.parameters())
 

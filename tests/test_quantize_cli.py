@@ -9,6 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from revmux.backbones.quantize import SMOOTH_ALPHA
 from revmux.cli import app
 from revmux.model import MuxModel
 from tests.train import GOOD, one_thread, toy_task, toy_view
@@ -42,6 +43,7 @@ def _eval(root, *extra: str) -> dict:
 def test_eval_quantize_reports_the_quantized_teacher_and_mux_beside_fp32(adapter):
     fp32, int8 = _eval(adapter), _eval(adapter, "--quantize", "int8")
     assert "quantize" not in fp32 and int8["quantize"] == "int8"
+    assert int8["int8_smooth"] == SMOOTH_ALPHA  # the loaded backbone has a tokenizer: smoothed
     assert fp32["teacher_accuracy"] > 0.8  # a real teacher, so the bound below means something
     assert abs(int8["teacher_accuracy"] - fp32["teacher_accuracy"]) <= 0.05
     assert abs(int8["accuracy_mean"] - fp32["accuracy_mean"]) <= 0.05

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from revmux.backbones.quantize import int8_smoothing
 from revmux.bench_baselines import (
     MIN_PLAIN_ROWS_PER_RUN,
     PLAIN_RUN_CHOICES,
@@ -200,6 +201,8 @@ def run_bench(
         )
         meta["notes"] += base.notes
         meta |= {"quantize": cfg.quantize, "backend": cfg.backend, "baselines": base.names}
+        if cfg.quantize == "int8" and cfg.backend == "torch":
+            meta["int8_smooth"] = int8_smoothing(mux_model.view)  # plain_int8_sorted is never smoothed
         meta["efficiency_baseline"] = eff
         meta["plain_runs"] = cfg.plain_runs
         if cfg.plain_runs == "best":

@@ -99,8 +99,8 @@ def build_baselines(
         if mode == "bf16" and name != forced and not native_bf16(view.device.type):
             out.notes.append(f"{name} skipped: {NO_NATIVE_BF16}")
             continue
-        try:
-            out.views[name] = quantized_copy(view, mode)
+        try:  # the plain int8 model as torch's quantize_dynamic gives it, unsmoothed: what a user deploys
+            out.views[name] = quantized_copy(view, mode, smooth=None)
         except RevmuxError as exc:
             if name == forced:
                 raise
@@ -158,8 +158,8 @@ def prepare_baselines(
 ) -> tuple[Baselines, MuxModel, str]:
     """The baselines of one bench run, the model its mux variant runs and its efficiency baseline.
 
-    The mux model is `model`; with `quantize` the same adapters on the int8 / bf16 copy that
-    `plain_<quantize>_sorted` also runs on; with backend "onnx" the same adapters on layers exported to
+    The mux model is `model`; with `quantize` the same adapters on an int8 copy (revmux's smoothed int8,
+    while `plain_int8_sorted` is torch's plain dynamic int8) or on the bf16 copy `plain_bf16_sorted` runs on; with backend "onnx" the same adapters on layers exported to
     ONNX Runtime (fp32, or int8 with quantize "int8"), compared with `ort_<precision>_sorted`.
     """
     mode = check_quantize_mode(quantize)
@@ -175,7 +175,13 @@ def prepare_baselines(
             raise ConfigError(f"--backend onnx needs ONNX Runtime here, but {'; '.join(base.notes)}.")
         view = ort_view(model.view, workdir, model.k, "int8" if mode == "int8" else "fp32")
         return base, on_view(model, view), eff
-    return base, model if mode == "none" else on_view(model, base.views[QUANTIZED_BASELINE[mode]]), eff
+    if mode == "none":
+        return base, model, eff
+    if (
+        mode == "int8"
+    ):  # the mux on revmux's own int8 backbone (smoothed); its baseline stays torch's plain int8
+        return base, on_view(model, quantized_copy(model.view, mode)), eff
+    return base, on_view(model, base.views[QUANTIZED_BASELINE[mode]]), eff
 
 
 def on_view(model: MuxModel, view: Any) -> MuxModel:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from revmux.backbones import LayerState
-from revmux.backbones.quantize import quantize_backbone
+from revmux.backbones.quantize import int8_smoothing, quantize_backbone
 from revmux.data import TaskData, tokenize
 from revmux.errors import ConfigError, DataError
 from revmux.eval_config import EvalConfig
@@ -180,6 +180,8 @@ def _partner_checks(model: MuxModel, data: TaskData, cfg: EvalConfig, kw: dict[s
     """The optional measurements of `cfg`: the backbone's quantization, adversarial partners (a dict) and
     the fallback sweep (a list of dicts); empty when none was asked for."""
     out: dict[str, Any] = {} if cfg.quantize == "none" else {"quantize": cfg.quantize}
+    if cfg.quantize == "int8":
+        out["int8_smooth"] = int8_smoothing(model.view)  # the smoothing alpha (None: plain dynamic int8)
     if cfg.adversarial_partners is not None:
         from revmux.adversarial import adversarial_partners
 

@@ -12,14 +12,19 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
+from revmux.backbones import load_backbone
 from revmux.backbones.quantize import (
     QUANTIZE_MODES,
+    SMOOTH_ALPHA,
+    SmoothedLinear,
     check_quantize_mode,
+    int8_smoothing,
     quantize_backbone,
     quantized_copy,
     quantized_mode,
+    smooth_linears,
 )
-from revmux.data import tokenize
+from revmux.data import load_task, tokenize
 from revmux.errors import ConfigError
 from revmux.evaluate import evaluate
 from revmux.model import MuxModel
@@ -99,3 +104,52 @@ def test_bad_modes_name_the_choices():
     half.model.to(torch.bfloat16)
     with pytest.raises(ConfigError, match="converts an fp32 backbone"):
         quantize_backbone(half, "int8")
+
+
+def test_smoothing_keeps_the_fp32_function_and_records_its_alpha(minilm_path):
+    """SmoothedLinear moves each input channel's range into the weights: in fp32 the model is the same
+    function (up to rounding); every Linear of the layers is wrapped, none outside them."""
+    view = toy_view(minilm_path)
+    batch = tokenize(view.tokenizer, toy_task(rows=24), 32)
+    with torch.inference_mode():
+        ref = view.forward_unsplit(batch)
+    texts = toy_task(rows=64, seed=1).texts
+    wrapped = smooth_linears(view, 0.8, texts)
+    layer_linears = [m for m in view.layer_modules().modules() if isinstance(m, nn.Linear)]
+    smoothed = [m for m in view.model.modules() if isinstance(m, SmoothedLinear)]
+    assert wrapped == len(smoothed) == len(layer_linears) and wrapped > 0
+    assert all(m.inv_scale.shape == (m.linear.in_features,) for m in smoothed)
+    head = [m for name, m in view.model.named_modules() if name.endswith("classifier")]
+    assert head and all(type(m) is nn.Linear for m in head)  # the head is not smoothed
+    with torch.inference_mode():
+        torch.testing.assert_close(view.forward_unsplit(batch), ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        smooth_linears(toy_view(minilm_path), 1.5, texts)
+    q = quantize_backbone(toy_view(minilm_path), "int8")
+    assert int8_smoothing(q) == SMOOTH_ALPHA and quantized_mode(q) == "int8"
+    inner = [m.linear for m in q.model.modules() if isinstance(m, SmoothedLinear)]
+    assert inner and all(isinstance(m, DynamicInt8Linear) for m in inner)  # smoothed, then quantized
+    assert int8_smoothing(quantized_copy(toy_view(minilm_path), "int8", smooth=None)) is None
+    assert (
+        int8_smoothing(quantize_backbone(tiny_bert(), "int8")) is None
+    )  # no tokenizer: nothing to calibrate on
+
+
+def test_smoothed_int8_stays_closer_to_fp32_on_the_real_minilm(minilm_path):
+    """On the real MiniLM a few input channels are far larger than the rest, so one activation scale per
+    tensor wastes int8 levels; smoothing brings the final states' int8 error down (measured: 0.19 -> 0.11
+    relative error on SST-2 sentences; asserted: at least a quarter less)."""
+    view = load_backbone(minilm_path, num_labels=2)
+    data = load_task("sst2", "dev").subset(list(range(48)))
+    batch = tokenize(view.tokenizer, data, 64)
+
+    def final_states(v) -> torch.Tensor:
+        with torch.inference_mode():
+            return v.run_layers(v.embed(batch), 0, v.num_layers).hidden[:, 0]
+
+    ref = final_states(view)
+    errors = {}
+    for alpha in (None, SMOOTH_ALPHA):
+        got = final_states(quantized_copy(view, "int8", smooth=alpha))
+        errors[alpha] = ((got - ref).norm(dim=1) / ref.norm(dim=1)).mean().item()
+    assert errors[SMOOTH_ALPHA] < 0.75 * errors[None], errors
