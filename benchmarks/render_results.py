@@ -597,14 +597,20 @@ FALLBACK = [  # (file stem under docs/results, the command that wrote it): the d
 ]  # fmt: skip
 
 
+def _bench_machine(bench: dict) -> str:
+    """A bench JSON's machine as the tables name it: platform and CPU count."""
+    m = bench["machine"]
+    return f"{m['platform']}, {m['cpu_count']} CPUs"
+
+
 def fallback_speed_section() -> list[str]:
     """The multiplexed model with its confidence fallback, timed beside the plain variants in one run."""
-    rows, commands, meta, dates = [], [], None, set()
+    rows, commands, machines, dates = [], [], set(), set()
     for stem, command in FALLBACK:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
-        meta = meta or bench
+        machines.add(_bench_machine(bench))
         dates.add(bench["date"][:10])
         commands.append(f"`{command.format(margin=bench['runs'][0]['fallback_margin'])}`")
         for r in bench["runs"]:
@@ -617,9 +623,8 @@ def fallback_speed_section() -> list[str]:
             )
     if not rows:
         return ["_No fallback timing yet: run the commands of this section._", ""]
-    m = meta["machine"]
     return [
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; the demo adapter (N=2, k=2) at "
+        f"Machine: {'; '.join(sorted(machines))}; dates {', '.join(sorted(dates))}; the demo adapter (N=2, k=2) at "
         "its default margin, shuffled SST-2 dev sentences, medians of 9 interleaved rounds; requests/s.",
         "",
         "| backbone | batch | margin | re-run in the batch | best plain (req/s) | mux | mux vs best plain "
@@ -636,12 +641,12 @@ def fallback_speed_section() -> list[str]:
 
 def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniLM") -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
-    rows, commands, meta, dates, bests, older = [], [], None, set(), [], []
+    rows, commands, machines, dates, bests, older = [], [], set(), set(), [], []
     for stem, command in cells:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
-        meta = meta or bench
+        machines.add(_bench_machine(bench))
         dates.add(bench["date"][:10])
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
@@ -660,9 +665,8 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
             )
     if not rows:
         return ["_No honest bench yet: run " + "; ".join(f"`{c}`" for _, c in cells) + "._", ""]
-    m = meta["machine"]
     return [
-        f"Machine: {m['platform']}, {m['cpu_count']} CPUs; dates {', '.join(sorted(dates))}; {backbone}, fresh adapters "
+        f"Machine: {'; '.join(sorted(machines))}; dates {', '.join(sorted(dates))}; {backbone}, fresh adapters "
         "(speed does not depend on the weights), the shuffled dev texts of the task named (sentence pairs for "
         "MRPC, RTE and QNLI), medians of 9 interleaved rounds (ms).",
         "",
@@ -687,8 +691,9 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         "",
         "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
         "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants, and the issue's own "
-        "measurements there found it so. The int8 rows run the mux's backbone in torch dynamic int8 (adapters "
-        f"fp32); ONNX Runtime int8, the fastest plain variant in {bests.count('ort_int8_sorted')} of {len(bests)} "
+        "measurements there found it so. The int8 rows run the mux's backbone in torch dynamic int8 with its "
+        "layers' inputs smoothed (`int8_smooth` in their JSON; adapters fp32), while the torch int8 column is "
+        f"torch's dynamic int8 without the smoothing; ONNX Runtime int8, the fastest plain variant in {bests.count('ort_int8_sorted')} of {len(bests)} "
         "rows, uses its own int8 kernels.",
         "",
     ]
@@ -765,8 +770,8 @@ def int8_scheme_section(record: dict | None) -> list[str]:
             if name != "fp32"
         )
         + ". The choice is made for the multiplexed model. The bench's `plain_int8_sorted` baseline is torch's "
-        "dynamic int8 as a user gets it in one call (per channel, unsmoothed), timed against the mux on the "
-        "chosen scheme.",
+        "dynamic int8 without the smoothing (`quantize_dynamic`, per-channel weights), timed against the mux on "
+        "the chosen scheme.",
         "",
     ]
 
