@@ -878,6 +878,7 @@ def main() -> None:
             targets,
             (_load("demo.json") or {}).get("result"),
             honest=honest,
+            quantized=(_load("eval_demo_fp32.json"), _load("eval_demo_int8.json")),
         ),
         "## The demo (`make demo`)",
         "",

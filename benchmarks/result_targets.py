@@ -40,12 +40,14 @@ def targets_section(
     spec: dict[str, Any],
     demo: dict | None = None,
     honest: list[dict] | None = None,
+    quantized: tuple[dict | None, dict | None] | None = None,
 ) -> list[str]:
     """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed).
 
     `demo`: docs/results/demo.json's result, the row of the `demo` recipe for the fidelity targets.
     `honest`: `revmux bench` reports of the backbone timed against every plain variant (bench_honest_*);
-    the speed targets read them, and the older bench grid (`bench`) only where there are none."""
+    the speed targets read them, and the older bench grid (`bench`) only where there are none.
+    `quantized`: `revmux eval --json` of one adapter on its fp32 and on its int8 backbone (int8_accuracy)."""
     out = ["| target | measured | met |", "|---|---|---|"]
     every = list(rows or []) + ([_demo_row(demo)] if demo else [])
     for t in (t for t in spec["targets"] if t["check"] == "fidelity"):
@@ -57,6 +59,8 @@ def targets_section(
         by_check.setdefault(t["check"], []).append(t)
     for t in by_check.get("drop_within", []):
         out += _drop_within(scope, t, where)
+    for t in by_check.get("int8_accuracy", []):
+        out += _int8_accuracy(quantized or (None, None), t)
     for r in (r for r in scope if r["mux"] == "revmux"):
         for t in spec["targets"]:
             if t["check"] == "beats":
@@ -162,6 +166,17 @@ def speed_targets(runs: list[tuple[dict, dict]], spec: dict[str, Any]) -> list[s
                 f"| {'yes' if ratio >= t['min_ratio'] else 'no'} |"
             )
     return out
+
+
+def _int8_accuracy(reports: tuple[dict | None, dict | None], t: dict[str, Any]) -> list[str]:
+    """The int8 multiplexed model's accuracy within max_points of the same adapter's on its fp32 backbone."""
+    fp32, int8 = reports
+    what = f"the int8 multiplexed model within {t['max_points']:g} pts of the fp32 one"
+    if not fp32 or not int8:
+        return [f"| {what} | not measured yet | no |"]
+    gap = 100 * (fp32["accuracy_mean"] - int8["accuracy_mean"])
+    where = f"{_display(fp32['task'])}, N={fp32['n']}, k={fp32['k']}, the demo adapter"
+    return [f"| {what} | {gap:.2f} pts ({where}) | {'yes' if gap <= t['max_points'] else 'no'} |"]
 
 
 def _drop_within(scope: list[dict], t: dict[str, Any], where: str) -> list[str]:

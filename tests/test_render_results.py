@@ -33,6 +33,7 @@ CHECKS = {
     "efficiency": {"min_batch_size", "ks", "min_efficiency"},
     "fidelity": {"backbone", "task", "n", "k", "recipes", "max_points", "min_agreement", "max_sensitivity"},
     "vs_best_plain": {"n", "k", "batch_sizes", "min_ratio"},
+    "int8_accuracy": {"max_points"},
 }
 
 
@@ -202,3 +203,19 @@ def test_agreement_breakdown_buckets_rows_and_renders_them(monkeypatch):
     text = "\n".join(_script("render_results", monkeypatch).agreement_section([record]))
     assert "by slot 40.0%, 60.0%" in text and "| [0.95, 1.00] | 3 | 66.7% |" in text
     assert "| 0-15 | 1 | 100.0% |" in text and "| 48- | 1 | 0.0% |" in text
+
+
+def test_int8_accuracy_target_compares_the_same_adapter_on_both_backbones(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from result_targets import targets_section
+
+    spec = {"backbone": "minilm", "task": "sst2", "baseline_recipe": "16k-rows-3ep"}
+    spec["targets"] = [{"check": "int8_accuracy", "max_points": 0.3}]
+    fp32 = {"task": "sst2", "n": 2, "k": 2, "accuracy_mean": 0.8208}
+    near, far = fp32 | {"accuracy_mean": 0.8190}, fp32 | {"accuracy_mean": 0.8170}
+    (row,) = [line for line in targets_section([], None, spec, quantized=(fp32, near)) if "int8" in line]
+    assert "| 0.18 pts (SST-2, N=2, k=2, the demo adapter) | yes |" in row
+    (row,) = [line for line in targets_section([], None, spec, quantized=(fp32, far)) if "int8" in line]
+    assert row.endswith("| 0.38 pts (SST-2, N=2, k=2, the demo adapter) | no |")
+    (row,) = [line for line in targets_section([], None, spec) if "int8" in line]
+    assert "not measured yet | no |" in row
