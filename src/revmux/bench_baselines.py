@@ -159,8 +159,9 @@ def prepare_baselines(
     """The baselines of one bench run, the model its mux variant runs and its efficiency baseline.
 
     The mux model is `model`; with `quantize` the same adapters on an int8 copy (revmux's smoothed int8,
-    while `plain_int8_sorted` is torch's plain dynamic int8) or on the bf16 copy `plain_bf16_sorted` runs on; with backend "onnx" the same adapters on layers exported to
-    ONNX Runtime (fp32, or int8 with quantize "int8"), compared with `ort_<precision>_sorted`.
+    while `plain_int8_sorted` is torch's plain dynamic int8) or on the bf16 copy `plain_bf16_sorted` runs
+    on; with backend "onnx" the same adapters on layers exported to ONNX Runtime (fp32, or int8 with
+    quantize "int8"), compared with `ort_<precision>_sorted`.
     """
     mode = check_quantize_mode(quantize)
     eff = efficiency_baseline(mode, backend)
@@ -177,9 +178,7 @@ def prepare_baselines(
         return base, on_view(model, view), eff
     if mode == "none":
         return base, model, eff
-    if (
-        mode == "int8"
-    ):  # the mux on revmux's own int8 backbone (smoothed); its baseline stays torch's plain int8
+    if mode == "int8":  # revmux's own (smoothed) int8 backbone; its baseline stays torch's plain int8
         return base, on_view(model, quantized_copy(model.view, mode)), eff
     return base, on_view(model, base.views[QUANTIZED_BASELINE[mode]]), eff
 

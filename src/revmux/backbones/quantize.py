@@ -121,27 +121,23 @@ def smooth_linears(view: Any, alpha: float, texts: list[str] | None = None) -> i
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"the smoothing alpha must be in [0, 1], got {alpha}.")
     layers = view.layer_modules()
-    names = [n for n, m in layers.named_modules() if isinstance(m, nn.Linear)]
-    peaks = _input_peaks(view, layers, names, texts)
     modules = dict(layers.named_modules())
-    for name in names:
-        linear = modules[name]
+    linears = {name: m for name, m in modules.items() if isinstance(m, nn.Linear)}
+    peaks = _input_peaks(view, linears, texts)
+    for name, linear in linears.items():
         w = linear.weight.detach().abs().amax(dim=0).clamp(min=1e-5)
         scale = (peaks[name].clamp(min=1e-5) ** alpha / w ** (1.0 - alpha)).clamp(min=1e-5)
         parent, _, attr = name.rpartition(".")
         setattr(modules[parent] if parent else layers, attr, SmoothedLinear(linear, scale))
-    return len(names)
+    return len(linears)
 
 
-def _input_peaks(
-    view: Any, layers: nn.Module, names: list[str], texts: list[str] | None
-) -> dict[str, Tensor]:
-    """Per input channel, the largest |x| each named Linear of `layers` sees on the fp32 forward of `texts`."""
+def _input_peaks(view: Any, linears: dict[str, nn.Module], texts: list[str] | None) -> dict[str, Tensor]:
+    """Per input channel, the largest |x| each of `linears` sees on the view's fp32 forward of `texts`."""
     if texts is None:
         from revmux.data import load_task
 
         texts = load_task("sst2", "train").texts[:CALIBRATION_ROWS]
-    modules = dict(layers.named_modules())
     peaks: dict[str, Tensor] = {}
 
     def hook(name: str) -> Any:
@@ -151,9 +147,9 @@ def _input_peaks(
 
         return record
 
-    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    handles = [linear.register_forward_hook(hook(name)) for name, linear in linears.items()]
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the scales become buffers of the model
             for i in range(0, len(texts), 32):
                 enc = view.tokenizer(
                     list(texts[i : i + 32]), padding=True, truncation=True,

@@ -468,9 +468,8 @@ def _write_log(out_dir: Path, info: dict[str, Any], state: RunState) -> float:
     seconds = sum(h["seconds"] + h["eval_seconds"] for h in state.history)
     train_only = sum(h["seconds"] for h in state.history)
     examples = sum(h["examples"] for h in state.history)
-    kept = (
-        state.history[state.best_epoch - 1] if state.best_epoch else {}
-    )  # measures absent in older runs: None
+    # the kept epoch's hold-out measures (None where an older run did not log one)
+    kept = state.history[state.best_epoch - 1] if state.best_epoch else {}
     log = {
         **info,
         "epochs_completed": state.epoch,
