@@ -20,6 +20,7 @@ from revmux.data import model_inputs
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
 from revmux.plots import bench_task, frontier_panels, throughput_series
+from revmux.runs import PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN
 
 runner = CliRunner()
 L = 3  # layers of the tiny model
@@ -98,6 +99,8 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
         assert isinstance(r["adapter_ms"], float) and r["adapter_ms"] > 0
         assert r["adapter_share"] == pytest.approx(r["adapter_ms"] / r["mux_ms"])
     assert d["compiled"] is False and "compile_seconds" not in d
+    assert d["packed_tail"] is True  # a BERT view: the tail runs once over its runs packed side by side
+    assert d["mux_run_cut"] == {"max_runs": PLAIN_MAX_RUNS, "min_rows_per_run": PLAIN_MIN_ROWS_PER_RUN}
 
 
 def test_n1_has_no_adapter_timing(tiny_dir):
@@ -125,11 +128,13 @@ def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir
         outs = sorted_plain(model, batch)()
     finally:
         hook.remove()
-    assert len(outs) == model.run_count(40) == 4  # as many runs as the mux path: 40 groups -> 4 runs
+    # as many runs as the mux path: its prefill in the plain model's cut (the tail is packed), so 40 groups
+    # -> 10 runs of 8 requests
+    assert len(outs) == model.run_count(40) == 10
     lengths = batch["attention_mask"].sum(1)
     order = torch.argsort(lengths, descending=True, stable=True)
-    starts = [0, 20, 40, 60]
-    assert widths == [(20, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
+    starts = range(0, 80, 8)
+    assert widths == [(8, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
     assert len(sorted_plain(model, batch, runs=8)()) == 8  # or as many as asked
     with torch.inference_mode():
         full = model.view.model(**batch).logits[order]

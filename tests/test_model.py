@@ -156,15 +156,23 @@ def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
         torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("length_aware", [True, False])
 @pytest.mark.parametrize(
-    ("n", "batch_size", "runs"), [(2, 64, 4), (2, 40, 2), (4, 32, 2), (4, 35, 2), (4, 12, 1)]
+    ("n", "batch_size", "runs", "packed_runs"),
+    [(2, 64, 4, 8), (2, 40, 2, 5), (4, 32, 2, 4), (4, 35, 2, 4), (4, 12, 1, 1)],
 )
-def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_aware, n, batch_size, runs):
-    """Bucketed prefill and tail (runs cut after their last real column) == one run over the padded batch."""
+def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(
+    view, length_aware, n, batch_size, runs, packed_runs, pack
+):
+    """Bucketed prefill and tail (runs cut after their last real column) == one run over the padded batch;
+    with the packed tail the prefill runs in the plain model's cut and the tail once over all runs."""
     lengths = [3 + (i * 7) % 29 for i in range(batch_size)]
     batch = tiny_batch(lengths, seed=3)
     model = _randomize(MuxModel.from_backbone(view, kind="revmux", n=n, k=1))
+    model.pack_tail = pack
+    if pack:
+        runs = packed_runs  # runs of at least 8 requests, at most 16 runs
     calls: list[int] = []
     hooks = [
         model.view.layer_modules()[i].register_forward_pre_hook(lambda *_, i=i: calls.append(i))
@@ -177,7 +185,8 @@ def test_tail_runs_cut_at_their_own_length_equal_one_padded_run(view, length_awa
         for hook in hooks:
             hook.remove()
     assert calls.count(0) == runs  # the prefill (layer 0 at k = 1) runs once per run, leftovers included
-    assert calls.count(1) == runs + (batch_size % n > 0)  # the tail once per run, + the N = 1 leftovers
+    tail_passes = 1 if pack else runs  # the tail once per run, or once over all runs packed
+    assert calls.count(1) == tail_passes + (batch_size % n > 0)  # + the N = 1 leftovers
     with torch.inference_mode():
         model.max_runs = 1
         single = model(batch, length_aware=length_aware)

@@ -3,11 +3,24 @@ model does, so multiplexing pays no more padding per request than plain inferenc
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from revmux.errors import UnsupportedModelError
 from revmux.model import MuxModel
-from revmux.runs import bucketed_runs, plan_groups
+from revmux.runs import (
+    MAX_RUNS,
+    MIN_ROWS_PER_RUN,
+    PLAIN_MAX_RUNS,
+    PLAIN_MIN_ROWS_PER_RUN,
+    bucketed_runs,
+    groups_by_length,
+    pack_rows,
+    plan_groups,
+    real_ends,
+)
 from tests.tiny import tiny_batch, tiny_bert
 
 
@@ -15,6 +28,7 @@ from tests.tiny import tiny_batch, tiny_bert
 def test_adapters_and_tail_run_on_each_runs_real_columns_only(path):
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=2, k=1)
+    model.pack_tail = False  # the tail once per run (the packed tail: the tests below)
     model.min_rows_per_run = 8  # at least 8 requests a run: 16 groups in 4 runs, one leftover
     lengths = [3 + (i * 7) % 29 for i in range(33)]
     batch = tiny_batch(lengths, seed=3)
@@ -47,6 +61,7 @@ def test_random_groupings_run_in_runs_of_similar_length_with_the_same_answers(pa
     group run alone, and the runs skip the padding a random mix of long and short groups would leave."""
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=2, k=1)
+    model.pack_tail = False  # the tail once per run, each run's width seen by the hook
     model.min_rows_per_run = 8  # 16 groups in 4 runs
     lengths = [3 + (i * 7) % 29 for i in range(32)]
     batch = tiny_batch(lengths, seed=5)
@@ -91,3 +106,48 @@ def test_rerun_alone_runs_length_sorted_runs_cut_to_their_rows_and_equals_each_r
         for i, r in enumerate(rows.tolist()):
             alone = model.teacher_from_prefill(model.prefill({k: v[r : r + 1] for k, v in batch.items()}))[1]
             torch.testing.assert_close(got[i : i + 1], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_packed_tail_runs_once_over_every_runs_composites_with_the_same_answers(n):
+    """The tail runs once, over all runs' composites packed side by side in bins as long as the longest
+    composite, and each request's answer is what the tail run per run (padded) gives it."""
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=n, k=1)
+    assert model.packs_tail and view.packs_rows
+    lengths = [3 + (i * 7) % 29 for i in range(8 * n + 1)]  # one leftover, run alone at N = 1
+    batch = tiny_batch(lengths, seed=11)
+    mask = batch["attention_mask"]
+    perm = groups_by_length(plan_groups(mask.sum(1), n, length_aware=True), mask, n)
+    comp_ends = real_ends(mask[perm[: 8 * n]]).view(8, n).amax(dim=1)
+    plan = pack_rows(comp_ends)
+    shapes: list[tuple[int, int]] = []
+    hook = view.layer_modules()[1].register_forward_pre_hook(lambda _, args: shapes.append(args[0].shape[:2]))
+    try:
+        with torch.inference_mode():
+            packed = model(batch, length_aware=True)
+    finally:
+        hook.remove()
+    tail = [shape for shape in shapes if shape[0] == plan.segments.shape[0] and shape[1] == plan.capacity]
+    assert len(tail) == 1 and plan.segments.shape[0] < 8  # one pass, fewer rows than composites
+    model.pack_tail = False
+    with torch.inference_mode():
+        per_run = model(batch, length_aware=True)
+        padded = model.forward_from_prefill(model.prefill(batch), length_aware=True).logits
+    torch.testing.assert_close(packed, per_run, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_cuts_the_prefill_as_the_plain_model_and_views_that_cannot_pack_do_not():
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=4, k=1)
+    assert model.run_cut == (PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN)  # the prefill is plain work
+    model.pack_tail = False
+    assert model.run_cut == (MAX_RUNS, MIN_ROWS_PER_RUN)
+    model.max_runs = 1
+    assert model.run_cut == (1, MIN_ROWS_PER_RUN)  # a knob set by hand wins
+    elsewhere = copy.copy(view)  # layers run elsewhere (as ONNX Runtime's copy of a view): no packing
+    elsewhere.run_layers = view.run_layers
+    assert not elsewhere.packs_rows and not MuxModel(elsewhere, model.config, model.mux).packs_tail
+    with pytest.raises(UnsupportedModelError, match="cannot run packed rows"):
+        elsewhere.run_packed(torch.zeros(1, 2, 32), torch.ones(1, 2, dtype=torch.long), 0, 1)

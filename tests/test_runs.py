@@ -12,10 +12,12 @@ from revmux.runs import (
     groups_by_length,
     last_real_index,
     masked_mean,
+    pack_rows,
     real_columns,
     real_ends,
     run_count,
     split_runs,
+    token_index,
 )
 
 RIGHT = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
@@ -101,3 +103,25 @@ def test_groups_by_length_reorders_whole_groups_longest_first(lengths, n, seed):
     assert out[G * n :].tolist() == order[G * n :].tolist()  # leftovers stay last
     ends = [max(lengths[i] for i in group) for group in after]
     assert ends == sorted(ends, reverse=True)
+
+
+@settings(max_examples=80, deadline=None)
+@given(lengths=st.lists(st.integers(0, 20), min_size=1, max_size=40))
+def test_pack_rows_places_every_row_whole_in_one_bin_without_overlap(lengths):
+    plan = pack_rows(torch.tensor(lengths))
+    C = max([1, *lengths])
+    assert plan.capacity == C and plan.segments.shape[1] == C
+    flat = plan.segments.view(-1)
+    for r, length in enumerate(lengths):
+        start = int(plan.slots[r])
+        assert int(plan.offsets[r]) + length <= C  # never spans bins
+        assert flat[start : start + length].tolist() == [r + 1] * length  # contiguous, its own id
+        assert int((flat == r + 1).sum()) == length  # nowhere else
+    assert int((flat > 0).sum()) == sum(lengths)
+    # first fit: at most one bin is half full or less (a later one would have fit into it)
+    assert plan.segments.shape[0] <= max(1, -(-2 * sum(lengths) // C))
+
+
+def test_token_index_lists_each_rows_real_tokens_in_order():
+    rows, tokens = token_index(torch.tensor([2, 0, 3]))
+    assert rows.tolist() == [0, 0, 2, 2, 2] and tokens.tolist() == [0, 1, 0, 1, 2]

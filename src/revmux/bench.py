@@ -205,6 +205,9 @@ def run_bench(
             meta["int8_smooth"] = int8_smoothing(mux_model.view)  # plain_int8_sorted is never smoothed
         meta["efficiency_baseline"] = eff
         meta["plain_runs"] = cfg.plain_runs
+        # the mux's tail: one pass over its runs' composites packed side by side, or one per run
+        meta["packed_tail"] = mux_model.packs_tail
+        meta["mux_run_cut"] = dict(zip(("max_runs", "min_rows_per_run"), mux_model.run_cut, strict=True))
         if cfg.plain_runs == "best":
             meta["notes"].append(
                 "each length-sorted plain variant runs at its fastest run count (<variant>_runs), chosen per "

@@ -187,6 +187,7 @@ def on_view(model: MuxModel, view: Any) -> MuxModel:
     """The same adapters (shared, not copied) and config on another backbone view, with the same run cuts."""
     other = MuxModel(view, model.config, model.mux)
     other.max_runs, other.min_rows_per_run = model.max_runs, model.min_rows_per_run
+    other.pack_tail = model.pack_tail
     return other
 
 

@@ -27,12 +27,16 @@ from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.runs import (
     MAX_RUNS,
     MIN_ROWS_PER_RUN,
+    PLAIN_MAX_RUNS,
+    PLAIN_MIN_ROWS_PER_RUN,
     bucketed_runs,
     groups_by_length,
+    pack_rows,
     plan_groups,
     real_ends,
     run_count,
     split_runs,
+    token_index,
 )
 
 ADAPTER_PRECISIONS = ("auto", "backbone", "fp32")  # what MuxModel.adapter_precision takes
@@ -71,9 +75,14 @@ class MuxModel(nn.Module):
             mux if mux is not None else build_mux(config.kind, config.n, config.hidden_size, **config.options)
         )
         # prefill and tail run in up to `max_runs` runs of at least `min_rows_per_run` requests, each cut
-        # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch
-        self.max_runs = MAX_RUNS
-        self.min_rows_per_run = MIN_ROWS_PER_RUN
+        # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch.
+        # None: the measured cut, the plain model's own where the tail is packed (`packs_tail`: runs cut
+        # the prefill only), else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
+        self.max_runs: int | None = None
+        self.min_rows_per_run: int | None = None
+        # the tail in one pass over every run's composites packed side by side, where the view allows it
+        # (`packs_tail`); off: one tail pass per run, each padded to its longest composite
+        self.pack_tail = True
         # without gradients on a bf16 backbone the adapters compute in bf16 with "backbone", and with "auto"
         # where bf16 matmuls are native (CUDA, or a CPU oneDNN runs bf16 on: emulated ones are slower than
         # fp32); "fp32": always in their own fp32 weights, the states cast to fp32 and back around them
@@ -192,6 +201,8 @@ class MuxModel(nn.Module):
         N = self.n
         reads: list[Tensor] = []  # per run, the tail's outputs at each request's read position
         rest: list[Tensor] = []
+        packed = self.packs_tail
+        muxed: list[tuple[Tensor, Tensor, Tensor]] = []  # packed: per run, the composites for one tail pass
         for rows, cols in bucketed_runs(mask, perm, self.run_count(B // N), group_size=N):
             sub = {key: _rows_cols(value, rows, cols.stop, B, T) for key, value in inputs.items()}
             state = self.prefill(sub)
@@ -200,12 +211,17 @@ class MuxModel(nn.Module):
                 masks = state.attention_mask[:m].unflatten(0, (m // N, N))  # (G, N, t)
                 t = cols.stop if m == rows.shape[0] else int(real_ends(masks.amax(dim=1)).max())
                 h = state.hidden[:m, :t].unflatten(0, (m // N, N))  # (G, N, t, d), no copy
-                reads.append(self._mux_tail(h, masks[..., :t]))
+                if packed:
+                    muxed.append(self._mux(h, masks[..., :t]))
+                else:
+                    reads.append(self._mux_tail(h, masks[..., :t]))
             if m < rows.shape[0]:
                 left = _select(state, torch.arange(m, rows.shape[0], device=mask.device))
                 rest.append(
                     self.teacher_from_prefill(_cut(left, int(real_ends(left.attention_mask).max())))[1]
                 )
+        if muxed:
+            reads = [self._packed_tail(muxed)]
         m = B // N * N
         logits = [self._demux_head(_cat(reads), mask[perm[:m]])[1]] if m else []
         return torch.cat(logits + rest)[_inverse(perm)]
@@ -242,8 +258,19 @@ class MuxModel(nn.Module):
         if self.view.reads_all_positions:
             return 1
         size = self.n if group_size is None else group_size
-        return run_count(
-            groups, group_size=size, max_runs=self.max_runs, min_rows_per_run=self.min_rows_per_run
+        max_runs, min_rows = self.run_cut
+        return run_count(groups, group_size=size, max_runs=max_runs, min_rows_per_run=min_rows)
+
+    @property
+    def run_cut(self) -> tuple[int, int]:
+        """(max_runs, min_rows_per_run) in force: the attributes where set, else the measured cut (see
+        `__init__`)."""
+        packed = self.packs_tail
+        max_runs = PLAIN_MAX_RUNS if packed else MAX_RUNS
+        min_rows = PLAIN_MIN_ROWS_PER_RUN if packed else MIN_ROWS_PER_RUN
+        return (
+            max_runs if self.max_runs is None else self.max_runs,
+            min_rows if self.min_rows_per_run is None else self.min_rows_per_run,
         )
 
     def _prefill_runs(self, inputs: Mapping[str, Tensor], perm: Tensor) -> LayerState:
@@ -288,11 +315,18 @@ class MuxModel(nn.Module):
         if G:
             idx = perm[:m].view(G, N)
             runs = []
+            packed = self.packs_tail
+            muxed: list[tuple[Tensor, Tensor, Tensor]] = []
             for chunk in split_runs(torch.arange(G, device=mask.device), self.run_count(G)):
                 masks = mask[idx[chunk]]  # (g, N, T)
                 t = T if self.view.reads_all_positions else int(real_ends(masks.amax(dim=1)).max())
                 h = state.hidden[:, :t][idx[chunk]]  # (g, N, t, d): only the run's real columns
-                runs.append(self._mux_tail(h, masks[..., :t]))
+                if packed:
+                    muxed.append(self._mux(h, masks[..., :t]))
+                else:
+                    runs.append(self._mux_tail(h, masks[..., :t]))
+            if muxed:
+                runs = [self._packed_tail(muxed)]
             rep, lg = self._demux_head(_cat(runs), mask[perm[:m]])
             reads.append(rep)
             logits.append(lg)
@@ -306,21 +340,59 @@ class MuxModel(nn.Module):
         inverse = _inverse(perm)
         return MuxOutput(logits=torch.cat(logits)[inverse], reps=torch.cat(reads)[inverse], down=down)
 
-    def _mux_tail(self, h: Tensor, masks: Tensor) -> Tensor:
-        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed and run through the tail: the
-        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`."""
+    @property
+    def packs_tail(self) -> bool:
+        """Whether `forward` runs the tail once over all its runs' composites packed side by side
+        (`revmux.runs.pack_rows`) instead of once per run: where `pack_tail` is on and the view packs rows
+        (encoders whose layers see no positions), the head reads one position, and no prefix is shared."""
+        view = self.view
+        return (
+            self.pack_tail
+            and view.packs_rows
+            and not view.reads_all_positions
+            and not self.config.shared_prefix
+        )
+
+    def _mux(self, h: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed: (composites (G, T, d), their
+        masks (G, T), the OR of the group's, and each request's read position (G, N))."""
         G, N, T = masks.shape
-        comp_mask = masks.amax(dim=1)  # OR of the group's masks
         comp = self.inference_mux().mux(h)
-        if self.view.reads_all_positions:
-            out = self._tail(comp, comp_mask)
-            return out.unsqueeze(1).expand(G, N, *out.shape[1:])
         ridx = self.view.read_index(masks.reshape(G * N, T)).view(G, N)
         if self.config.shared_prefix:
             shared = shared_prefix_mask(h, masks, ridx.amin(dim=1))
             comp = torch.where(shared.unsqueeze(-1), h[:, 0].to(comp.dtype), comp)
+        return comp, masks.amax(dim=1), ridx
+
+    def _mux_tail(self, h: Tensor, masks: Tensor) -> Tensor:
+        """Whole groups, (G, N, T, d) layer-k states and (G, N, T) masks, muxed and run through the tail: the
+        composite outputs at each request's read position(s), (G, N, [T,] d), for `_demux_head`."""
+        G, N, T = masks.shape
+        if self.view.reads_all_positions:
+            out = self._tail(self.inference_mux().mux(h), masks.amax(dim=1))
+            return out.unsqueeze(1).expand(G, N, *out.shape[1:])
+        comp, comp_mask, ridx = self._mux(h, masks)
         out = self._tail(comp, comp_mask)  # (G, T, d)
         return out[torch.arange(G, device=out.device).unsqueeze(1), ridx]  # (G, N, d)
+
+    def _packed_tail(self, muxed: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+        """`_mux`'s composites of every run through the tail in one pass, packed side by side: the outputs
+        at each request's read position, (G, N, d) over all runs in order, as `_mux_tail` gives them."""
+        lengths = torch.cat([real_ends(comp_mask) for _, comp_mask, _ in muxed]).long()
+        plan = pack_rows(lengths)
+        d = muxed[0][0].shape[-1]
+        buffer = muxed[0][0].new_zeros(plan.segments.numel(), d)
+        slots, start = plan.slots, 0
+        for comp, _, _ in muxed:  # each run's real tokens into their place in the packed buffer
+            rows, tokens = token_index(lengths[start : start + comp.shape[0]])
+            buffer[slots[start + rows] + tokens] = comp[rows, tokens]
+            start += comp.shape[0]
+        out = self.view.run_packed(
+            buffer.view(*plan.segments.shape, d), plan.segments, self.k, self.view.num_layers
+        )
+        reads = [ridx for _, _, ridx in muxed]
+        at = slots.unsqueeze(1) + torch.cat(reads)  # (G, N): each request's read position in the buffer
+        return out.view(-1, d)[at]
 
     def _demux_head(self, rows: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         """`_mux_tail`'s outputs of all runs at once (G, N, [T,] d), with the requests' (G * N, T) masks,

@@ -14,10 +14,15 @@ batch 32 and 128 on 2 cores (docs/RESULTS.md, notes): smaller runs pad less but 
 `plain_runs` is the cut of the plain model alone (N = 1), for the server's width 1: at most
 `PLAIN_MAX_RUNS` runs of at least `PLAIN_MIN_ROWS_PER_RUN` requests, the length-sorted plain model's
 fastest cut on the same timing grid (8-16 requests a run at batch 32 and 128).
+Packing: `pack_rows` places rows of given real lengths side by side in bins as long as the longest row
+(first fit, longest first), for layers that see no positions and attend through a block-diagonal mask:
+one pass over all rows with almost no padding, instead of runs cut at their longest row.
 What it is not: anything that runs a model or knows about tokenizers.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -141,6 +146,56 @@ def bucketed_runs(
     for rows in split_runs(order, runs, group_size=group_size, rows_per_run=rows_per_run):
         out.append((rows, real_columns(mask[rows], leading=leading)))
     return out
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where `pack_rows` put each row: `bins` (R,) and `offsets` (R,), and the (B, C) `segments` of the
+    packed buffer (row r's tokens hold id r + 1; padding 0). `slots` (R,) is each row's first flat index
+    (bin * C + offset) in the buffer viewed as (B * C, ...)."""
+
+    bins: Tensor
+    offsets: Tensor
+    segments: Tensor
+
+    @property
+    def capacity(self) -> int:
+        return self.segments.shape[1]
+
+    @property
+    def slots(self) -> Tensor:
+        return self.bins * self.capacity + self.offsets
+
+
+def pack_rows(lengths: Tensor) -> Packing:
+    """First-fit-decreasing packing of rows of real lengths `lengths` (R,) into bins of the longest's length:
+    a row goes into the first bin it fits, longest rows first. Rows never span bins, so every row keeps
+    its tokens contiguous; a row of length 0 takes no space."""
+    lens = [int(v) for v in lengths.tolist()]
+    capacity = max([1, *lens])
+    free: list[int] = []  # room left per bin
+    bins, offsets = [0] * len(lens), [0] * len(lens)
+    for r in sorted(range(len(lens)), key=lambda i: -lens[i]):
+        b = next((i for i, room in enumerate(free) if room >= lens[r]), len(free))
+        if b == len(free):
+            free.append(capacity)
+        bins[r], offsets[r] = b, capacity - free[b]
+        free[b] -= lens[r]
+    device = lengths.device
+    b_t = torch.tensor(bins, dtype=torch.long, device=device)
+    o_t = torch.tensor(offsets, dtype=torch.long, device=device)
+    segments = torch.zeros(max(1, len(free)), capacity, dtype=torch.long, device=device)
+    flat = segments.view(-1)
+    rows, tokens = token_index(lengths.to(device=device, dtype=torch.long))
+    flat[(b_t * capacity + o_t)[rows] + tokens] = rows + 1
+    return Packing(bins=b_t, offsets=o_t, segments=segments)
+
+
+def token_index(lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """(row, token) index pairs of every real token of rows of `lengths` (R,), row by row: both (sum,)."""
+    rows = torch.repeat_interleave(torch.arange(lengths.shape[0], device=lengths.device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    return rows, torch.arange(rows.shape[0], device=lengths.device) - starts[rows]
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -77,6 +77,7 @@ def test_split_equals_unsplit_on_a_quantized_backbone(mode):
 
 def test_int8_teacher_and_mux_stay_close_to_fp32(minilm_path):
     data = toy_task(rows=200)
+    torch.manual_seed(0)  # fresh adapters: the same ones whatever ran before (their accuracy is near chance)
     fp32 = MuxModel.from_backbone(toy_view(minilm_path), kind="revmux", n=2, k=1)
     int8 = MuxModel(quantized_copy(fp32.view, "int8"), fp32.config, fp32.mux)  # the same adapters
     enc = tokenize(fp32.view.tokenizer, data, 32)
@@ -88,9 +89,12 @@ def test_int8_teacher_and_mux_stay_close_to_fp32(minilm_path):
     assert int8.view.tokenizer is fp32.view.tokenizer
     a, b = (evaluate(m, data, groupings=2, max_length=32) for m in (fp32, int8))
     assert abs(a.teacher_accuracy - b.teacher_accuracy) <= 0.02
-    assert abs(a.accuracy_mean - b.accuracy_mean) <= 0.05
+    # fresh adapters answer with margins of a few hundredths, so their accuracy flips with any rounding
+    # (0.73 against 0.83 here): the bound is on the multiplexed logits, in input order and grouped at random
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         torch.testing.assert_close(int8(enc), fp32(enc), atol=0.15, rtol=0.0)
+        torch.testing.assert_close(int8(enc, order=order), fp32(enc, order=order), atol=0.15, rtol=0.0)
 
 
 def test_bad_modes_name_the_choices():

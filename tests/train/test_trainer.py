@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -443,12 +444,27 @@ def test_min_steps_adds_epochs_only_where_the_data_is_small():
         TrainConfig(min_steps=-1)
 
 
+def test_steps_at_n_gives_wider_groups_the_steps_of_the_narrower_width():
+    # an epoch at N=4 is half the steps of one at N=2 (32 groups of 4 rows a step): steps_at_n=2 doubles
+    # both --epochs and --min-steps at N=4 and changes nothing at N=2
+    two = TrainConfig(n=2, epochs=4, min_steps=940, steps_at_n=2)
+    four = dataclasses.replace(two, n=4)
+    assert two.width_scale == 1.0 and four.width_scale == 2.0
+    assert two.epochs_for(518 * 2) == 4 and four.epochs_for(518) == 8  # full split: epochs decide
+    assert two.epochs_for(59) == 16 and four.epochs_for(29) == 65  # small sets: 940 and 1,880 steps
+    assert dataclasses.replace(four, steps_at_n=None).epochs_for(518) == 4  # unset: as written
+    assert dataclasses.replace(four, n=3).epochs_for(518) == 6  # 4 * 3 / 2
+    with pytest.raises(ConfigError, match="--steps-at-n must be an integer >= 1 or unset"):
+        TrainConfig(steps_at_n=0)
+
+
 def test_configs_saved_before_a_field_existed_keep_what_their_run_did():
-    later = ("lambda_state", "min_steps", "augment", "augment_copies")
+    later = ("lambda_state", "min_steps", "augment", "augment_copies", "steps_at_n")
     old = {key: v for key, v in TrainConfig().to_dict().items() if key not in later}
     assert TrainConfig.from_dict(old).lambda_state == 4.0  # a user's YAML without it: today's default
     saved = TrainConfig.from_saved(old)  # a train_log.json or results row written before it existed
     assert saved.lambda_state == 0.0 and saved.min_steps == 0 and saved.augment == []
+    assert saved.steps_at_n is None
     assert saved.augmentation(is_pair=True) == ([], 0)  # saved before pairs were augmented by default
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()  # present fields win
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from revmux.errors import ConfigError
+from revmux.errors import ConfigError, UnsupportedModelError
 from revmux.runs import real_columns
 
 _HASH_IGNORED_CONFIG_KEYS = {
@@ -121,6 +121,17 @@ class BackboneView(ABC):
     @abstractmethod
     def layer_modules(self) -> nn.ModuleList:
         """The L sliceable layer modules, in order (what `run_layers` calls; e.g. for torch.compile)."""
+
+    @property
+    def packs_rows(self) -> bool:
+        """Whether `run_packed` can run layers on several sequences packed side by side in one row."""
+        return False
+
+    def run_packed(self, hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
+        """Layers [start, stop) on (B, C, d) rows that each hold several sequences side by side, told apart by
+        `segments` (B, C) (one id per sequence, 0 for padding): each token attends within its own sequence
+        only, so every sequence gets what `run_layers` gives it alone. Only where `packs_rows`."""
+        raise UnsupportedModelError(f"{type(self).__name__} cannot run packed rows (packs_rows is False).")
 
     def composite_state(self, hidden: Tensor, attention_mask: Tensor) -> LayerState:
         """State for a composite sequence (mixed requests) with the given mask, positions as the model's default."""

@@ -84,6 +84,26 @@ class EncoderView(BackboneView):
         )
         return state.with_hidden(self._run(state.hidden, mask, start, stop))
 
+    @property
+    def packs_rows(self) -> bool:
+        """Layers that see no positions (they are added by the embeddings: not MPNet's per-layer bias) and
+        attend through sdpa, which takes the block-diagonal boolean mask of `run_packed` as it is; not a
+        copy whose `run_layers` runs elsewhere (ONNX Runtime layers)."""
+        return (
+            "run_layers" not in vars(self)
+            and type(self)._run is EncoderView._run
+            and self.base.config._attn_implementation == "sdpa"
+        )
+
+    def run_packed(self, hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
+        if not self.packs_rows:
+            return super().run_packed(hidden, segments, start, stop)
+        self._check_range(start, stop)
+        # sdpa's boolean mask (True: attend), (B, 1, C, C): a token sees its own sequence's tokens only;
+        # padding (id 0) sees padding, so no row is fully masked, and no real token sees padding
+        mask = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+        return self._run(hidden, mask, start, stop)
+
     def head(self, read: Tensor, attention_mask: Tensor) -> Tensor:
         # RoBERTa / XLM-R / ELECTRA / MPNet classification heads take features[:, 0, :].
         return self.model.classifier(read.unsqueeze(1))

@@ -10,6 +10,7 @@ dataclass (`revmux.mux`) and arrive here as `mux_options`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,13 @@ class TrainConfig:
     min_steps: int = field(
         default=940,
         metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps"),
+    )
+    steps_at_n: int | None = field(
+        default=None,
+        metadata=_help(
+            "the width --epochs and --min-steps are counted at: a run at a wider N makes N / steps_at_n times "
+            "as many of both, so every width gets as many optimizer steps from the same rows (unset: no scaling)"
+        ),
     )
     batch_groups: int = field(default=32, metadata=_help("groups per optimizer step"))
     lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
@@ -123,6 +131,8 @@ class TrainConfig:
                 raise bad(name, f"an integer >= {low}{note}")
         if self.max_train_rows is not None and (not _is_int(self.max_train_rows) or self.max_train_rows < 2):
             raise bad("max_train_rows", "an integer >= 2 or unset")
+        if self.steps_at_n is not None and (not _is_int(self.steps_at_n) or self.steps_at_n < 1):
+            raise bad("steps_at_n", "an integer >= 1 or unset")
         for name in (
             "lr",
             "weight_decay",
@@ -187,9 +197,20 @@ class TrainConfig:
         copies = self.augment_copies if self.augment_copies is not None else (1 if kinds else 0)
         return kinds, copies
 
+    @property
+    def width_scale(self) -> float:
+        """How many times `epochs` and `min_steps` this run makes: N / steps_at_n above that width, else 1.
+        An epoch at width N is batch_groups * N rows a step, so this keeps the steps of the narrower width."""
+        if self.steps_at_n is None or self.n <= self.steps_at_n:
+            return 1.0
+        return self.n / self.steps_at_n
+
     def epochs_for(self, steps_per_epoch: int) -> int:
-        """Epochs a run makes: `epochs`, or more when `min_steps` needs them (small training sets)."""
-        return max(self.epochs, -(-self.min_steps // max(1, steps_per_epoch)))
+        """Epochs a run makes: `epochs`, or more when `min_steps` needs them (small training sets), both
+        times `width_scale`."""
+        scale = self.width_scale
+        epochs, min_steps = math.ceil(self.epochs * scale), math.ceil(self.min_steps * scale)
+        return max(epochs, -(-min_steps // max(1, steps_per_epoch)))
 
     @property
     def rows_per_step(self) -> int:
@@ -219,7 +240,14 @@ class TrainConfig:
 PAIR_AUGMENT = ["crop", "dropout"]
 """The augmentations an unset `augment` applies to sentence-pair tasks (docs/RESULTS.md, recipe selection)."""
 
-BEFORE = {"min_steps": 0, "lambda_state": 0.0, "augment": [], "augment_copies": 0, "select_on": "accuracy"}
+BEFORE = {
+    "min_steps": 0,
+    "lambda_state": 0.0,
+    "augment": [],
+    "augment_copies": 0,
+    "select_on": "accuracy",
+    "steps_at_n": None,
+}
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 
 
