@@ -75,6 +75,7 @@ def instrumented(model: MuxModel, batch: dict[str, torch.Tensor]) -> tuple[Calla
     stages = {
         (view, "embed"): "embed",
         (view, "run_layers"): lambda state, start, stop: "prefill" if start < k else "tail",
+        (view, "run_packed"): "tail",  # the tail over packed composites (`MuxModel.packs_tail`)
         (view, "head"): "head",
     }
     records: list[dict[str, float]] = []

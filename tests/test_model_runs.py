@@ -7,6 +7,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from revmux.errors import UnsupportedModelError
 from revmux.model import MuxModel
@@ -20,6 +22,7 @@ from revmux.runs import (
     pack_rows,
     plan_groups,
     real_ends,
+    token_index,
 )
 from tests.tiny import tiny_batch, tiny_bert
 
@@ -147,7 +150,29 @@ def test_packing_cuts_the_prefill_as_the_plain_model_and_views_that_cannot_pack_
     model.max_runs = 1
     assert model.run_cut == (1, MIN_ROWS_PER_RUN)  # a knob set by hand wins
     elsewhere = copy.copy(view)  # layers run elsewhere (as ONNX Runtime's copy of a view): no packing
-    elsewhere.run_layers = view.run_layers
+    elsewhere.layers_elsewhere = True
     assert not elsewhere.packs_rows and not MuxModel(elsewhere, model.config, model.mux).packs_tail
     with pytest.raises(UnsupportedModelError, match="cannot run packed rows"):
         elsewhere.run_packed(torch.zeros(1, 2, 32), torch.ones(1, 2, dtype=torch.long), 0, 1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(1, 20), min_size=1, max_size=12), start=st.integers(0, 2))
+def test_run_packed_gives_each_sequence_what_the_layers_give_it_alone(lengths, start):
+    """Sequences packed side by side (`pack_rows`) through layers [start, L): every real token's state equals
+    the padded run's, whatever the lengths."""
+    view = _VIEW
+    batch = tiny_batch(lengths, seed=len(lengths))
+    state = view.run_layers(view.embed(batch), 0, start)
+    plan = pack_rows(torch.tensor(lengths))
+    rows, tokens = token_index(torch.tensor(lengths))
+    buffer = state.hidden.new_zeros(plan.segments.numel(), state.hidden.shape[-1])
+    buffer[plan.slots[rows] + tokens] = state.hidden[rows, tokens]
+    with torch.inference_mode():
+        packed = view.run_packed(buffer.view(*plan.segments.shape, -1), plan.segments, start, view.num_layers)
+        padded = view.run_layers(state, start, view.num_layers).hidden
+    got = packed.reshape(-1, packed.shape[-1])[plan.slots[rows] + tokens]
+    torch.testing.assert_close(got, padded[rows, tokens], atol=1e-5, rtol=1e-4)
+
+
+_VIEW = tiny_bert()

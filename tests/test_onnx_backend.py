@@ -54,6 +54,7 @@ def test_mux_on_ort_layers_equals_the_torch_mux(minilm_path, tmp_path):
         enc = tokenize(view.tokenizer, toy_task(rows=33), 32)  # 16 composites and one leftover at N = 1
         on_ort = {p: on_view(model, ort_view(view, tmp_path / p, 1, p)) for p in ("fp32", "int8")}
         assert not view.model.training and on_ort["fp32"].view.run_layers is not view.run_layers
+        assert model.packs_tail and not on_ort["fp32"].packs_tail  # ORT graphs take padded rows only
         with torch.inference_mode():
             ref = model(enc, length_aware=True)
             fp32, int8 = (on_ort[p](enc, length_aware=True) for p in ("fp32", "int8"))

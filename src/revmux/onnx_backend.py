@@ -221,4 +221,5 @@ def ort_view(
         return state.with_hidden(session(state.hidden, state.attention_mask))
 
     other.run_layers = run_layers
+    other.layers_elsewhere = True  # its layers take padded rows only: no packed tail
     return other

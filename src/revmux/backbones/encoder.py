@@ -88,9 +88,9 @@ class EncoderView(BackboneView):
     def packs_rows(self) -> bool:
         """Layers that see no positions (they are added by the embeddings: not MPNet's per-layer bias) and
         attend through sdpa, which takes the block-diagonal boolean mask of `run_packed` as it is; not a
-        copy whose `run_layers` runs elsewhere (ONNX Runtime layers)."""
+        copy whose layers run elsewhere (`layers_elsewhere`, set by `revmux.onnx_backend.ort_view`)."""
         return (
-            "run_layers" not in vars(self)
+            not getattr(self, "layers_elsewhere", False)
             and type(self)._run is EncoderView._run
             and self.base.config._attn_implementation == "sdpa"
         )
