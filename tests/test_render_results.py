@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -79,8 +80,14 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
                 row_steps_per_epoch(row, recipe)
             ), (parsed.recipe, row["task"], row["train_rows"])
             saved = dataclasses.replace(saved, min_steps=recipe.min_steps)
+        if saved.steps_at_n != recipe.steps_at_n:  # a later default: the same run at N = 2
+            assert saved.epochs_for(row_steps_per_epoch(row, saved)) == recipe.epochs_for(
+                row_steps_per_epoch(row, recipe)
+            ), (parsed.recipe, parsed.n, row["task"])
+            saved = dataclasses.replace(saved, steps_at_n=recipe.steps_at_n)
         assert saved.to_dict() == recipe.to_dict()
         epochs, min_steps = parsed.train_config["epochs"], parsed.train_config.get("min_steps", 0)
+        epochs = math.ceil(epochs * saved.width_scale)  # steps counted at a narrower width
         assert (
             parsed.epochs == epochs if not min_steps else parsed.epochs >= epochs
         )  # --min-steps adds epochs

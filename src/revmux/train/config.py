@@ -59,7 +59,7 @@ class TrainConfig:
         metadata=_help("more epochs than --epochs when needed to reach this many optimizer steps"),
     )
     steps_at_n: int | None = field(
-        default=None,
+        default=2,
         metadata=_help(
             "the width --epochs and --min-steps are counted at: a run at a wider N makes N / steps_at_n times "
             "as many of both, so every width gets as many optimizer steps from the same rows (unset: no scaling)"
