@@ -552,6 +552,9 @@ def honest_command(task: str, n: int, k: int, quantize: str, backend: str) -> st
     )
 
 
+PACKED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
+"""Backbones whose mux runs its tail packed (`EncoderView.packs_rows`): the rest never did."""
+
 HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
 """(file stem under docs/results, the command that wrote it), one per honest bench cell."""
 
@@ -642,6 +645,7 @@ def fallback_speed_section() -> list[str]:
 def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniLM") -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
     rows, commands, machines, dates, bests, older, unpacked = [], [], set(), set(), [], [], []
+    packed = 0
     for stem, command in cells:
         bench = _load(f"{stem}.json")
         if not bench:
@@ -653,8 +657,10 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
         if "plain_runs" not in bench:
             older.append(mux)
-        if not bench.get("packed_tail") and bench.get("backend") != "onnx":
+        packable = bench.get("model_type") in PACKED_TYPES and bench.get("backend") != "onnx"
+        if packable and not bench.get("packed_tail"):
             unpacked.append(mux)
+        packed += bool(bench.get("packed_tail"))
         for r in bench["runs"]:
             cells = ["n/a" if r.get(f"{v}_ms") is None else f"{r[f'{v}_ms']:.0f}" for v in PLAIN_COLUMNS]
             bests.append(r["best_plain"])
@@ -679,10 +685,16 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         "",
         "Efficiency = (sorted plain ms / mux ms) / bound, against the sorted plain model of the mux's own precision "
         "and backend (named in brackets). Each sorted plain variant runs at its own fastest run count (of 1, 2, 4, "
-        "8, 16 runs, timed first in the same run; `--plain-runs best`). The mux prefills in the plain model's "
-        "own cut (at most 16 runs of at least 8 requests) and runs its tail once, over all its composites packed "
-        "side by side (`packed_tail` in the JSON); on ONNX Runtime layers, which take padded rows only, it runs in "
-        "at most 4 runs of at least 16 requests, the tail once per run."
+        "8, 16 runs, timed first in the same run; `--plain-runs best`). "
+        + (
+            "The mux prefills in the plain model's own cut (at most 16 runs of at least 8 requests) and runs its "
+            "tail once, over all its composites packed side by side (`packed_tail` in the JSON); on ONNX Runtime "
+            "layers, which take padded rows only, it runs in at most 4 runs of at least 16 requests, the tail "
+            "once per run."
+            if packed or unpacked
+            else "The mux runs in at most 4 runs of at least 16 requests, the tail once per run (this backbone's "
+            "layers take positions, so its tail is not packed)."
+        )
         + (
             f" Timed before the packed tail (the mux in at most 4 runs of at least 16 requests, the tail once per "
             f"run), not yet re-run: {', '.join(unpacked)}."
