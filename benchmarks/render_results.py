@@ -22,6 +22,7 @@ from result_targets import (  # sibling script: benchmarks/ is on sys.path
     targets_section,
 )
 
+from revmux.backbones.encoder import EncoderView
 from revmux.bench import fmt_mb, fmt_share, fmt_sorted, peak_mb
 from revmux.demo import DemoSettings
 from revmux.grid import merge_seeds
@@ -552,8 +553,10 @@ def honest_command(task: str, n: int, k: int, quantize: str, backend: str) -> st
     )
 
 
-PACKED_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "distilbert")
-"""Backbones whose mux runs its tail packed (`EncoderView.packs_rows`): the rest never did."""
+PACKED_TYPES = {
+    t for view in EncoderView.__subclasses__() if view._run is EncoderView._run for t in view.model_types
+}
+"""Backbones whose mux runs its tail packed (`EncoderView.packs_rows`: layers that see no positions)."""
 
 HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
 """(file stem under docs/results, the command that wrote it), one per honest bench cell."""
