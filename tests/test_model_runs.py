@@ -141,6 +141,32 @@ def test_packed_tail_runs_once_over_every_runs_composites_with_the_same_answers(
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_packed_tail_trains_as_the_per_run_tail_same_loss_and_gradients(n):
+    """Training runs the packed tail (revmux.train): the adapters' gradients through it are those of the
+    tail run per run, padded, so packing changes the speed of a step, not the step."""
+    view = tiny_bert()
+    model = MuxModel.from_backbone(view, n=n, k=1)
+    batch = tiny_batch([2 + (i * 5) % 23 for i in range(6 * n + 1)], seed=5)
+    with torch.no_grad():
+        state = model.prefill(batch)
+
+    def step(pack: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.pack_tail = pack
+        assert model.packs_tail is pack
+        model.mux.zero_grad(set_to_none=True)
+        out = model.forward_from_prefill(state, order=torch.arange(len(state.hidden)))
+        loss = out.logits.log_softmax(-1)[:, 0].sum() + out.reps.pow(2).mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.mux.parameters()]
+
+    (packed_loss, packed_grads), (loss, grads) = step(True), step(False)
+    torch.testing.assert_close(packed_loss, loss, atol=1e-5, rtol=1e-4)
+    assert len(grads) == len(packed_grads) > 0 and any(g.abs().sum() > 0 for g in grads)
+    for packed_grad, grad in zip(packed_grads, grads, strict=True):
+        torch.testing.assert_close(packed_grad, grad, atol=1e-5, rtol=1e-4)
+
+
 def test_packing_cuts_the_prefill_as_the_plain_model_and_views_that_cannot_pack_do_not():
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=4, k=1)

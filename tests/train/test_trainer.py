@@ -21,6 +21,7 @@ from revmux.train.checkpoint import OPTIM_NAME, STATE_NAME
 from revmux.train.trainer import (
     LOG_NAME,
     _generator,
+    _new_model,
     _prepare_rows,
     _scheduler,
     best_epoch,
@@ -535,3 +536,10 @@ def test_resume_with_another_select_on_repicks_from_the_saved_checkpoints(view, 
     log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
     assert log["config"]["select_on"] == measure and log["best_epoch"] == again.best_epoch
     assert log[f"best_{key}"] == scored[again.best_epoch - 1]
+
+
+def test_training_runs_the_tail_packed_where_the_backbone_packs_rows(view):
+    """The trained model is the served one: its tail packs composites on encoders that can (the gradients
+    through it are those of the padded tail, tests/test_model_runs.py)."""
+    model = _new_model(view, TrainConfig(**FAST), "toy", None)
+    assert view.packs_rows and model.packs_tail

@@ -381,8 +381,7 @@ def _new_model(
             max_length=config.max_length, options=config.mux_options, shared_prefix=config.shared_prefix,
             prompt=prompt,
         )  # fmt: skip
-    model.pack_tail = False  # training runs the tail per run, as every stored row was trained
-    return model.to(view.device)
+    return model.to(view.device)  # where the view packs rows, the tail trains packed, as it serves
 
 
 def _source(
