@@ -129,15 +129,17 @@ def recipe(row: dict) -> str:
 
 
 def grid_commands(rows: list[dict], out: str) -> list[str]:
-    """One `benchmarks/grid.py` command per (backbone, task, recipe) that reruns these rows."""
-    cells: dict[tuple[str, str, str], list[str]] = {}
+    """One `benchmarks/grid.py` command per (backbone, task, recipe, data) that reruns these rows: rows whose
+    own command had no --data-dir were trained on the bundled SST-2 sample, and their command has none."""
+    cells: dict[tuple[str, str, str, str], list[str]] = {}
     for r in rows:
         cell = "teacher:1:0" if r["n"] == 1 else f"{r['mux']}:{r['n']}:{r['k']}"
-        cells.setdefault((r["backbone"], r["task"], r["recipe"]), []).append(cell)
+        data = " --data-dir ../shared/data/glue" if "--data-dir" in r.get("command", "--data-dir") else ""
+        cells.setdefault((r["backbone"], r["task"], r["recipe"], data), []).append(cell)
     return [
-        f"python benchmarks/grid.py --backbone {b} --task {t} --recipe {name} --grid {','.join(c)} "
-        f"--data-dir ../shared/data/glue --out {out}"
-        for (b, t, name), c in cells.items()
+        f"python benchmarks/grid.py --backbone {b} --task {t} --recipe {name} --grid {','.join(c)}{data} "
+        f"--out {out}"
+        for (b, t, name, data), c in cells.items()
     ]
 
 

@@ -226,3 +226,17 @@ def test_int8_accuracy_target_compares_the_same_adapter_on_both_backbones(monkey
     assert row.endswith("| 0.38 pts (SST-2, N=2, k=2, the demo adapter) | no |")
     (row,) = [line for line in targets_section([], None, spec) if "int8" in line]
     assert "not measured yet | no |" in row
+
+
+def test_grid_commands_keep_each_rows_data_bundled_sample_or_glue(monkeypatch):
+    """A row trained on the bundled sample (its command has no --data-dir) is rerun without one."""
+    render = _script("render_results", monkeypatch)
+    rows = [
+        {"backbone": "mpnet", "task": "sst2", "recipe": "default", "mux": "revmux", "n": 2, "k": 3,
+         "command": "python benchmarks/grid.py --backbone mpnet --task sst2 --recipe default --grid revmux:2:3"},
+        {"backbone": "mpnet", "task": "sst2", "recipe": "default", "mux": "revmux", "n": 4, "k": 3,
+         "command": "python benchmarks/grid.py --grid revmux:4:3 --data-dir ../shared/data/glue"},
+    ]  # fmt: skip
+    bundled, glue = render.grid_commands(rows, "out.json")
+    assert "--grid revmux:2:3 --out out.json" in bundled and "--data-dir" not in bundled
+    assert "--grid revmux:4:3 --data-dir ../shared/data/glue --out out.json" in glue
