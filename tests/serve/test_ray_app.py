@@ -62,11 +62,11 @@ def test_arguments_are_typed_and_checked_before_deploying(pack_dir):
 @pytest.fixture(scope="module")
 def ray_url():
     """A local Ray (2 CPUs, no dashboard) with Serve's proxy on a free 127.0.0.1 port; always shut down."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
     try:
+        with socket.socket() as s:  # after ray.init: Ray's own agents have taken their ports (52365...)
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"
     finally:
