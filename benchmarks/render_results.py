@@ -492,6 +492,8 @@ def selection_section(path: Path) -> list[str]:
                 if r.get("repick")
                 else ""
             )
+            if r.get("scored_epoch"):
+                extra += f" + `--epoch {r['scored_epoch']}` (that epoch's checkpoint, not the one kept)"
             sv = r.get("served")
             cell = (
                 f" {100 * (r['teacher_accuracy'] - sv['accuracy_mean']):.2f} pts / {100 * sv['agreement']:.1f}% / "

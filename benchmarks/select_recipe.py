@@ -14,6 +14,8 @@ Usage (the demo-scale selection of docs/RESULTS.md):
         --candidate "base=demo" --candidate "state4=demo:lambda_state=4" --out docs/results/selection.jsonl
 With --reuse --repick MEASURE a finished run first keeps its epoch by another hold-out measure (it resumes
 the run with that --select-on: saved epochs are scored, nothing is trained), then that epoch is scored.
+With --reuse --epoch E the checkpoint of epoch E is scored instead of the kept one (a diagnostic; the row
+says so in `scored_epoch`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         "--select-on; no training), then score it.",
     )
     ap.add_argument(
+        "--epoch",
+        type=int,
+        default=None,
+        help="With --reuse: score the run's checkpoint of this epoch instead of the epoch it kept (a diagnostic: "
+        "what the run reached there, not a choice a recipe makes).",
+    )
+    ap.add_argument(
         "--unlabeled",
         default=None,
         help="Extra text for every candidate, labelled by the teacher (one per line).",
@@ -111,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", default="runs/select")
     ap.add_argument("--out", default="docs/results/selection.jsonl")
     args = ap.parse_args(argv)
+    if args.epoch is not None and not args.reuse:
+        ap.error("--epoch scores a finished run: pass --reuse too")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     command = shlex.join(["python", "benchmarks/select_recipe.py", *(sys.argv[1:] if argv is None else argv)])
     view = load_backbone(args.teacher)
@@ -146,12 +157,19 @@ def main(argv: list[str] | None = None) -> int:
                 unlabeled=extra or None,
             )  # fmt: skip
             best_epoch, epochs, seconds = result.best_epoch, result.epochs, time.perf_counter() - start
-        model = MuxModel.from_pretrained(out_dir, view)
+        scored = out_dir
+        if args.epoch is not None:
+            scored = out_dir / "checkpoints" / f"epoch-{args.epoch}"
+            if not scored.is_dir():
+                raise SystemExit(f"{scored} does not exist: {out_dir} saved epochs 1 to {epochs}.")
+            best_epoch = args.epoch
+        model = MuxModel.from_pretrained(scored, view)
         report = evaluate(model, select, groupings=args.groupings, seed=1000, serve_window=args.serve_window)
         row = {
             "candidate": name, "recipe": recipe, "overrides": overrides, "task": args.task, "n": args.n,
             "k": args.k, "seed": args.seed, "train_rows": len(fit), "select_rows": len(select),
             "select_min_words": args.select_min_words, "unlabeled": args.unlabeled, "repick": args.repick,
+            "scored_epoch": args.epoch,
             "groupings": args.groupings,
             "accuracy": report.accuracy_mean, "accuracy_std": report.accuracy_std,
             "teacher_accuracy": report.teacher_accuracy,

@@ -240,3 +240,21 @@ def test_grid_commands_keep_each_rows_data_bundled_sample_or_glue(monkeypatch):
     bundled, glue = render.grid_commands(rows, "out.json")
     assert "--grid revmux:2:3 --out out.json" in bundled and "--data-dir" not in bundled
     assert "--grid revmux:4:3 --data-dir ../shared/data/glue --out out.json" in glue
+
+
+def test_selection_rows_scored_at_another_epoch_say_so(monkeypatch, tmp_path):
+    """A row of `select_recipe.py --reuse --epoch E` scores a checkpoint the run did not keep: its table row
+    says which, so it cannot be read as the recipe's own result."""
+    render = _script("render_results", monkeypatch)
+    row = {
+        "candidate": "lw1", "recipe": "default", "overrides": {"length_weight": "1"}, "task": "sst2", "n": 2,
+        "k": 2, "seed": 0, "train_rows": 3800, "select_rows": 2000, "select_min_words": 15, "groupings": 3,
+        "accuracy": 0.84, "teacher_accuracy": 0.86, "drop_pts": 2.0, "agreement": 0.9,
+        "partner_sensitivity": 0.05, "best_epoch": 4, "epochs": 16, "seconds": 60.0, "command": "c",
+        "machine": "m", "date": "d",
+    }  # fmt: skip
+    path = tmp_path / "selection.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row | {"scored_epoch": 16, "best_epoch": 16}) + "\n")
+    kept, other = [line for line in render.selection_section(path) if line.startswith("| lw1")]
+    assert "--epoch" not in kept and "| 4/16 |" in kept
+    assert "`--epoch 16` (that epoch's checkpoint, not the one kept)" in other and "| 16/16 |" in other
