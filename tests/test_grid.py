@@ -8,10 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from revmux.data import load_task, tokenize
 from revmux.errors import ConfigError
 from revmux.grid import GridCell, GridRow, GridSpec, row_key, run_grid
+from revmux.model import MuxModel
+from revmux.prompting import PromptSpec, apply_prompt, load_prompted_backbone
 from revmux.recipes import load_recipe
 from revmux.train import TrainConfig
 from tests.test_prompting import llama_dir  # noqa: F401  (a fixture: a tiny LlamaForCausalLM + BPE tokenizer)
@@ -121,6 +125,19 @@ def test_grid_prompt_teacher_rows(tmp_path, llama_dir, monkeypatch):  # noqa: F8
         and row.recipe == "tiny-prompt"
     )
     assert row.teacher_config == teacher and row.backbone == str(llama_dir)
+    # the adapters trained on the prompted rows and keep the prompt, so eval, predict and serve apply it
+    (saved,) = (tmp_path / "work").rglob("revmux-n2-k1-*/mux_config.json")
+    assert PromptSpec.from_dict(json.loads(saved.read_text())["prompt"]).words == ["negative", "positive"]
+    view = load_prompted_backbone(str(llama_dir), PromptSpec.from_dict(row.prompt))
+    assert MuxModel.from_pretrained(saved.parent, view).encoder.prompt is not None
+    # the teacher row is the prompted teacher's own accuracy, not that of the raw texts
+    dev = load_task("sst2", "dev", str(tmp_path / "glue"))
+    prompted = apply_prompt(view.tokenizer, PromptSpec.from_dict(row.prompt), dev, 64)
+    with torch.no_grad():
+        logits = view.forward_unsplit(tokenize(view.tokenizer, prompted, 64))
+    assert alone.teacher_accuracy == pytest.approx(
+        float((logits.argmax(-1) == torch.tensor(dev.labels)).float().mean())
+    )
     assert run_grid(spec, tmp_path / "rows.json", command="test", progress=False) == []
 
 

@@ -294,6 +294,7 @@ def run_cell(
     max_length, a prompt teacher at the recipe's)."""
     from revmux.evaluate import evaluate
     from revmux.model import MuxModel
+    from revmux.prompting import PromptSpec
     from revmux.train.trainer import TrainConfig, train
 
     common = {"backbone": backbone, "task": task, "teacher": teacher.style, "recipe": recipe.name}
@@ -302,7 +303,9 @@ def run_cell(
     common |= {"command": command, "machine": machine()}
     if cell.n == 1:
         max_length = int(teacher.config.get("max_length") or recipe.train.get("max_length", 64))
-        model = MuxModel.from_backbone(teacher.view, n=1, k=0, backbone_path=teacher.backbone_path)
+        model = MuxModel.from_backbone(
+            teacher.view, n=1, k=0, backbone_path=teacher.backbone_path, prompt=teacher.prompt
+        )  # a prompt teacher reads prompted requests: the model's encoder applies the prompt
         report = evaluate(model, eval_data, groupings=1, seed=seed, max_length=max_length, task=task)
         rows = teacher.config.get("max_train_rows") or len(train_data)
         trained = {"train_config": None, "train_rows": min(rows, len(train_data))}
@@ -314,7 +317,8 @@ def run_cell(
     result = train(
         teacher.view, train_data, config, adapter_dir, backbone_path=teacher.backbone_path, task=task,
         resume=(adapter_dir / "checkpoints").is_dir(), progress=progress, recipe=recipe.name,
-    )  # fmt: skip
+        prompt=PromptSpec.from_dict(teacher.prompt) if teacher.prompt else None,
+    )  # fmt: skip  (a prompt teacher: rows become its prompts, and the adapter saves it)
     model = MuxModel.from_pretrained(adapter_dir, teacher.view)
     report = evaluate(
         model, eval_data, groupings=groupings, seed=seed, max_length=config.max_length, task=task,
