@@ -315,8 +315,15 @@ def run_cell(
     values = recipe.train | {"kind": cell.kind, "n": cell.n, "k": cell.k, "seed": seed} | (overrides or {})
     config = TrainConfig.from_dict(values, source=f"recipe {recipe.name}")
     result = train(
-        teacher.view, train_data, config, adapter_dir, backbone_path=teacher.backbone_path, task=task,
-        resume=(adapter_dir / "checkpoints").is_dir(), progress=progress, recipe=recipe.name,
+        teacher.view,
+        train_data,
+        config,
+        adapter_dir,
+        backbone_path=teacher.backbone_path,
+        task=task,
+        resume=(adapter_dir / "checkpoints").is_dir(),
+        progress=progress,
+        recipe=recipe.name,
         prompt=PromptSpec.from_dict(teacher.prompt) if teacher.prompt else None,
     )  # fmt: skip  (a prompt teacher: rows become its prompts, and the adapter saves it)
     model = MuxModel.from_pretrained(adapter_dir, teacher.view)
