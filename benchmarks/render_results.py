@@ -176,7 +176,8 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         out += [f"- `{c}`" for c in cmds]
         out += ["", "The same rows from their recipes with the grid runner:", ""]
         out += [f"- `{c}`" for c in grid_commands(sub, "docs/results/frontier.json")]
-        out += ["", f"Machine: {sub[0]['machine']}; dates: {', '.join(sorted({r['date'] for r in sub}))}", ""]
+        dates = sorted({d for r in sub for d in r.get("dates", [r["date"]])})  # every seed's run
+        out += ["", f"Machine: {sub[0]['machine']}; dates: {', '.join(dates)}", ""]
     return out
 
 

@@ -174,6 +174,7 @@ def test_merge_seeds_averages_a_cell_over_its_seeds_and_keeps_single_rows():
             "recipe": recipe, "seed": seed, "accuracy_mean": acc, "accuracy_std": 0.01 * (seed + 1),
             "teacher_accuracy": 0.9, "agreement": acc + 0.05, "partner_sensitivity": 0.05,
             "drop_points": 100 * (0.9 - acc), "train_seconds": 100.0 * (seed + 1), "command": f"cmd {seed}",
+            "date": f"2026-12-0{seed + 1}",
         }  # fmt: skip
 
     rows = [row(0, 0.80), row(0, 0.70, n=4), row(1, 0.84), row(2, 0.82)]
@@ -184,5 +185,6 @@ def test_merge_seeds_averages_a_cell_over_its_seeds_and_keeps_single_rows():
     assert three["accuracy_std"] == pytest.approx(0.02)  # the grouping spread, averaged over seeds
     assert three["agreement"] == pytest.approx(0.87) and three["train_seconds"] == pytest.approx(200.0)
     assert three["commands"] == ["cmd 0", "cmd 1", "cmd 2"]
+    assert three["dates"] == ["2026-12-01", "2026-12-02", "2026-12-03"]  # every seed's run is dated
     assert one["seed_std"] is None and one["accuracy_mean"] == 0.70
     assert rows[0]["accuracy_mean"] == 0.80 and "seeds" not in rows[0]  # the inputs are not changed

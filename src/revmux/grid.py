@@ -167,7 +167,7 @@ SEED_AVERAGED += ("drop_points", "train_seconds")
 def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per cell (the row key without the seed), in first-seen order: a cell measured with several
     seeds gets the mean over seeds of each SEED_AVERAGED value (accuracy_std stays the spread over
-    groupings, averaged), `seeds` (the list), `commands` (each seed's) and `seed_std` (the sample std of the per-seed accuracy
+    groupings, averaged), `seeds` (the list), `commands` and `dates` (each seed's) and `seed_std` (the sample std of the per-seed accuracy
     means; None for one seed). The rows themselves are not changed."""
     cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
@@ -177,6 +177,7 @@ def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         merged = dict(group[-1])
         merged["seeds"] = sorted(r.get("seed", 0) for r in group)
         merged["commands"] = sorted({r["command"] for r in group})
+        merged["dates"] = sorted({str(r["date"]) for r in group if r.get("date")})
         merged["seed_std"] = statistics.stdev(r["accuracy_mean"] for r in group) if len(group) > 1 else None
         for name in SEED_AVERAGED:
             values = [r.get(name) for r in group]
