@@ -94,7 +94,12 @@ def test_every_row_names_a_recipe_that_reproduces_its_train_config(name):
 
 
 def _digest(path: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+    """Every file under `path` (sub-folders such as results/vnni/ included), by relative path."""
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_render_results_only_reads_its_inputs(tmp_path, monkeypatch):
