@@ -302,11 +302,14 @@ def run_cell(
     common |= {"mux": cell.kind, "n": cell.n, "k": cell.k, "seed": seed}
     common |= {"teacher_config": teacher.config, "prompt": teacher.prompt, "eval_split": eval_split}
     common |= {"command": command, "machine": machine()}
+    # a prompt teacher reads prompted requests: the adapters train on them and save the prompt, and the
+    # model's encoder applies it when the cell is evaluated (the N = 1 teacher row too)
+    prompt = PromptSpec.from_dict(teacher.prompt) if teacher.prompt else None
     if cell.n == 1:
         max_length = int(teacher.config.get("max_length") or recipe.train.get("max_length", 64))
         model = MuxModel.from_backbone(
-            teacher.view, n=1, k=0, backbone_path=teacher.backbone_path, prompt=teacher.prompt
-        )  # a prompt teacher reads prompted requests: the model's encoder applies the prompt
+            teacher.view, n=1, k=0, backbone_path=teacher.backbone_path, prompt=prompt
+        )
         report = evaluate(model, eval_data, groupings=1, seed=seed, max_length=max_length, task=task)
         rows = teacher.config.get("max_train_rows") or len(train_data)
         trained = {"train_config": None, "train_rows": min(rows, len(train_data))}
@@ -316,17 +319,9 @@ def run_cell(
     values = recipe.train | {"kind": cell.kind, "n": cell.n, "k": cell.k, "seed": seed} | (overrides or {})
     config = TrainConfig.from_dict(values, source=f"recipe {recipe.name}")
     result = train(
-        teacher.view,
-        train_data,
-        config,
-        adapter_dir,
-        backbone_path=teacher.backbone_path,
-        task=task,
-        resume=(adapter_dir / "checkpoints").is_dir(),
-        progress=progress,
-        recipe=recipe.name,
-        prompt=PromptSpec.from_dict(teacher.prompt) if teacher.prompt else None,
-    )  # fmt: skip  (a prompt teacher: rows become its prompts, and the adapter saves it)
+        teacher.view, train_data, config, adapter_dir, backbone_path=teacher.backbone_path, task=task,
+        resume=(adapter_dir / "checkpoints").is_dir(), progress=progress, recipe=recipe.name, prompt=prompt,
+    )  # fmt: skip
     model = MuxModel.from_pretrained(adapter_dir, teacher.view)
     report = evaluate(
         model, eval_data, groupings=groupings, seed=seed, max_length=config.max_length, task=task,
