@@ -155,6 +155,18 @@ def test_adapter_pass_runs_mux_and_demux_on_batch_shapes(tiny_dir):
     assert out.shape == (3, 2, 32)
 
 
+def test_adapter_pass_times_the_adapters_the_forward_uses(tiny_dir):
+    """On a bf16 backbone with bf16 adapters the forward runs a bf16 copy on bf16 states: so does the pass."""
+    model = _model(tiny_dir, n=2)
+    model.view.model.to(torch.bfloat16)
+    model.adapter_precision = "backbone"
+    out = adapter_pass(model, 6, 5, torch.device("cpu"))()
+    assert out.dtype == torch.bfloat16 and out.shape == (3, 2, 32)
+    model.adapter_precision = "fp32"  # the fp32 adapters themselves, states cast around them
+    assert adapter_pass(model, 6, 5, torch.device("cpu"))().dtype == torch.bfloat16
+    assert {p.dtype for p in model.mux.parameters()} == {torch.float32}
+
+
 def test_compile_wraps_every_layer_and_needs_warmup(tiny_dir, monkeypatch):
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((self, kw)))

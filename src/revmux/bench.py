@@ -120,21 +120,24 @@ def adapter_pass(
 ) -> Callable[[], object]:
     """A closure that runs only the adapters of one batch: mux of (G, N, T, d) states, demux of the reads.
 
-    The inputs are random states of the shapes a real batch gives (G = batch_size // N composites);
-    the cost does not depend on their values.
+    The inputs are random states of the shapes and dtype a real batch gives (G = batch_size // N
+    composites, the backbone's dtype), run through the adapters the forward uses
+    (`MuxModel.inference_mux`: a bf16 copy on a bf16 backbone where bf16 is native); the cost does not
+    depend on their values.
     """
     n, d = model.n, model.config.hidden_size
     g = max(1, batch_size // n)
     gen = torch.Generator().manual_seed(0)
-    h = torch.randn(g, n, seq_len, d, generator=gen).to(device)
+    h = torch.randn(g, n, seq_len, d, generator=gen).to(device, model.view.dtype)
     reads_all = model.view.reads_all_positions
     read_at = torch.arange(n, device=device) % seq_len  # N read positions, like N requests' own reads
 
     def run() -> object:
         with torch.inference_mode():
-            comp = model.mux.mux(h)  # (G, T, d)
+            mux = model.inference_mux()
+            comp = mux.mux(h)  # (G, T, d)
             rows = comp.unsqueeze(1).expand(g, n, *comp.shape[1:]) if reads_all else comp[:, read_at]
-            return model.mux.demux(rows)
+            return mux.demux(rows)
 
     return run
 
@@ -285,7 +288,7 @@ def _bench_one(
     if margin is not None and model.n > 1:
         fns["mux_fallback"], share = _with_fallback(setup.mux_model, batch, margin, setup.cfg.length_aware)
     if model.n > 1:
-        fns["adapters"] = adapter_pass(model, bs, int(batch["attention_mask"].shape[1]), dev)
+        fns["adapters"] = adapter_pass(setup.mux_model, bs, int(batch["attention_mask"].shape[1]), dev)
     timed = time_interleaved(
         fns, repeats=setup.cfg.repeats, warmup=setup.cfg.warmup, memory=setup.memory, on_round=on_round
     )
