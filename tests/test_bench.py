@@ -523,3 +523,39 @@ def test_fallback_margin_times_the_mux_with_its_fallback_beside_the_rest(tiny_di
     )
     (p,) = plain["runs"]
     assert p["mux_fallback_ms"] is None and p["fallback_rerun_share"] is None
+
+
+def test_run_cut_grid_times_each_cut_against_every_plain_run_count(tiny_dir, tmp_path):
+    """benchmarks/run_cut_grid.py: one row per cut, its run count as the model computes it, and the speedup
+    against the fastest of the plain run counts the bench tries."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_cut_grid.py"
+    spec = importlib.util.spec_from_file_location("run_cut_grid", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cuts.json"
+    args = ["--model", str(tiny_dir), "--n", "2", "--k", "1", "--quantize", "none", "--backend", "torch"]
+    args += [
+        "--cuts",
+        "1,4/4,4",
+        "--batch-sizes",
+        "16",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--max-length",
+        "32",
+    ]
+    module.main([*args, "--json", str(out)])
+    d = json.loads(out.read_text())
+    assert d["meta"]["command"].endswith("--repeats 1 --warmup 0 --max-length 32 --json " + str(out))
+    assert [(r["cut"], r["mux_runs"]) for r in d["rows"]] == [([1, 4], 1), ([4, 4], 4)]
+    for r in d["rows"]:
+        assert set(r["plain_ms"]) == {"plain1", "plain2", "plain4"} and r["plain_variant"] == "plain_sorted"
+        assert r["speedup_vs_best_plain"] == pytest.approx(min(r["plain_ms"].values()) / r["mux_ms"])
+        assert r["efficiency"] == pytest.approx(r["speedup_vs_best_plain"] / r["bound"])
+    with pytest.raises(SystemExit, match="--n and --k pair up"):
+        module.main(["--model", str(tiny_dir), "--n", "2,4", "--k", "1"])
