@@ -128,6 +128,12 @@ def recipe(row: dict) -> str:
     return f"[{row['recipe']}]({RECIPES}/{row['recipe']}.yaml)"
 
 
+def machines(rows: list[dict]) -> str:
+    """'Machine: M' for rows run on one machine, else 'Machines: M1; M2' (each once, in row order)."""
+    seen = list(dict.fromkeys(r["machine"] for r in rows))
+    return f"Machine{'s' if len(seen) > 1 else ''}: {'; '.join(seen)}"
+
+
 def grid_commands(rows: list[dict], out: str) -> list[str]:
     """One `benchmarks/grid.py` command per (backbone, task, recipe, data) that reruns these rows: rows whose
     own command had no --data-dir were trained on the bundled SST-2 sample, and their command has none."""
@@ -177,7 +183,7 @@ def frontier_section(rows: list[dict] | None) -> list[str]:
         out += ["", "The same rows from their recipes with the grid runner:", ""]
         out += [f"- `{c}`" for c in grid_commands(sub, "docs/results/frontier.json")]
         dates = sorted({d for r in sub for d in r.get("dates", [r["date"]])})  # every seed's run
-        out += ["", f"Machine: {sub[0]['machine']}; dates: {', '.join(dates)}", ""]
+        out += ["", f"{machines(sub)}; dates: {', '.join(dates)}", ""]
     return out
 
 
@@ -395,7 +401,7 @@ def llm_trained_section(trained: list[dict] | None, llm: dict | None) -> list[st
             out += ["The same rows from their recipes with the grid runner:", ""]
             out += [f"- `{c}`" for c in grid_commands(sub, "docs/results/smollm2_trained.json")] + [""]
             out += [
-                f"Machine: {sub[0]['machine']}; dates: {', '.join(sorted({r['date'][:10] for r in sub}))}",
+                f"{machines(sub)}; dates: {', '.join(sorted({r['date'][:10] for r in sub}))}",
                 "",
             ]
     return out

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from revmux.train.losses import (
+    centred,
     group_cos_penalty,
     info_nce,
     kd_kl,
@@ -22,6 +23,28 @@ def test_info_nce_is_zero_for_identical_separated_reps_and_high_when_shuffled():
     shuffled = reps[torch.tensor([1, 2, 3, 4, 5, 6, 7, 0])]
     assert info_nce(reps, shuffled).item() > 15.0
     assert info_nce(reps, reps, scale=1.0).item() > 1.0  # the scale sharpens the softmax
+
+
+def test_centred_info_nce_tells_apart_reps_that_share_one_large_direction():
+    """Like a decoder LLM's read states (pairwise cosine ~0.98): raw cosines cannot tell the rows apart,
+    centred at the teacher's batch mean they can."""
+    torch.manual_seed(0)
+    common = torch.zeros(16)
+    common[0] = 50.0
+    teacher = common + torch.randn(8, 16)
+    cos = torch.nn.functional.normalize(teacher, dim=-1) @ torch.nn.functional.normalize(teacher, dim=-1).T
+    assert cos.min().item() > 0.95
+    assert info_nce(teacher, teacher.clone()).item() > 1.0  # even a perfect student: far from 0
+    s, t = centred(teacher, teacher)
+    assert info_nce(s, t).item() < 0.05 and torch.allclose(t.mean(dim=0), torch.zeros(16), atol=1e-5)
+    student = teacher + 1.0  # the student is shifted by its own constant: the teacher's mean is taken away
+    assert torch.allclose(centred(student, teacher)[0], s + 1.0)
+    labels = torch.zeros(8, dtype=torch.long)
+    logits = torch.zeros(8, 2)
+    kw = {"lambda_kd": 0.0, "lambda_nce": 1.0}
+    _, raw = mux_loss(logits, teacher, teacher, logits, labels, **kw)
+    _, centre = mux_loss(logits, teacher, teacher, logits, labels, nce_centre=True, **kw)
+    assert centre["nce"] == pytest.approx(info_nce(s, t).item()) and centre["nce"] < raw["nce"] - 1.0
 
 
 def test_kd_is_zero_for_equal_logits_and_positive_otherwise():

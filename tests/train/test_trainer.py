@@ -149,6 +149,23 @@ def test_live_prefill_matches_the_cache_up_to_fp16(view, data, tmp_path):
     assert not list((tmp_path / "cache").glob(".tmp*"))
 
 
+def test_nce_centre_reaches_the_loss_of_every_step(view, data, tmp_path, monkeypatch):
+    import revmux.train.trainer as trainer
+
+    seen = []
+    loss = trainer.mux_loss
+    monkeypatch.setattr(trainer, "mux_loss", lambda *a, **kw: seen.append(kw["nce_centre"]) or loss(*a, **kw))
+    config = TrainConfig(epochs=1, max_train_rows=40, nce_centre=True, **FAST)
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
+    centred = train(view, data, config, tmp_path / "centred", **kw)
+    plain = train(
+        view, data, TrainConfig(**{**config.to_dict(), "nce_centre": False}), tmp_path / "raw", **kw
+    )
+    steps = len(seen) // 2
+    assert steps >= 1 and seen == [True] * steps + [False] * steps
+    assert centred.history[0]["nce"] != plain.history[0]["nce"]
+
+
 def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
     """The hold-out (through evaluation's grouping loop) equals a direct count per step of rows."""
     model = MuxModel.from_backbone(view, n=2, k=1)
@@ -220,6 +237,7 @@ def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, da
         ("kind", "mixer", "--mux must be one of"),
         ("max_train_rows", 1, "--max-train-rows must be an integer >= 2 or unset"),
         ("use_cache", "yes", "--cache must be true or false"),
+        ("nce_centre", "yes", "--nce-centre must be true or false"),
     ],
 )
 def test_config_errors_name_the_flag(field, value, message):

@@ -72,6 +72,13 @@ class TrainConfig:
     warmup_fraction: float = field(default=0.1, metadata=_help("share of steps warming up (onecycle)"))
     lambda_nce: float = field(default=0.25, metadata=_help("weight of InfoNCE against the teacher's reps"))
     lambda_kd: float = field(default=1.0, metadata=_help("weight of KL to the teacher's logits"))
+    nce_centre: bool = field(
+        default=False,
+        metadata=_help(
+            "InfoNCE on reps minus the mean of the batch's teacher reps: for backbones whose final states all "
+            "point one way (a decoder LLM's read states have cosine ~0.98), where raw cosines cannot tell rows apart"
+        ),
+    )
     lambda_cos: float = field(default=0.0, metadata=_help("weight of the group cosine penalty"))
     lambda_state: float = field(
         default=4.0,
@@ -166,7 +173,7 @@ class TrainConfig:
             raise ConfigError("--augment-copies > 0 needs --augment (crop, dropout, repair).")
         if self.kind not in valid_kinds():
             raise bad("kind", "one of " + ", ".join(valid_kinds()))
-        for name in ("pca_init", "use_cache"):
+        for name in ("pca_init", "use_cache", "nce_centre"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "true or false")
         if self.shared_prefix is not None and not isinstance(self.shared_prefix, bool):

@@ -23,6 +23,13 @@ def info_nce(student: Tensor, teacher: Tensor, scale: float = 20.0) -> Tensor:
     return F.cross_entropy(logits, torch.arange(s.shape[0], device=s.device))
 
 
+def centred(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
+    """Student and teacher reps (B, d), both minus the teacher reps' mean over the batch (a constant to the
+    student's gradient): what tells rows apart where every final state shares one large direction."""
+    mean = teacher.float().mean(dim=0, keepdim=True).detach()
+    return student.float() - mean, teacher.float() - mean
+
+
 def kd_kl(teacher_logits: Tensor, student_logits: Tensor, temperature: float = 1.0) -> Tensor:
     """KL(teacher || student) on softmax(logits / temperature), mean over the batch, times temperature^2."""
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -83,19 +90,22 @@ def mux_loss(
     lambda_cos: float = 0.0,
     lambda_state: float = 0.0,
     nce_scale: float = 20.0,
+    nce_centre: bool = False,
     temperature: float = 1.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """CE + lambda_nce * InfoNCE + lambda_kd * KL + lambda_state * state MSE + lambda_cos * cos:
     (total, {"loss", "ce", "nce", "kd", "state", "cos"}).
 
     Terms whose lambda is 0 are not computed (reported as 0.0); the cos term also needs `down`
-    (kinds without a Down projection, like datamux, have none).
+    (kinds without a Down projection, like datamux, have none). `nce_centre`: InfoNCE on both reps minus the
+    mean of the batch's teacher reps (`centred`).
     """
     ce = F.cross_entropy(student_logits.float(), labels)
     total = ce
     parts = {"ce": float(ce.detach()), "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     if lambda_nce:
-        nce = info_nce(student_reps, teacher_reps, scale=nce_scale)
+        s_reps, t_reps = centred(student_reps, teacher_reps) if nce_centre else (student_reps, teacher_reps)
+        nce = info_nce(s_reps, t_reps, scale=nce_scale)
         total = total + lambda_nce * nce
         parts["nce"] = float(nce.detach())
     if lambda_kd:

@@ -442,6 +442,7 @@ def _train_epoch(
             out.logits, pooled(out.reps, state.attention_mask), t_reps, t_logits, labels,
             down=out.down, down_mask=down_mask, lambda_nce=config.lambda_nce,
             lambda_kd=config.lambda_kd, lambda_cos=config.lambda_cos, lambda_state=config.lambda_state,
+            nce_centre=config.nce_centre,
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
