@@ -21,6 +21,7 @@ from revmux.errors import RevmuxError
 from revmux.model import MuxModel
 from revmux.plots import bench_task, frontier_panels, throughput_series
 from revmux.runs import PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN
+from tests.scripts import benchmark_script
 
 runner = CliRunner()
 L = 3  # layers of the tiny model
@@ -525,16 +526,10 @@ def test_fallback_margin_times_the_mux_with_its_fallback_beside_the_rest(tiny_di
     assert p["mux_fallback_ms"] is None and p["fallback_rerun_share"] is None
 
 
-def test_run_cut_grid_times_each_cut_against_every_plain_run_count(tiny_dir, tmp_path):
+def test_run_cut_grid_times_each_cut_against_every_plain_run_count(tiny_dir, tmp_path, monkeypatch):
     """benchmarks/run_cut_grid.py: one row per cut, its run count as the model computes it, and the speedup
     against the fastest of the plain run counts the bench tries."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_cut_grid.py"
-    spec = importlib.util.spec_from_file_location("run_cut_grid", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_script("run_cut_grid", monkeypatch)
     out = tmp_path / "cuts.json"
     args = ["--model", str(tiny_dir), "--n", "2", "--k", "1", "--quantize", "none", "--backend", "torch"]
     args += [

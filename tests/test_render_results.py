@@ -20,6 +20,7 @@ from revmux.data import TASKS
 from revmux.grid import GridRow
 from revmux.recipes import list_recipes, load_recipe
 from revmux.train import TrainConfig
+from tests.scripts import benchmark_script
 from tests.train import row_steps_per_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,19 +189,10 @@ def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch
     assert all("batch 128" in line for line in eff) and sum(line.endswith("| yes |") for line in eff) == 1
 
 
-def _script(name: str, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_agreement_breakdown_buckets_rows_and_renders_them(monkeypatch):
     import torch
 
-    breakdown = _script("agreement_breakdown", monkeypatch)
+    breakdown = benchmark_script("agreement_breakdown", monkeypatch)
     margin = torch.tensor([0.1, 0.3, 0.97, 0.99, 1.0])
     hits = torch.tensor([0.0, 0.5, 1.0, 1.0, 0.0])
     got = breakdown.buckets(margin, hits, breakdown.MARGINS)
@@ -212,7 +204,7 @@ def test_agreement_breakdown_buckets_rows_and_renders_them(monkeypatch):
             torch.tensor([3.0, 60.0]), torch.tensor([1.0, 0.0]), breakdown.LENGTHS
         ), "command": "python benchmarks/agreement_breakdown.py --adapter a", "machine": "m", "date": "d",
     }  # fmt: skip
-    text = "\n".join(_script("render_results", monkeypatch).agreement_section([record]))
+    text = "\n".join(benchmark_script("render_results", monkeypatch).agreement_section([record]))
     assert "by slot 40.0%, 60.0%" in text and "| [0.95, 1.00] | 3 | 66.7% |" in text
     assert "| 0-15 | 1 | 100.0% |" in text and "| 48- | 1 | 0.0% |" in text
 
@@ -235,7 +227,7 @@ def test_int8_accuracy_target_compares_the_same_adapter_on_both_backbones(monkey
 
 def test_grid_commands_keep_each_rows_data_bundled_sample_or_glue(monkeypatch):
     """A row trained on the bundled sample (its command has no --data-dir) is rerun without one."""
-    render = _script("render_results", monkeypatch)
+    render = benchmark_script("render_results", monkeypatch)
     rows = [
         {"backbone": "mpnet", "task": "sst2", "recipe": "default", "mux": "revmux", "n": 2, "k": 3,
          "command": "python benchmarks/grid.py --backbone mpnet --task sst2 --recipe default --grid revmux:2:3"},
@@ -250,7 +242,7 @@ def test_grid_commands_keep_each_rows_data_bundled_sample_or_glue(monkeypatch):
 def test_selection_rows_scored_at_another_epoch_say_so(monkeypatch, tmp_path):
     """A row of `select_recipe.py --reuse --epoch E` scores a checkpoint the run did not keep: its table row
     says which, so it cannot be read as the recipe's own result."""
-    render = _script("render_results", monkeypatch)
+    render = benchmark_script("render_results", monkeypatch)
     row = {
         "candidate": "lw1", "recipe": "default", "overrides": {"length_weight": "1"}, "task": "sst2", "n": 2,
         "k": 2, "seed": 0, "train_rows": 3800, "select_rows": 2000, "select_min_words": 15, "groupings": 3,
