@@ -548,19 +548,21 @@ HONEST_CELLS = [  # (task, N, k, quantize, backend) timed by `revmux bench` agai
 ]  # fmt: skip
 
 
-def honest_stem(task: str, n: int, k: int, quantize: str, backend: str) -> str:
-    """docs/results/<stem>.json of an honest bench cell (SST-2 files carry no task, as they always have)."""
+def honest_stem(task: str, n: int, k: int, quantize: str, backend: str, folder: str = "") -> str:
+    """docs/results/<stem>.json of an honest bench cell (SST-2 files carry no task, as they always have);
+    `folder`: the sub-folder of another machine's cells (e.g. "amx/")."""
     where = "" if task == "sst2" else f"{task}_"
-    return f"bench_honest_minilm_{where}n{n}_k{k}_{quantize}{'_onnx' if backend == 'onnx' else ''}"
+    return f"{folder}bench_honest_minilm_{where}n{n}_k{k}_{quantize}{'_onnx' if backend == 'onnx' else ''}"
 
 
-def honest_command(task: str, n: int, k: int, quantize: str, backend: str) -> str:
+def honest_command(task: str, n: int, k: int, quantize: str, backend: str, folder: str = "") -> str:
     """The command that writes an honest bench cell's file."""
     texts = "" if task == "sst2" else f" --task {task} --data-dir ../shared/data/glue"
     onnx = " --backend onnx" if backend == "onnx" else ""
+    stem = honest_stem(task, n, k, quantize, backend, folder)
     return (
         f"revmux bench --model minilm --n {n} --k {k} --quantize {quantize}{onnx}{texts} --batch-sizes 32,128 "
-        f"--repeats 9 --warmup 2 --no-pipeline --json --out docs/results/{honest_stem(task, n, k, quantize, backend)}.json"
+        f"--repeats 9 --warmup 2 --no-pipeline --json --out docs/results/{stem}.json"
     )
 
 
@@ -571,6 +573,13 @@ PACKED_TYPES = {
 
 HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
 """(file stem under docs/results, the command that wrote it), one per honest bench cell."""
+
+HONEST_AMX_CELLS = [  # the same bench on a CPU with AMX, where bf16 and int8 matmuls run on tiles
+    *[("sst2", n, k, "bf16", "torch") for n, k in ((2, 1), (2, 2), (4, 1), (4, 2))],
+    *[("sst2", n, k, q, b) for q, b in (("int8", "torch"), ("int8", "onnx")) for n, k in ((2, 2), (4, 1))],
+    *[("sst2", n, k, "none", "torch") for n, k in ((2, 1), (2, 2), (4, 1), (4, 2))],
+]  # fmt: skip
+HONEST_AMX = [(honest_stem(*c, folder="amx/"), honest_command(*c, folder="amx/")) for c in HONEST_AMX_CELLS]
 
 
 HONEST_MPNET = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issue's MPNet table
@@ -591,9 +600,9 @@ HONEST_MPNET = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issu
 ]
 
 
-def honest_reports() -> list[dict]:
-    """The honest bench reports that exist (MiniLM), in HONEST_CELLS order."""
-    return [bench for stem, _ in HONEST if (bench := _load(f"{stem}.json"))]
+def honest_reports(cells: list[tuple[str, str]] = HONEST) -> list[dict]:
+    """The honest bench reports of `cells` that exist (MiniLM), in their order."""
+    return [bench for stem, _ in cells if (bench := _load(f"{stem}.json"))]
 
 
 PLAIN_COLUMNS = (
@@ -659,12 +668,14 @@ def fallback_speed_section() -> list[str]:
 def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniLM") -> list[str]:
     """Every plain variant a user could deploy, and the mux, timed interleaved in one run per row."""
     rows, commands, machines, dates, bests, older, unpacked = [], [], set(), set(), [], [], []
-    packed = 0
+    isas: set[tuple[str, ...] | None] = set()
+    packed, bf16_packed = 0, False
     for stem, command in cells:
         bench = _load(f"{stem}.json")
         if not bench:
             continue
         machines.add(_bench_machine(bench))
+        isas.add(tuple(isa) if (isa := bench["machine"].get("cpu_isa")) is not None else None)
         dates.add(bench["date"][:10])
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
@@ -675,6 +686,7 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         if packable and not bench.get("packed_tail"):
             unpacked.append(mux)
         packed += bool(bench.get("packed_tail"))
+        bf16_packed |= bool(bench.get("packed_tail")) and bench.get("quantize") == "bf16"
         for r in bench["runs"]:
             cells = ["n/a" if r.get(f"{v}_ms") is None else f"{r[f'{v}_ms']:.0f}" for v in PLAIN_COLUMNS]
             bests.append(r["best_plain"])
@@ -701,7 +713,9 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         "and backend (named in brackets). Each sorted plain variant runs at its own fastest run count (of 1, 2, 4, "
         "8, 16 runs, timed first in the same run; `--plain-runs best`). "
         + (
-            "The mux prefills in the plain model's own cut (at most 16 runs of at least 8 requests) and runs its "
+            "The mux prefills in the plain model's own cut (at most 16 runs of at least 8 requests"
+            + ("; on a bf16 backbone at most 4 runs of at least 16" if bf16_packed else "")
+            + ", `mux_run_cut` in the JSON) and runs its "
             "tail once, over all its composites packed side by side (`packed_tail` in the JSON); on ONNX Runtime "
             "layers, which take padded rows only, it runs in at most 4 runs of at least 16 requests, the tail "
             "once per run."
@@ -725,14 +739,31 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         + "; ".join(commands)
         + ".",
         "",
-        "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
-        "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants, and the issue's own "
-        "measurements there found it so. The int8 rows run the mux's backbone in torch dynamic int8 with its "
-        "layers' inputs smoothed (`int8_smooth` in their JSON; adapters fp32), while the torch int8 column is "
-        f"torch's dynamic int8 without the smoothing; ONNX Runtime int8, the fastest plain variant in {bests.count('ort_int8_sorted')} of {len(bests)} "
-        "rows, uses its own int8 kernels.",
+        cpu_sentence(isas)
+        + " The int8 rows run the mux's backbone in torch dynamic int8 with its layers' inputs smoothed "
+        "(`int8_smooth` in their JSON; adapters fp32), while the torch int8 column is torch's dynamic int8 "
+        "without the smoothing. The fastest plain variant: "
+        + ", ".join(
+            f"{name} in {bests.count(name)}" for name in sorted(set(bests), key=bests.count, reverse=True)
+        )
+        + f" of {len(bests)} rows.",
         "",
     ]
+
+
+def cpu_sentence(isas: set[tuple[str, ...] | None]) -> str:
+    """What the bench JSONs say of their CPU's matmul units (`machine.cpu_isa`), and what it means for bf16.
+    None: a bench made before the field, on the AVX2-only AMD EPYC of the first tables."""
+    if isas == {None}:
+        return (
+            "This machine's CPU (AMD EPYC, AVX2, no AVX512 or AMX) emulates bf16, so its torch bf16 column is far "
+            "slower than fp32 here; on CPUs with AMX it is among the fastest plain variants."
+        )
+    named = sorted({", ".join(isa) if isa else "unknown" for isa in isas if isa is not None})
+    native = all(isa and ("AMX-BF16" in isa or "AVX512-BF16" in isa) for isa in isas)
+    return f"This machine's CPU has {'; '.join(named)} (`machine.cpu_isa` in the JSON): bf16 matmuls are " + (
+        "native here, so the bf16 rows run adapters and backbone in bf16." if native else "emulated here."
+    )
 
 
 def _int8_label(report: dict) -> str:
@@ -913,7 +944,7 @@ def main() -> None:
             benches.get(targets["backbone"]),
             targets,
             (_load("demo.json") or {}).get("result"),
-            honest=honest,
+            honest=honest + honest_reports(HONEST_AMX),
             quantized=(_load("eval_demo_fp32.json"), _load("eval_demo_int8.json")),
         ),
         "## The demo (`make demo`)",
@@ -950,6 +981,12 @@ def main() -> None:
         "## Throughput against what a user would deploy instead (MiniLM, CPU)",
         "",
         *honest_section(),
+        "### The same bench on a CPU with AMX (bf16 and int8 matmul tiles)",
+        "",
+        "Servers that users deploy to have AMX, where torch bf16 and ONNX Runtime int8 are "
+        "the fast plain variants; these rows add the mux on a bf16 backbone (adapters in bf16 too).",
+        "",
+        *honest_section(HONEST_AMX, "MiniLM"),
         "### MPNet-base (12 layers, d=768), the same baselines",
         "",
         *honest_section(HONEST_MPNET, "MPNet-base"),

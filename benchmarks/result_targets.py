@@ -116,10 +116,12 @@ def targets_section(
 
 
 def _variant(report: dict) -> str:
-    """How a bench report ran the mux's backbone: fp32, int8, int8 on ONNX Runtime layers, ..."""
+    """How a bench report ran the mux's backbone: fp32, int8, int8 on ONNX Runtime layers, ..., and on which CPU
+    where it matters (AMX, named from `machine.cpu_isa`)."""
     quant = report.get("quantize") or "none"
     name = "fp32" if quant == "none" else quant
-    return name + (" (ONNX Runtime layers)" if report.get("backend") == "onnx" else "")
+    name += " (ONNX Runtime layers)" if report.get("backend") == "onnx" else ""
+    return name + (" on the AMX CPU" if "AMX-BF16" in report.get("machine", {}).get("cpu_isa", []) else "")
 
 
 def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: str) -> list[str]:

@@ -14,7 +14,7 @@ from revmux.backbones import load_backbone
 from revmux.bench import adapter_pass, run_bench, sorted_plain
 from revmux.bench_inputs import PaddingWaste, bench_texts, padding_waste, sample_requests
 from revmux.bench_result import BASELINES, BenchReport, BenchRun, peak_mb
-from revmux.bench_timing import PeakMemory, Timing, time_interleaved
+from revmux.bench_timing import PeakMemory, Timing, cpu_matmul_isa, time_interleaved
 from revmux.cli import app
 from revmux.data import model_inputs
 from revmux.errors import RevmuxError
@@ -76,6 +76,7 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
     assert (d["n"], d["k"], d["num_layers"], d["mux"], d["device"]) == (2, 1, L, "revmux", "cpu")
     assert d["model_type"] == "bert" and d["repeats"] == 2
     assert isinstance(d["machine"]["cpu_count"], int) and d["machine"]["platform"]
+    assert d["machine"]["cpu_isa"] == cpu_matmul_isa()  # what decides the fast plain variant, on record
     assert "plain_rps" not in d  # two batch sizes: per-run keys stay in runs
     assert [r["batch_size"] for r in d["runs"]] == [2, 4]
     bound = L / (1 + (L - 1) / 2)
@@ -265,6 +266,17 @@ def test_report_runs_are_typed_and_match_their_json(tiny_dir):
         assert list(d) == RUN_JSON_KEYS
         assert (d["batch_size"], d["mux_ms"], d["speedup"]) == (run.batch_size, run.ms("mux"), run.speedup)
         assert d["plain_rps"] == run.rps("plain") and d["adapter_share"] == run.adapter_share
+
+
+def test_cpu_matmul_isa_names_the_flags_in_order_and_is_empty_without_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nflags\t\t: fpu amx_int8 avx2 avx512f amx_bf16 avx512_vnni\n\nflags : sse\n"
+    )
+    assert cpu_matmul_isa(info) == ["AVX2", "AVX512", "AVX512-VNNI", "AMX-BF16", "AMX-INT8"]  # first CPU only
+    info.write_text("flags\t: fpu sse avx\n")
+    assert cpu_matmul_isa(info) == []
+    assert cpu_matmul_isa(tmp_path / "missing") == []
 
 
 def test_time_interleaved_times_every_fn_per_round_and_reports_each_round():

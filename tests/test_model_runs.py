@@ -10,9 +10,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from revmux.backbones.quantize import quantized_copy
 from revmux.errors import UnsupportedModelError
 from revmux.model import MuxModel
 from revmux.runs import (
+    BF16_MAX_RUNS,
+    BF16_MIN_ROWS_PER_RUN,
     MAX_RUNS,
     MIN_ROWS_PER_RUN,
     PLAIN_MAX_RUNS,
@@ -171,6 +174,9 @@ def test_packing_cuts_the_prefill_as_the_plain_model_and_views_that_cannot_pack_
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=4, k=1)
     assert model.run_cut == (PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN)  # the prefill is plain work
+    bf16 = MuxModel(quantized_copy(view, "bf16"), model.config, model.mux)
+    assert bf16.packs_tail and bf16.run_cut == (BF16_MAX_RUNS, BF16_MIN_ROWS_PER_RUN)  # bf16: longer runs
+    assert BF16_MIN_ROWS_PER_RUN > PLAIN_MIN_ROWS_PER_RUN
     model.pack_tail = False
     assert model.run_cut == (MAX_RUNS, MIN_ROWS_PER_RUN)
     model.max_runs = 1

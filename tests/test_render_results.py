@@ -155,18 +155,20 @@ def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from result_targets import targets_section
 
-    def report(n, k, quantize, ratios, efficiency=0.95):
+    def report(n, k, quantize, ratios, efficiency=0.95, isa=None):
         runs = [
             {"batch_size": b, "n": n, "k": k, "speedup_vs_best_plain": r, "best_plain": "ort_int8_sorted"}
             | {"efficiency": efficiency, "efficiency_baseline": "plain_sorted"}
             for b, r in zip((32, 128), ratios, strict=True)
         ]
-        return {"quantize": quantize, "backend": "torch", "runs": runs}
+        machine = {} if isa is None else {"machine": {"cpu_isa": isa}}
+        return {"quantize": quantize, "backend": "torch", "runs": runs} | machine
 
     honest = [
         report(4, 1, "none", (1.2, 1.4)),
         report(4, 2, "int8", (1.6, 1.45), 0.85),
         report(2, 2, "int8", (1.0, 1.2)),
+        report(2, 1, "bf16", (1.3, 0.9), 0.8, isa=["AVX512", "AMX-BF16"]),  # another machine's bench, named
     ]
     spec = {"backbone": "minilm", "task": "sst2", "baseline_recipe": "16k-rows-3ep"}
     spec["targets"] = [
@@ -183,7 +185,11 @@ def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch
     assert lines[2].endswith("| yes |")
     assert "batch 128 | 1.45x (k=2, int8" in lines[3] and lines[3].endswith("| no |")  # 1.45 beats fp32's 1.4
     assert "1.00x (k=2, int8" in lines[4] and lines[4].endswith("| no |")
-    assert "N=2, k=1" in lines[5] and "not measured yet | no |" in lines[5]
+    assert (
+        "N=2, k=1" in lines[5]
+        and "1.30x (k=1, bf16 on the AMX CPU" in lines[5]
+        and lines[5].endswith("| yes |")
+    )
     eff = [line for line in lines if "bench efficiency" in line]
     assert len(eff) == 2  # k=2 at batch 128 only: the int8 N=4 run and the int8 N=2 run
     assert all("batch 128" in line for line in eff) and sum(line.endswith("| yes |") for line in eff) == 1
@@ -255,3 +261,11 @@ def test_selection_rows_scored_at_another_epoch_say_so(monkeypatch, tmp_path):
     kept, other = [line for line in render.selection_section(path) if line.startswith("| lw1")]
     assert "--epoch" not in kept and "| 4/16 |" in kept
     assert "`--epoch 16` (that epoch's checkpoint, not the one kept)" in other and "| 16/16 |" in other
+
+
+def test_cpu_sentence_says_what_the_benches_cpu_runs_bf16_on(monkeypatch):
+    render = benchmark_script("render_results", monkeypatch)
+    assert "AVX2, no AVX512 or AMX" in render.cpu_sentence({None})  # benches made before `cpu_isa`
+    amx = render.cpu_sentence({("AVX2", "AVX512", "AMX-BF16", "AMX-INT8")})
+    assert "AVX2, AVX512, AMX-BF16, AMX-INT8" in amx and "native here" in amx
+    assert "emulated here" in render.cpu_sentence({("AVX2",), ("AVX2", "AMX-BF16")})  # one machine without

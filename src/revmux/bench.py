@@ -57,7 +57,7 @@ from revmux.bench_result import (
     fmt_sorted,
     peak_mb,
 )
-from revmux.bench_timing import PeakMemory, Timing, compile_layers, time_interleaved
+from revmux.bench_timing import PeakMemory, Timing, compile_layers, cpu_matmul_isa, time_interleaved
 from revmux.errors import ConfigError, RevmuxError
 from revmux.model import MuxModel
 from revmux.progress import StepProgress
@@ -386,6 +386,8 @@ def _meta(model: MuxModel, dev: torch.device, bench: BenchConfig, memory: PeakMe
     view, cfg = model.view, model.config
     name = cfg.backbone_path or str(getattr(view.model.config, "name_or_path", "") or view.model_type)
     machine = {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count()}
+    if dev.type == "cpu":
+        machine["cpu_isa"] = cpu_matmul_isa()
     if dev.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(dev)
     return {

@@ -16,9 +16,32 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+MATMUL_FLAGS = {  # /proc/cpuinfo flag -> its name in a bench report: what CPU matmuls in fp32, bf16 and int8 run on
+    "avx2": "AVX2",
+    "avx512f": "AVX512",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_bf16": "AMX-BF16",
+    "amx_int8": "AMX-INT8",
+}
+
+
+def cpu_matmul_isa(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """The matmul instruction sets of this CPU (`MATMUL_FLAGS` names, in their order): what decides whether
+    bf16 or int8 is the fast plain variant. Empty where the flags cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return [name for flag, name in MATMUL_FLAGS.items() if flag in flags]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from revmux.errors import ConfigError
 from revmux.mux import Multiplexer, build_mux, resolve_options
 from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.runs import (
+    BF16_MAX_RUNS,
+    BF16_MIN_ROWS_PER_RUN,
     MAX_RUNS,
     MIN_ROWS_PER_RUN,
     PLAIN_MAX_RUNS,
@@ -77,7 +79,8 @@ class MuxModel(nn.Module):
         # prefill and tail run in up to `max_runs` runs of at least `min_rows_per_run` requests, each cut
         # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch.
         # None: the measured cut, the plain model's own where the tail is packed (`packs_tail`: runs cut
-        # the prefill only), else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
+        # the prefill only) on an fp32 or int8 backbone, else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
+        # (a bf16 backbone's packed prefill too: `revmux.runs.BF16_MAX_RUNS`)
         self.max_runs: int | None = None
         self.min_rows_per_run: int | None = None
         # the tail in one pass over every run's composites packed side by side, where the view allows it
@@ -265,9 +268,12 @@ class MuxModel(nn.Module):
     def run_cut(self) -> tuple[int, int]:
         """(max_runs, min_rows_per_run) in force: the attributes where set, else the measured cut (see
         `__init__`)."""
-        packed = self.packs_tail
-        max_runs = PLAIN_MAX_RUNS if packed else MAX_RUNS
-        min_rows = PLAIN_MIN_ROWS_PER_RUN if packed else MIN_ROWS_PER_RUN
+        if not self.packs_tail:
+            max_runs, min_rows = MAX_RUNS, MIN_ROWS_PER_RUN
+        elif self.view.dtype == torch.bfloat16:  # bf16 matmuls pay more for short runs than padding costs
+            max_runs, min_rows = BF16_MAX_RUNS, BF16_MIN_ROWS_PER_RUN
+        else:
+            max_runs, min_rows = PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN
         return (
             max_runs if self.max_runs is None else self.max_runs,
             min_rows if self.min_rows_per_run is None else self.min_rows_per_run,

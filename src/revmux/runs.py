@@ -13,7 +13,8 @@ attributes of `MuxModel` (`max_runs`, `min_rows_per_run`); they were chosen on a
 batch 32 and 128 on 2 cores (docs/RESULTS.md, notes): smaller runs pad less but cost more per row.
 `plain_runs` is the cut of the plain model alone (N = 1), for the server's width 1: at most
 `PLAIN_MAX_RUNS` runs of at least `PLAIN_MIN_ROWS_PER_RUN` requests, the length-sorted plain model's
-fastest cut on the same timing grid (8-16 requests a run at batch 32 and 128).
+fastest cut on the same timing grid (8-16 requests a run at batch 32 and 128). A bf16 backbone keeps
+runs of at least `BF16_MIN_ROWS_PER_RUN` requests: its matmuls (AMX tiles) pay more for short runs.
 Packing: `pack_rows` places rows of given real lengths side by side in bins as long as the longest row
 (first fit, longest first), for layers that see no positions and attend through a block-diagonal mask:
 one pass over all rows with almost no padding, instead of runs cut at their longest row.
@@ -34,6 +35,10 @@ MIN_ROWS_PER_RUN = 16  # requests per run at least (a composite counts N): short
 # the plain model alone (N = 1, e.g. the server's width 1), length-sorted: its fastest cut on the bench's grid
 PLAIN_MAX_RUNS = 16
 PLAIN_MIN_ROWS_PER_RUN = 8
+# a bf16 backbone's prefill (native bf16 matmuls, e.g. AMX): short runs cost it more than they save, so it
+# keeps the coarse cut; its fastest on the same grid on an AMX CPU (docs/RESULTS.md, notes)
+BF16_MAX_RUNS = MAX_RUNS
+BF16_MIN_ROWS_PER_RUN = MIN_ROWS_PER_RUN
 
 
 def real_ends(mask: Tensor) -> Tensor:
