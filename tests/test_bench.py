@@ -20,7 +20,7 @@ from revmux.data import model_inputs
 from revmux.errors import RevmuxError
 from revmux.model import MuxModel
 from revmux.plots import bench_task, frontier_panels, throughput_series
-from revmux.runs import PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN
+from revmux.runs import PREFILL_MAX_RUNS, PREFILL_MIN_ROWS_PER_RUN
 from tests.scripts import benchmark_script
 
 runner = CliRunner()
@@ -102,7 +102,7 @@ def test_run_bench_json_shape_and_formulas(tiny_dir):
         assert r["adapter_share"] == pytest.approx(r["adapter_ms"] / r["mux_ms"])
     assert d["compiled"] is False and "compile_seconds" not in d
     assert d["packed_tail"] is True  # a BERT view: the tail runs once over its runs packed side by side
-    assert d["mux_run_cut"] == {"max_runs": PLAIN_MAX_RUNS, "min_rows_per_run": PLAIN_MIN_ROWS_PER_RUN}
+    assert d["mux_run_cut"] == {"max_runs": PREFILL_MAX_RUNS, "min_rows_per_run": PREFILL_MIN_ROWS_PER_RUN}
 
 
 def test_n1_has_no_adapter_timing(tiny_dir):
@@ -130,13 +130,12 @@ def test_sorted_plain_runs_length_sorted_cut_runs_with_the_same_answers(tiny_dir
         outs = sorted_plain(model, batch)()
     finally:
         hook.remove()
-    # as many runs as the mux path: its prefill in the plain model's cut (the tail is packed), so 40 groups
-    # -> 10 runs of 8 requests
-    assert len(outs) == model.run_count(40) == 10
+    # as many runs as the mux path: its prefill cut (the tail is packed), so 40 groups -> 4 runs of 20 requests
+    assert len(outs) == model.run_count(40) == PREFILL_MAX_RUNS == 4
     lengths = batch["attention_mask"].sum(1)
     order = torch.argsort(lengths, descending=True, stable=True)
-    starts = range(0, 80, 8)
-    assert widths == [(8, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
+    starts = range(0, 80, 20)
+    assert widths == [(20, int(lengths[order][s])) for s in starts]  # each run cut at its longest request
     assert len(sorted_plain(model, batch, runs=8)()) == 8  # or as many as asked
     with torch.inference_mode():
         full = model.view.model(**batch).logits[order]

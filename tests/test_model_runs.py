@@ -18,8 +18,8 @@ from revmux.runs import (
     BF16_MIN_ROWS_PER_RUN,
     MAX_RUNS,
     MIN_ROWS_PER_RUN,
-    PLAIN_MAX_RUNS,
-    PLAIN_MIN_ROWS_PER_RUN,
+    PREFILL_MAX_RUNS,
+    PREFILL_MIN_ROWS_PER_RUN,
     bucketed_runs,
     groups_by_length,
     pack_rows,
@@ -173,10 +173,10 @@ def test_packed_tail_trains_as_the_per_run_tail_same_loss_and_gradients(n):
 def test_packing_cuts_the_prefill_as_the_plain_model_and_views_that_cannot_pack_do_not():
     view = tiny_bert()
     model = MuxModel.from_backbone(view, n=4, k=1)
-    assert model.run_cut == (PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN)  # the prefill is plain work
+    assert model.run_cut == (PREFILL_MAX_RUNS, PREFILL_MIN_ROWS_PER_RUN)  # runs of 8, at most 4
     bf16 = MuxModel(quantized_copy(view, "bf16"), model.config, model.mux)
     assert bf16.packs_tail and bf16.run_cut == (BF16_MAX_RUNS, BF16_MIN_ROWS_PER_RUN)  # bf16: longer runs
-    assert BF16_MIN_ROWS_PER_RUN > PLAIN_MIN_ROWS_PER_RUN
+    assert BF16_MIN_ROWS_PER_RUN > PREFILL_MIN_ROWS_PER_RUN
     model.pack_tail = False
     assert model.run_cut == (MAX_RUNS, MIN_ROWS_PER_RUN)
     model.max_runs = 1

@@ -29,8 +29,8 @@ from revmux.runs import (
     BF16_MIN_ROWS_PER_RUN,
     MAX_RUNS,
     MIN_ROWS_PER_RUN,
-    PLAIN_MAX_RUNS,
-    PLAIN_MIN_ROWS_PER_RUN,
+    PREFILL_MAX_RUNS,
+    PREFILL_MIN_ROWS_PER_RUN,
     bucketed_runs,
     groups_by_length,
     pack_rows,
@@ -78,8 +78,8 @@ class MuxModel(nn.Module):
         )
         # prefill and tail run in up to `max_runs` runs of at least `min_rows_per_run` requests, each cut
         # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch.
-        # None: the measured cut, the plain model's own where the tail is packed (`packs_tail`: runs cut
-        # the prefill only) on an fp32 or int8 backbone, else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
+        # None: the measured cut, PREFILL_MAX_RUNS runs of at least PREFILL_MIN_ROWS_PER_RUN requests where the
+        # tail is packed (`packs_tail`: runs cut the prefill only) on an fp32 or int8 backbone, else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
         # (a bf16 backbone's packed prefill too: `revmux.runs.BF16_MAX_RUNS`)
         self.max_runs: int | None = None
         self.min_rows_per_run: int | None = None
@@ -273,7 +273,7 @@ class MuxModel(nn.Module):
         elif self.view.dtype == torch.bfloat16:  # bf16 matmuls pay more for short runs than padding costs
             max_runs, min_rows = BF16_MAX_RUNS, BF16_MIN_ROWS_PER_RUN
         else:
-            max_runs, min_rows = PLAIN_MAX_RUNS, PLAIN_MIN_ROWS_PER_RUN
+            max_runs, min_rows = PREFILL_MAX_RUNS, PREFILL_MIN_ROWS_PER_RUN
         return (
             max_runs if self.max_runs is None else self.max_runs,
             min_rows if self.min_rows_per_run is None else self.min_rows_per_run,

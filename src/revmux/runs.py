@@ -35,6 +35,10 @@ MIN_ROWS_PER_RUN = 16  # requests per run at least (a composite counts N): short
 # the plain model alone (N = 1, e.g. the server's width 1), length-sorted: its fastest cut on the bench's grid
 PLAIN_MAX_RUNS = 16
 PLAIN_MIN_ROWS_PER_RUN = 8
+# the mux's prefill where its tail is packed (fp32 and int8 backbones): at most 4 runs of at least 8 requests,
+# the fastest on the run-cut grids of an AVX2 and an AMX CPU (runs of 8 at batch 32, 4 runs at 64 and 128)
+PREFILL_MAX_RUNS = 4
+PREFILL_MIN_ROWS_PER_RUN = PLAIN_MIN_ROWS_PER_RUN
 # a bf16 backbone's prefill (native bf16 matmuls, e.g. AMX): short runs cost it more than they save, so it
 # keeps the coarse cut; its fastest on the same grid on an AMX CPU (docs/RESULTS.md, notes)
 BF16_MAX_RUNS = MAX_RUNS
