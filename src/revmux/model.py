@@ -78,9 +78,8 @@ class MuxModel(nn.Module):
         )
         # prefill and tail run in up to `max_runs` runs of at least `min_rows_per_run` requests, each cut
         # after its own last real column (revmux.runs); max_runs = 1 is one run over the padded batch.
-        # None: the measured cut, PREFILL_MAX_RUNS runs of at least PREFILL_MIN_ROWS_PER_RUN requests where the
-        # tail is packed (`packs_tail`: runs cut the prefill only) on an fp32 or int8 backbone, else MAX_RUNS runs of at least MIN_ROWS_PER_RUN requests
-        # (a bf16 backbone's packed prefill too: `revmux.runs.BF16_MAX_RUNS`)
+        # None: the measured cut of `run_cut` (revmux.runs: PREFILL_* where the tail is packed, BF16_* for a
+        # bf16 backbone's packed prefill, else MAX_RUNS / MIN_ROWS_PER_RUN)
         self.max_runs: int | None = None
         self.min_rows_per_run: int | None = None
         # the tail in one pass over every run's composites packed side by side, where the view allows it
