@@ -548,20 +548,25 @@ HONEST_CELLS = [  # (task, N, k, quantize, backend) timed by `revmux bench` agai
 ]  # fmt: skip
 
 
-def honest_stem(task: str, n: int, k: int, quantize: str, backend: str, folder: str = "") -> str:
+def honest_stem(
+    task: str, n: int, k: int, quantize: str, backend: str, folder: str = "", model: str = "minilm"
+) -> str:
     """docs/results/<stem>.json of an honest bench cell (SST-2 files carry no task, as they always have);
     `folder`: the sub-folder of another machine's cells (e.g. "amx/")."""
     where = "" if task == "sst2" else f"{task}_"
-    return f"{folder}bench_honest_minilm_{where}n{n}_k{k}_{quantize}{'_onnx' if backend == 'onnx' else ''}"
+    return f"{folder}bench_honest_{model}_{where}n{n}_k{k}_{quantize}{'_onnx' if backend == 'onnx' else ''}"
 
 
-def honest_command(task: str, n: int, k: int, quantize: str, backend: str, folder: str = "") -> str:
-    """The command that writes an honest bench cell's file."""
+def honest_command(
+    task: str, n: int, k: int, quantize: str, backend: str, folder: str = "", model: str = "minilm"
+) -> str:
+    """The command that writes an honest bench cell's file (MPNet, 8 times MiniLM's cost: batch 32 only)."""
     texts = "" if task == "sst2" else f" --task {task} --data-dir ../shared/data/glue"
     onnx = " --backend onnx" if backend == "onnx" else ""
-    stem = honest_stem(task, n, k, quantize, backend, folder)
+    stem = honest_stem(task, n, k, quantize, backend, folder, model)
+    batches = "32" if model == "mpnet" else "32,128"
     return (
-        f"revmux bench --model minilm --n {n} --k {k} --quantize {quantize}{onnx}{texts} --batch-sizes 32,128 "
+        f"revmux bench --model {model} --n {n} --k {k} --quantize {quantize}{onnx}{texts} --batch-sizes {batches} "
         f"--repeats 9 --warmup 2 --no-pipeline --json --out docs/results/{stem}.json"
     )
 
@@ -582,21 +587,19 @@ HONEST_AMX_CELLS = [  # the same bench on a CPU with AMX, where bf16 and int8 ma
 HONEST_AMX = [(honest_stem(*c, folder="amx/"), honest_command(*c, folder="amx/")) for c in HONEST_AMX_CELLS]
 
 
-HONEST_MPNET = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issue's MPNet table
-    (
-        f"bench_honest_mpnet_n{n}_k{k}_none",
-        f"revmux bench --model mpnet --n {n} --k {k} --quantize none --batch-sizes 32 --repeats 9 --warmup 2 "
-        f"--no-pipeline --json --out docs/results/bench_honest_mpnet_n{n}_k{k}_none.json",
-    )
-    for n in (2, 4)
-    for k in (3, 6)
-] + [  # the mux on ONNX Runtime int8 layers, against the same baselines
-    (
-        f"bench_honest_mpnet_n{n}_k3_int8_onnx",
-        f"revmux bench --model mpnet --n {n} --k 3 --quantize int8 --backend onnx --batch-sizes 32 --repeats 9 "
-        f"--warmup 2 --no-pipeline --json --out docs/results/bench_honest_mpnet_n{n}_k3_int8_onnx.json",
-    )
-    for n in (2, 4)
+HONEST_MPNET_CELLS = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the issue's MPNet table
+    *[("sst2", n, k, "none", "torch") for n in (2, 4) for k in (3, 6)],
+    *[("sst2", n, 3, "int8", "onnx") for n in (2, 4)],  # the mux on ONNX Runtime int8 layers
+]  # fmt: skip
+HONEST_MPNET = [(honest_stem(*c, model="mpnet"), honest_command(*c, model="mpnet")) for c in HONEST_MPNET_CELLS]
+
+HONEST_MPNET_AMX_CELLS = [  # the same on the CPU with AMX: the mux on a bf16 backbone, and on ORT int8 layers
+    *[("sst2", n, k, "bf16", "torch") for n in (2, 4) for k in (3, 6)],
+    ("sst2", 4, 3, "int8", "onnx"),
+]  # fmt: skip
+HONEST_MPNET_AMX = [
+    (honest_stem(*c, folder="amx/", model="mpnet"), honest_command(*c, folder="amx/", model="mpnet"))
+    for c in HONEST_MPNET_AMX_CELLS
 ]
 
 
@@ -991,6 +994,9 @@ def main() -> None:
         "### MPNet-base (12 layers, d=768), the same baselines",
         "",
         *honest_section(HONEST_MPNET, "MPNet-base"),
+        "#### MPNet-base on the CPU with AMX",
+        "",
+        *honest_section(HONEST_MPNET_AMX, "MPNet-base"),
         "### The confidence fallback's cost, against the same baselines",
         "",
         *fallback_speed_section(),
