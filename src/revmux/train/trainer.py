@@ -28,7 +28,7 @@ from revmux.checkpoint import load_adapter_weights, write_json
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
-from revmux.model import MuxModel
+from revmux.model import MuxModel, native_bf16
 from revmux.progress import StepProgress
 from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
@@ -141,6 +141,7 @@ def train(
         "steps_per_epoch": steps_per_epoch, "epochs": epochs, "cache_build_seconds": cache_seconds,
         "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
         "trainable_params": model.num_trainable(),
+        "train_precision": str(train_dtype(config, view.device.type)).removeprefix("torch."),
     }  # fmt: skip
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
@@ -411,6 +412,13 @@ def _progress_bar(enabled: bool, total: int, completed: int, epochs: int) -> Ste
     return StepProgress("train", total, fields=fields, enabled=enabled, completed=completed, epochs=epochs)
 
 
+def train_dtype(config: TrainConfig, device_type: str) -> torch.dtype:
+    """The dtype the training steps' matmuls run in: `config.train_precision`, auto resolved for this device
+    (bf16 where its matmuls are native, `revmux.model.native_bf16`)."""
+    native = config.train_precision == "auto" and native_bf16(device_type)
+    return torch.bfloat16 if config.train_precision == "bf16" or native else torch.float32
+
+
 def _train_epoch(
     model: MuxModel,
     source: PrefillCache | LivePrefill,
@@ -421,8 +429,11 @@ def _train_epoch(
     steps: int,
     on_step: Callable[[float, float], None],
 ) -> dict[str, Any]:
-    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows."""
+    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows.
+    In bf16 (`train_dtype`) the forward runs under autocast and the losses take its outputs in fp32."""
     model.train()
+    device_type = model.view.device.type
+    dtype = train_dtype(config, device_type)
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
     sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
@@ -432,9 +443,11 @@ def _train_epoch(
         rows = rows[: len(rows) - len(rows) % N]
         state, t_reps, t_logits, labels = source.batch(rows)
         labels = teacher_targets(labels, t_logits)  # unlabeled rows: the teacher's
-        out = model.forward_from_prefill(
-            state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
-        )
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            out = model.forward_from_prefill(
+                state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
+            )
+        out = out.to_float()
         down_mask = (
             None if out.down is None else state.attention_mask.view(-1, N, state.attention_mask.shape[1])
         )
