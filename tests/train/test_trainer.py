@@ -582,17 +582,19 @@ def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(view, dat
 
     def spy(self, *a, **kw):
         out = forward(self, *a, **kw)
-        seen.append((torch.is_autocast_enabled("cpu"), out.logits.dtype))
+        seen.append((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), out.logits.dtype))
         return out
 
     monkeypatch.setattr(MuxModel, "forward_from_prefill", spy)
     kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
     base = {"epochs": 1, "max_train_rows": 80, **FAST}
     fp32 = train(view, data, TrainConfig(train_precision="fp32", **base), tmp_path / "fp32", **kw)
-    steps = len(seen)
+    calls = len(seen)
     bf16 = train(view, data, TrainConfig(train_precision="bf16", **base), tmp_path / "bf16", **kw)
-    assert steps >= 1 and seen[:steps] == [(False, torch.float32)] * steps
-    assert seen[steps:] == [(True, torch.bfloat16)] * steps  # every training step
+    steps = [call[1:] for call in seen[:calls] if call[0]], [call[1:] for call in seen[calls:] if call[0]]
+    assert steps[0] and steps[0] == [(False, torch.float32)] * len(steps[0])
+    assert steps[1] == [(True, torch.bfloat16)] * len(steps[0])  # every training step, none elsewhere
+    assert all(call[1:] == (False, torch.float32) for call in seen if not call[0])  # the hold-out: fp32
     log = json.loads((tmp_path / "bf16" / LOG_NAME).read_text())
     assert log["train_precision"] == "bfloat16"
     assert json.loads((tmp_path / "fp32" / LOG_NAME).read_text())["train_precision"] == "float32"
