@@ -596,8 +596,12 @@ def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(view, dat
     assert steps[1] == [(True, torch.bfloat16)] * len(steps[0])  # every training step, none elsewhere
     assert all(call[1:] == (False, torch.float32) for call in seen if not call[0])  # the hold-out: fp32
     log = json.loads((tmp_path / "bf16" / LOG_NAME).read_text())
-    assert log["train_precision"] == "bfloat16"
-    assert json.loads((tmp_path / "fp32" / LOG_NAME).read_text())["train_precision"] == "float32"
+    assert log["train_precision"] == bf16.train_precision == "bf16"
+    assert (
+        json.loads((tmp_path / "fp32" / LOG_NAME).read_text())["train_precision"]
+        == fp32.train_precision
+        == "fp32"
+    )
     weights = load_file(str(tmp_path / "bf16" / WEIGHTS_NAME))
     assert weights and all(t.dtype == torch.float32 for t in weights.values())
     # the same steps from the same init: bf16 rounding moves the loss a little, not the run

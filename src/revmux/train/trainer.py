@@ -69,6 +69,7 @@ class TrainResult:
     train_seconds: float
     cache_build_seconds: float
     trainable_params: int
+    train_precision: str  # what the training steps ran in: "bf16" or "fp32" (auto resolved)
 
 
 def select_rows(data: TaskData, config: TrainConfig) -> tuple[TaskData, TaskData, list[int], list[int]]:
@@ -141,7 +142,7 @@ def train(
         "steps_per_epoch": steps_per_epoch, "epochs": epochs, "cache_build_seconds": cache_seconds,
         "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
         "trainable_params": model.num_trainable(),
-        "train_precision": str(train_dtype(config, view.device.type)).removeprefix("torch."),
+        "train_precision": resolved_precision(config, view.device.type),
     }  # fmt: skip
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
@@ -168,6 +169,7 @@ def train(
         train_seconds=seconds,
         cache_build_seconds=cache_seconds,
         trainable_params=model.num_trainable(),
+        train_precision=info["train_precision"],
     )
 
 
@@ -417,6 +419,11 @@ def train_dtype(config: TrainConfig, device_type: str) -> torch.dtype:
     (bf16 where its matmuls are native, `revmux.model.native_bf16`)."""
     native = config.train_precision == "auto" and native_bf16(device_type)
     return torch.bfloat16 if config.train_precision == "bf16" or native else torch.float32
+
+
+def resolved_precision(config: TrainConfig, device_type: str) -> str:
+    """`config.train_precision` with auto resolved for this device: "bf16" or "fp32"."""
+    return "bf16" if train_dtype(config, device_type) == torch.bfloat16 else "fp32"
 
 
 def _train_epoch(
