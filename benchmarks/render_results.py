@@ -952,6 +952,7 @@ def main() -> None:
             (_load("demo.json") or {}).get("result"),
             honest=honest + honest_reports(HONEST_AMX),
             quantized=(_load("eval_demo_fp32.json"), _load("eval_demo_int8.json")),
+            llm_rows=_load("smollm2_trained.json"),
         ),
         "## The demo (`make demo`)",
         "",

@@ -41,15 +41,17 @@ def targets_section(
     demo: dict | None = None,
     honest: list[dict] | None = None,
     quantized: tuple[dict | None, dict | None] | None = None,
+    llm_rows: list[dict] | None = None,
 ) -> list[str]:
     """The targets of `spec` (targets.yaml), checked against the measured rows (computed, never typed).
 
     `demo`: docs/results/demo.json's result, the row of the `demo` recipe for the fidelity targets.
     `honest`: `revmux bench` reports of the backbone timed against every plain variant (bench_honest_*);
     the speed targets read them, and the older bench grid (`bench`) only where there are none.
-    `quantized`: `revmux eval --json` of one adapter on its fp32 and on its int8 backbone (int8_accuracy)."""
+    `quantized`: `revmux eval --json` of one adapter on its fp32 and on its int8 backbone (int8_accuracy).
+    `llm_rows`: the decoder rows (smollm2_trained.json), read by the fidelity targets only."""
     out = ["| target | measured | met |", "|---|---|---|"]
-    every = list(rows or []) + ([_demo_row(demo)] if demo else [])
+    every = list(rows or []) + list(llm_rows or []) + ([_demo_row(demo)] if demo else [])
     for t in (t for t in spec["targets"] if t["check"] == "fidelity"):
         out += _fidelity(every, t)
     scope = [r for r in rows or [] if r["task"] == spec["task"] and r["backbone"] == spec["backbone"]]

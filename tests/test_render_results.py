@@ -269,3 +269,27 @@ def test_cpu_sentence_says_what_the_benches_cpu_runs_bf16_on(monkeypatch):
     amx = render.cpu_sentence({("AVX2", "AVX512", "AMX-BF16", "AMX-INT8")})
     assert "AVX2, AVX512, AMX-BF16, AMX-INT8" in amx and "native here" in amx
     assert "emulated here" in render.cpu_sentence({("AVX2",), ("AVX2", "AMX-BF16")})  # one machine without
+
+
+def test_fidelity_targets_read_the_decoder_rows(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from result_targets import targets_section
+
+    target = {"check": "fidelity", "backbone": "smollm2", "task": "sst2", "n": 4, "k": 15}
+    target |= {
+        "recipes": ["default", "prompt-x"],
+        "max_points": 3.0,
+        "min_agreement": 95,
+        "max_sensitivity": 4,
+    }
+    spec = {"backbone": "minilm", "task": "sst2", "baseline_recipe": "16k-rows-3ep", "targets": [target]}
+    row = {"backbone": "smollm2", "task": "sst2", "mux": "revmux", "n": 4, "k": 15, "recipe": "prompt-x"}
+    row |= {
+        "teacher_accuracy": 0.757,
+        "accuracy_mean": 0.682,
+        "agreement": 0.666,
+        "partner_sensitivity": 0.252,
+    }
+    assert "not measured yet" in targets_section([], None, spec)[2]
+    line = targets_section([], None, spec, llm_rows=[row])[2]
+    assert line.endswith("7.50 pts, 66.6%, 25.2% (recipe prompt-x, 1 seed) | no |")
