@@ -182,10 +182,9 @@ def test_train_summary_names_the_kept_epochs_hold_out_measures(tmp_path):
         {"epoch": 1, "holdout_accuracy": 0.5, "holdout_agreement": 0.6, "holdout_kl": 0.25},
         {"epoch": 2, "holdout_accuracy": 0.75, "holdout_agreement": 0.875, "holdout_kl": 0.0625},
     ]
-    result = TrainResult(tmp_path, 2, 0.75, history, 2, 12.0, 1.0, 1234, "fp32")
+    result = TrainResult(tmp_path, 2, 0.75, history, 2, 12.0, 1.0, 1234)
     line = _kept_summary(result)
     assert "kept epoch 2 of 2: hold-out accuracy 75.00%" in line
     assert "agreement with the teacher 87.50%, KL to the teacher 0.0625" in line and "1,234 adapter" in line
-    assert "train 12.0 s in fp32 (cache 1.0 s)" in line
-    older = TrainResult(tmp_path, 1, 0.5, [{"epoch": 1, "holdout_accuracy": 0.5}], 1, 1.0, 0.0, 10, "fp32")
+    older = TrainResult(tmp_path, 1, 0.5, [{"epoch": 1, "holdout_accuracy": 0.5}], 1, 1.0, 0.0, 10)
     assert "agreement" not in _kept_summary(older) and "KL" not in _kept_summary(older)

@@ -133,7 +133,6 @@ def test_default_recipe_trains_pairs_as_default_pairs_aug():
     # small enough for min_steps to decide, so the pair recipes' 2 epochs made the same run as the default's 4
     same = {"epochs": default["epochs"], "select_on": default["select_on"], "min_steps": default["min_steps"]}
     same |= {"steps_at_n": default["steps_at_n"]}  # counted at N=2 later: the same runs at N=2
-    same |= {"train_precision": default["train_precision"]}  # their rows trained in fp32, before the option
     assert load_recipe("default-pairs-aug") | auto | same == default
     assert load_recipe("default-pairs") | auto | same == default
     assert load_recipe("default-2ep") | same == default

@@ -327,9 +327,7 @@ def run_cell(
         model, eval_data, groupings=groupings, seed=seed, max_length=config.max_length, task=task,
         progress=progress,
     )  # fmt: skip
-    # the config as it ran: auto precision resolved, so the row reruns the same way on any machine
-    trained = {"train_config": config.to_dict() | {"train_precision": result.train_precision}}
-    trained |= {"epochs": result.epochs}
+    trained = {"train_config": config.to_dict(), "epochs": result.epochs}
     trained |= {"train_rows": min(config.max_train_rows or len(train_data), len(train_data))}
     trained |= {"train_seconds": result.train_seconds, "cache_build_seconds": result.cache_build_seconds}
     return _row(report.to_dict(), common | trained)

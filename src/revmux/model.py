@@ -64,11 +64,6 @@ class MuxOutput:
     reps: Tensor
     down: Tensor | None = None
 
-    def to_float(self) -> MuxOutput:
-        """The same outputs in fp32 (those of an autocast forward may be bf16), for losses and scores."""
-        down = None if self.down is None else self.down.float()
-        return MuxOutput(self.logits.float(), self.reps.float(), down)
-
 
 class MuxModel(nn.Module):
     """Serve a frozen classifier N requests per forward pass (RevMUX); trainable parameters are the adapters only."""

@@ -27,7 +27,6 @@ from revmux.train.trainer import (
     best_epoch,
     holdout_accuracy,
     holdout_scores,
-    train_dtype,
 )
 from tests.train import one_thread, toy_task, toy_view
 
@@ -239,7 +238,6 @@ def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, da
         ("max_train_rows", 1, "--max-train-rows must be an integer >= 2 or unset"),
         ("use_cache", "yes", "--cache must be true or false"),
         ("nce_centre", "yes", "--nce-centre must be true or false"),
-        ("train_precision", "fp16", "--train-precision must be 'auto', 'fp32' or 'bf16'"),
     ],
 )
 def test_config_errors_name_the_flag(field, value, message):
@@ -480,12 +478,12 @@ def test_steps_at_n_gives_wider_groups_the_steps_of_the_narrower_width():
 
 
 def test_configs_saved_before_a_field_existed_keep_what_their_run_did():
-    later = ("lambda_state", "min_steps", "augment", "augment_copies", "steps_at_n", "train_precision")
+    later = ("lambda_state", "min_steps", "augment", "augment_copies", "steps_at_n")
     old = {key: v for key, v in TrainConfig().to_dict().items() if key not in later}
     assert TrainConfig.from_dict(old).lambda_state == 4.0  # a user's YAML without it: today's default
     saved = TrainConfig.from_saved(old)  # a train_log.json or results row written before it existed
     assert saved.lambda_state == 0.0 and saved.min_steps == 0 and saved.augment == []
-    assert saved.steps_at_n is None and saved.train_precision == "fp32"
+    assert saved.steps_at_n is None
     assert saved.augmentation(is_pair=True) == ([], 0)  # saved before pairs were augmented by default
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()  # present fields win
 
@@ -563,47 +561,3 @@ def test_training_runs_the_tail_packed_where_the_backbone_packs_rows(view):
     through it are those of the padded tail, tests/test_model_runs.py)."""
     model = _new_model(view, TrainConfig(**FAST), "toy", None)
     assert view.packs_rows and model.packs_tail
-
-
-def test_train_precision_auto_is_bf16_only_where_bf16_matmuls_are_native(monkeypatch):
-    import revmux.train.trainer as trainer
-
-    assert train_dtype(TrainConfig(train_precision="fp32"), "cpu") == torch.float32
-    assert train_dtype(TrainConfig(train_precision="bf16"), "cpu") == torch.bfloat16
-    for native, want in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(trainer, "native_bf16", lambda device_type, native=native: native)
-        assert train_dtype(TrainConfig(), "cpu") == want
-        assert train_dtype(TrainConfig(train_precision="fp32"), "cpu") == torch.float32
-
-
-def test_bf16_training_runs_the_forward_in_bf16_and_keeps_fp32_weights(view, data, tmp_path, monkeypatch):
-    seen = []
-    forward = MuxModel.forward_from_prefill
-
-    def spy(self, *a, **kw):
-        out = forward(self, *a, **kw)
-        seen.append((torch.is_grad_enabled(), torch.is_autocast_enabled("cpu"), out.logits.dtype))
-        return out
-
-    monkeypatch.setattr(MuxModel, "forward_from_prefill", spy)
-    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
-    base = {"epochs": 1, "max_train_rows": 80, **FAST}
-    fp32 = train(view, data, TrainConfig(train_precision="fp32", **base), tmp_path / "fp32", **kw)
-    calls = len(seen)
-    bf16 = train(view, data, TrainConfig(train_precision="bf16", **base), tmp_path / "bf16", **kw)
-    steps = [call[1:] for call in seen[:calls] if call[0]], [call[1:] for call in seen[calls:] if call[0]]
-    assert steps[0] and steps[0] == [(False, torch.float32)] * len(steps[0])
-    assert steps[1] == [(True, torch.bfloat16)] * len(steps[0])  # every training step, none elsewhere
-    assert all(call[1:] == (False, torch.float32) for call in seen if not call[0])  # the hold-out: fp32
-    log = json.loads((tmp_path / "bf16" / LOG_NAME).read_text())
-    assert log["train_precision"] == bf16.train_precision == "bf16"
-    assert (
-        json.loads((tmp_path / "fp32" / LOG_NAME).read_text())["train_precision"]
-        == fp32.train_precision
-        == "fp32"
-    )
-    weights = load_file(str(tmp_path / "bf16" / WEIGHTS_NAME))
-    assert weights and all(t.dtype == torch.float32 for t in weights.values())
-    # the same steps from the same init: bf16 rounding moves the loss a little, not the run
-    assert bf16.history[0]["loss"] == pytest.approx(fp32.history[0]["loss"], rel=0.05)
-    assert bf16.history[0]["loss"] != fp32.history[0]["loss"]

@@ -190,8 +190,7 @@ def _kept_summary(result: TrainResult) -> str:
     measures += "" if kl is None else f", KL to the teacher {kl:.4f}"
     return (
         f"kept epoch {result.best_epoch} of {result.epochs}: hold-out accuracy {result.best_holdout_accuracy:.2%}"
-        f"{measures}; train {result.train_seconds:.1f} s in {result.train_precision} "
-        f"(cache {result.cache_build_seconds:.1f} s), "
+        f"{measures}; train {result.train_seconds:.1f} s (cache {result.cache_build_seconds:.1f} s), "
         f"{result.trainable_params:,} adapter parameters; adapter saved to {result.out_dir}"
     )
 

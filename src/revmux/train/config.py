@@ -30,9 +30,6 @@ from revmux.config import is_int as _is_int
 from revmux.errors import ConfigError
 from revmux.mux.registry import mux_class, resolve_options, valid_kinds
 
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
-"""What `train_precision` takes: auto resolves to bf16 where bf16 matmuls are native, else fp32."""
-
 SELECT_ON = ("agreement", "accuracy", "kl")
 """Hold-out measures that can pick the epoch kept (`select_on`); kl is the one where lower is better."""
 
@@ -125,14 +122,6 @@ class TrainConfig:
         metadata=_help("causal decoders: common prompt prefix enters the tail as is (default: on for them)"),
     )
     use_cache: bool = field(default=True, metadata=_help("cache layer-k states and teacher outputs on disk"))
-    train_precision: str = field(
-        default="auto",
-        metadata=_help(
-            "matmuls of the training steps: bf16 (autocast over the frozen layers and the adapters; weights, "
-            "optimizer, losses and the hold-out stay fp32), fp32, or auto: bf16 where bf16 matmuls are native "
-            "(CUDA, CPUs with AMX or AVX512-BF16), fp32 elsewhere"
-        ),
-    )
 
     def __post_init__(self) -> None:
         def bad(name: str, want: str) -> ConfigError:
@@ -171,8 +160,6 @@ class TrainConfig:
             raise bad("holdout_fraction", "in (0, 1)")
         if self.select_on not in SELECT_ON:
             raise bad("select_on", "'agreement', 'accuracy' or 'kl'")
-        if self.train_precision not in TRAIN_PRECISIONS:
-            raise bad("train_precision", "'auto', 'fp32' or 'bf16'")
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):
@@ -267,7 +254,6 @@ BEFORE = {
     "augment_copies": 0,
     "select_on": "accuracy",
     "steps_at_n": None,
-    "train_precision": "fp32",
 }
 """Fields added after configs were first saved, at the values that reproduce a run saved without them."""
 

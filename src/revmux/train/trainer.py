@@ -28,7 +28,7 @@ from revmux.checkpoint import load_adapter_weights, write_json
 from revmux.data import TaskData, split_fixed, split_holdout
 from revmux.encoding import RequestEncoder
 from revmux.errors import ConfigError, DataError
-from revmux.model import MuxModel, native_bf16
+from revmux.model import MuxModel
 from revmux.progress import StepProgress
 from revmux.prompting import PromptSpec, shared_prefix_mask
 from revmux.train.cache import LivePrefill, PrefillCache, build_cache, real_token_states
@@ -69,7 +69,6 @@ class TrainResult:
     train_seconds: float
     cache_build_seconds: float
     trainable_params: int
-    train_precision: str  # what the training steps ran in: "bf16" or "fp32" (auto resolved)
 
 
 def select_rows(data: TaskData, config: TrainConfig) -> tuple[TaskData, TaskData, list[int], list[int]]:
@@ -142,7 +141,6 @@ def train(
         "steps_per_epoch": steps_per_epoch, "epochs": epochs, "cache_build_seconds": cache_seconds,
         "cache_hit": all(s.hit for s in sources) if config.use_cache else None,
         "trainable_params": model.num_trainable(),
-        "train_precision": resolved_precision(config, view.device.type),
     }  # fmt: skip
     optimizer = torch.optim.AdamW(model.mux.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config, steps_per_epoch * epochs)
@@ -169,7 +167,6 @@ def train(
         train_seconds=seconds,
         cache_build_seconds=cache_seconds,
         trainable_params=model.num_trainable(),
-        train_precision=info["train_precision"],
     )
 
 
@@ -414,18 +411,6 @@ def _progress_bar(enabled: bool, total: int, completed: int, epochs: int) -> Ste
     return StepProgress("train", total, fields=fields, enabled=enabled, completed=completed, epochs=epochs)
 
 
-def train_dtype(config: TrainConfig, device_type: str) -> torch.dtype:
-    """The dtype the training steps' matmuls run in: `config.train_precision`, auto resolved for this device
-    (bf16 where its matmuls are native, `revmux.model.native_bf16`)."""
-    native = config.train_precision == "auto" and native_bf16(device_type)
-    return torch.bfloat16 if config.train_precision == "bf16" or native else torch.float32
-
-
-def resolved_precision(config: TrainConfig, device_type: str) -> str:
-    """`config.train_precision` with auto resolved for this device: "bf16" or "fp32"."""
-    return "bf16" if train_dtype(config, device_type) == torch.bfloat16 else "fp32"
-
-
 def _train_epoch(
     model: MuxModel,
     source: PrefillCache | LivePrefill,
@@ -436,11 +421,8 @@ def _train_epoch(
     steps: int,
     on_step: Callable[[float, float], None],
 ) -> dict[str, Any]:
-    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows.
-    In bf16 (`train_dtype`) the forward runs under autocast and the losses take its outputs in fp32."""
+    """One epoch over a fresh random grouping: `steps` steps of rows_per_step consecutive permuted rows."""
     model.train()
-    device_type = model.view.device.type
-    dtype = train_dtype(config, device_type)
     N, R = config.n, config.rows_per_step
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
     sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
@@ -450,11 +432,9 @@ def _train_epoch(
         rows = rows[: len(rows) - len(rows) % N]
         state, t_reps, t_logits, labels = source.batch(rows)
         labels = teacher_targets(labels, t_logits)  # unlabeled rows: the teacher's
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-            out = model.forward_from_prefill(
-                state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
-            )
-        out = out.to_float()
+        out = model.forward_from_prefill(
+            state, order=torch.arange(len(rows)), return_down=config.lambda_cos > 0
+        )
         down_mask = (
             None if out.down is None else state.attention_mask.view(-1, N, state.attention_mask.shape[1])
         )
