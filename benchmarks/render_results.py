@@ -591,7 +591,9 @@ HONEST_MPNET_CELLS = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: th
     *[("sst2", n, k, "none", "torch") for n in (2, 4) for k in (3, 6)],
     *[("sst2", n, 3, "int8", "onnx") for n in (2, 4)],  # the mux on ONNX Runtime int8 layers
 ]  # fmt: skip
-HONEST_MPNET = [(honest_stem(*c, model="mpnet"), honest_command(*c, model="mpnet")) for c in HONEST_MPNET_CELLS]
+HONEST_MPNET = [
+    (honest_stem(*c, model="mpnet"), honest_command(*c, model="mpnet")) for c in HONEST_MPNET_CELLS
+]
 
 HONEST_MPNET_AMX_CELLS = [  # the same on the CPU with AMX: the mux on a bf16 backbone, and on ORT int8 layers
     *[("sst2", n, k, "bf16", "torch") for n in (2, 4) for k in (3, 6)],
