@@ -675,6 +675,7 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
     rows, commands, machines, dates, bests, older, unpacked = [], [], set(), set(), [], [], []
     isas: set[tuple[str, ...] | None] = set()
     packed, packed_cuts = 0, set()
+    torch_int8 = ort_int8 = False
     for stem, command in cells:
         bench = _load(f"{stem}.json")
         if not bench:
@@ -685,6 +686,8 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
         mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
+        torch_int8 |= bench.get("quantize") == "int8" and bench.get("backend") != "onnx"
+        ort_int8 |= bench.get("backend") == "onnx"
         if "plain_runs" not in bench:
             older.append(mux)
         packable = bench.get("model_type") in PACKED_TYPES and bench.get("backend") != "onnx"
@@ -746,9 +749,20 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         + ".",
         "",
         cpu_sentence(isas)
-        + " The int8 rows run the mux's backbone in torch dynamic int8 with its layers' inputs smoothed "
-        "(`int8_smooth` in their JSON; adapters fp32), while the torch int8 column is torch's dynamic int8 "
-        "without the smoothing. The fastest plain variant: "
+        + (
+            " The torch int8 rows run the mux's backbone in torch dynamic int8 with its layers' inputs smoothed "
+            "(`int8_smooth` in their JSON; adapters fp32), while the torch int8 column is torch's dynamic int8 "
+            "without the smoothing."
+            if torch_int8
+            else ""
+        )
+        + (
+            " The rows marked ONNX Runtime layers run the mux's frozen layers as ONNX Runtime dynamic int8 graphs "
+            "(adapters fp32 in torch), against the same plain columns."
+            if ort_int8
+            else ""
+        )
+        + " The fastest plain variant: "
         + ", ".join(
             f"{name} in {bests.count(name)}" for name in sorted(set(bests), key=bests.count, reverse=True)
         )
