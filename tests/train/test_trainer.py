@@ -166,6 +166,30 @@ def test_nce_centre_reaches_the_loss_of_every_step(view, data, tmp_path, monkeyp
     assert centred.history[0]["nce"] != plain.history[0]["nce"]
 
 
+def test_each_epoch_logs_the_gradient_norm_the_optimizer_stepped_on(view, data, tmp_path, monkeypatch):
+    """`grad_norm` / `grad_norm_max` in the history are the mean and largest global norm of the adapters'
+    gradients over the epoch's steps, as the optimizer saw them (a spike before a collapse shows there)."""
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **kw):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(
+            float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x) for x in grads])))
+        )
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "cache", "progress": False}
+    result = train(view, data, TrainConfig(epochs=2, max_train_rows=40, **FAST), tmp_path / "run", **kw)
+    per_epoch = len(seen) // 2
+    assert per_epoch >= 1 and len(seen) == 2 * per_epoch
+    for h, norms in zip(result.history, (seen[:per_epoch], seen[per_epoch:]), strict=True):
+        assert h["grad_norm_max"] == pytest.approx(max(norms), rel=1e-4)
+        assert h["grad_norm"] == pytest.approx(sum(norms) / len(norms), rel=1e-4)
+        assert 0 < h["grad_norm"] <= h["grad_norm_max"]
+
+
 def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
     """The hold-out (through evaluation's grouping loop) equals a direct count per step of rows."""
     model = MuxModel.from_backbone(view, n=2, k=1)

@@ -427,6 +427,8 @@ def _train_epoch(
     perm = torch.randperm(len(source), generator=_generator(config.seed, epoch))
     sums = {"loss": 0.0, "ce": 0.0, "nce": 0.0, "kd": 0.0, "state": 0.0, "cos": 0.0}
     examples, start = 0, time.perf_counter()
+    params = [p for p in model.mux.parameters() if p.requires_grad]
+    norms: list[float] = []
     for s in range(steps):
         rows = perm[s * R : (s + 1) * R]
         rows = rows[: len(rows) - len(rows) % N]
@@ -446,6 +448,7 @@ def _train_epoch(
         )  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        norms.append(float(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])))
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -458,6 +461,8 @@ def _train_epoch(
     means = {name: v / steps for name, v in sums.items()}
     return {
         **means,
+        "grad_norm": sum(norms) / max(len(norms), 1),
+        "grad_norm_max": max(norms, default=0.0),
         "examples": examples,
         "seconds": seconds,
         "examples_per_s": examples / max(seconds, 1e-9),
