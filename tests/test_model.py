@@ -141,9 +141,11 @@ def test_save_load_identical_logits(view, kind, tmp_path):
         torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
 
 
-def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
+@pytest.mark.parametrize("natural_scale", [False, True])
+def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path, natural_scale):
     batch = tiny_batch([5, 7, 3, 9, 4])
-    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1)  # the PCA composite is the default
+    options = {"natural_scale": natural_scale}  # the PCA composite is the default
+    model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1, options=options)
     with torch.no_grad():
         model.mux.init_down_pca(model.prefill(tiny_batch([9] * 12)).hidden.reshape(-1, view.hidden_size))
     _randomize(model)  # parameters only: the basis and mean are buffers and keep their PCA values
@@ -152,6 +154,10 @@ def test_pca_composite_saves_and_reloads_to_identical_logits(view, tmp_path):
     loaded = MuxModel.from_pretrained(tmp_path, view)
     assert loaded.config.options["pca_composite"]
     torch.testing.assert_close(loaded.mux.composite_mean, model.mux.composite_mean, atol=0, rtol=0)
+    assert loaded.config.options["natural_scale"] is natural_scale
+    if natural_scale:  # slot 1 sits in minor directions: scaled down at init, restored as saved
+        assert (model.mux.composite_scale[model.mux.d_sub :] < 1).all()
+        torch.testing.assert_close(loaded.mux.composite_scale, model.mux.composite_scale, atol=0, rtol=0)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(batch), model(batch), atol=0, rtol=0)
 

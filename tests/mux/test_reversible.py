@@ -218,3 +218,38 @@ def test_bad_shapes_raise() -> None:
         m.mux(torch.randn(1, 3, 4, 16))
     with pytest.raises(ValueError, match="d=16"):
         m.demux(torch.randn(1, 2, 15))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_natural_scale_composite_spreads_as_natural_states_and_still_inverts(n: int) -> None:
+    """natural_scale: at init (PCA Down, zero F) each slot's block of the composite carries the variance natural
+    states carry along the principal directions it is written into, and demux(mux) is still exact."""
+    d = 24
+    torch.manual_seed(1)
+    states = torch.randn(2000, d) * torch.logspace(0.6, -1, d) @ torch.linalg.qr(torch.randn(d, d)).Q + 3
+    m = RevMUX(n, d, natural_scale=True)
+    m.init_down_pca(states)
+    for f in m.coupling.fs:
+        torch.nn.init.zeros_(f[2].weight)
+    used = n * m.d_sub
+    g = states[: 2000 // n * n].view(-1, n, 1, d)  # 2000 // n groups of n distinct requests
+    with torch.no_grad():
+        c = m.mux(g)[:, 0]
+
+        def per_slot(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:  # variance of each slot's block
+            return (x @ basis.T)[:, :used].var(0).view(n, -1).sum(-1)
+
+        natural = per_slot(states - states.mean(0), m.composite_basis)
+        torch.testing.assert_close(
+            per_slot(c - m.composite_mean, m.composite_basis), natural, rtol=0.15, atol=0
+        )
+        plain = RevMUX(n, d)
+        plain.init_down_pca(states)
+        louder = per_slot(plain.mux(g)[:, 0] - plain.composite_mean, plain.composite_basis)
+        assert (louder[1:] > 2 * natural[1:]).all()  # without it the partners are loud
+        h = torch.randn(3, n, 5, d)
+        x = m.invert(m.mux(h))
+        torch.testing.assert_close(x, m.down(h), atol=1e-4, rtol=1e-4)
+    assert "composite_scale" in m.state_dict() and "composite_scale" not in plain.state_dict()
+    with pytest.raises(ConfigError, match="pca_composite"):
+        RevMUX(n, d, pca_composite=False, natural_scale=True)

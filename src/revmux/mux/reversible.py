@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from revmux.errors import ConfigError
 from revmux.mux.base import Multiplexer, MuxOptions
 from revmux.mux.coupling import ReversibleCoupling
 from revmux.mux.registry import register_mux
@@ -72,6 +73,13 @@ class RevMUXOptions(MuxOptions):
         default=True,
         metadata={"help": "write the composite in the PCA basis of layer-k states (see RevMUX)"},
     )
+    natural_scale: bool = field(
+        default=False,
+        metadata={
+            "help": "with pca_composite: scale each slot's block of the composite to the natural spread of "
+            "layer-k states along its principal directions (see RevMUX)"
+        },
+    )
 
 
 @register_mux
@@ -88,6 +96,15 @@ class RevMUX(Multiplexer):
     the rank-d_sub PCA reconstruction of request 0's state plus the other requests in the next
     principal directions, a state the frozen tail knows, instead of raw PCA coordinates centred at
     zero. The demux applies the exact inverse, pack^-1((o - mean) @ V^T), so invertibility is kept.
+
+    With natural_scale (needs pca_composite) slot n's channels are also scaled by a fixed s_n before the
+    basis: c = mean + (pack(y) * s) @ V, inverted by pack^-1(((o - mean) @ V^T) / s). `init_down_pca` sets
+    s_n = sqrt(sum of the layer-k states' variance along the principal directions slot n is written into /
+    the same sum over slot 0's), so at init each slot's block of the composite carries the variance natural
+    states carry there: the partners sit in the minor directions at the minor directions' own scale instead
+    of at the major ones' (which drowns request 0 in a deep frozen tail). One factor per slot, not per
+    direction: the last principal directions of layer-normed states have almost no variance, and the demux
+    divides by s.
     """
 
     kind = "revmux"
@@ -99,6 +116,8 @@ class RevMUX(Multiplexer):
         self.f_hidden = opts.f_hidden if opts.f_hidden is not None else d
         self.up_hidden = opts.up_hidden if opts.up_hidden is not None else 2 * d
         pca_composite = opts.pca_composite
+        if opts.natural_scale and not pca_composite:
+            raise ConfigError("natural_scale scales the PCA composite: set pca_composite=true with it.")
         self.down_proj = nn.Linear(d, self.d_sub)
         self.coupling = ReversibleCoupling(n, self.d_sub, self.f_hidden)
         self.up_proj = nn.Sequential(
@@ -108,18 +127,24 @@ class RevMUX(Multiplexer):
         if pca_composite:  # fixed (not trained), saved with the adapters
             self.register_buffer("composite_basis", torch.eye(d))
             self.register_buffer("composite_mean", torch.zeros(d))
+        self.natural_scale = opts.natural_scale
+        if self.natural_scale:  # fixed, saved with the adapters (ones until init_down_pca)
+            self.register_buffer("composite_scale", torch.ones(d))
 
     def to_composite(self, c: Tensor) -> Tensor:
         """Packed slots (..., d) -> the composite the tail reads (identity unless pca_composite)."""
         if not self.pca_composite:
             return c
+        if self.natural_scale:
+            c = c * self.composite_scale.to(c.dtype)
         return self.composite_mean.to(c.dtype) + c @ self.composite_basis.to(c.dtype)
 
     def from_composite(self, o: Tensor) -> Tensor:
         """The exact inverse of `to_composite`: (..., d) tail output -> packed slots."""
         if not self.pca_composite:
             return o
-        return (o - self.composite_mean.to(o.dtype)) @ self.composite_basis.to(o.dtype).T
+        slots = (o - self.composite_mean.to(o.dtype)) @ self.composite_basis.to(o.dtype).T
+        return slots / self.composite_scale.to(o.dtype) if self.natural_scale else slots
 
     def down(self, h: Tensor) -> Tensor:
         """(G, N, T, d) -> (G, N, T, d_sub): the shared Down projection of every request."""
@@ -137,7 +162,10 @@ class RevMUX(Multiplexer):
         if not self.pca_composite:
             return F.pad(slots, (0, self.d - slots.shape[-1])).to(h.dtype)
         # to_composite without the zero channels: mean + slots @ V[:N * d_sub], one addmm
-        basis = self.composite_basis[: slots.shape[-1]].to(slots.dtype)
+        basis = self.composite_basis[: slots.shape[-1]]
+        if self.natural_scale:  # (slots * s) @ V == slots @ (s[:, None] * V)
+            basis = basis * self.composite_scale[: slots.shape[-1], None]
+        basis = basis.to(slots.dtype)
         c = torch.addmm(self.composite_mean.to(slots.dtype), slots.flatten(0, -2), basis)
         return c.view(*slots.shape[:-1], self.d).to(h.dtype)
 
@@ -166,7 +194,8 @@ class RevMUX(Multiplexer):
         and GELU(z) - GELU(-z) = z, so the last layer maps them through +V^T and -V^T with bias = mean.
         The other hidden units keep their random first layer and get zero output weights. Up is left
         alone if up_hidden < 2 * d_sub. With pca_composite the composite basis becomes all d principal
-        directions and its offset the mean (that needs M >= d rows).
+        directions and its offset the mean (that needs M >= d rows); with natural_scale slot n's scale
+        becomes sqrt(variance along its principal directions / variance along slot 0's) (1 beyond N * d_sub).
         """
         states = states.reshape(-1, self.d)
         what, need = ("d", self.d) if self.pca_composite else ("d_sub", self.d_sub)
@@ -175,11 +204,18 @@ class RevMUX(Multiplexer):
         dt, dev = param_dtype(self), self.down_proj.weight.device
         s = states.to(device=dev, dtype=torch.float64)
         mean = s.mean(dim=0)
-        vh = torch.linalg.svd(s - mean, full_matrices=False).Vh  # (min(M, d), d), rows by variance
+        _, sv, vh = torch.linalg.svd(s - mean, full_matrices=False)  # vh: (min(M, d), d), rows by variance
         v = vh[: self.d_sub]  # (d_sub, d)
         if self.pca_composite:
             self.composite_basis.copy_(vh.to(self.composite_basis))
             self.composite_mean.copy_(mean.to(self.composite_mean))
+        if self.natural_scale:
+            used = self.n * self.d_sub
+            energy = sv[:used].pow(2).view(self.n, self.d_sub).sum(-1)  # variance per slot's directions
+            scale = torch.ones(self.d, dtype=torch.float64, device=dev)
+            per_slot = (energy / energy[0]).sqrt().clamp_min(1e-3)
+            scale[:used] = per_slot.repeat_interleave(self.d_sub)
+            self.composite_scale.copy_(scale.to(self.composite_scale))
         self.down_proj.weight.copy_(v.to(dt))
         self.down_proj.bias.copy_((-(v @ mean)).to(dt))
         if self.up_hidden < 2 * self.d_sub:
