@@ -332,7 +332,12 @@ def test_cli_trains_and_flags_override_yaml(view, data, tmp_path, monkeypatch):
 
 
 def test_pca_composite_is_the_default_and_needs_pca_init():
-    assert TrainConfig().mux_options == {"f_hidden": None, "up_hidden": None, "pca_composite": True}
+    assert TrainConfig().mux_options == {
+        "f_hidden": None,
+        "up_hidden": None,
+        "pca_composite": True,
+        "natural_scale": False,
+    }
     assert "pca_composite" not in TrainConfig(kind="ora").mux_options
     with pytest.raises(ConfigError, match=r"'ora' does not take option\(s\) \['pca_composite'\]"):
         TrainConfig(kind="ora", mux_options={"pca_composite": True})
@@ -349,6 +354,7 @@ def test_mux_options_keyed_by_kind_and_flags_over_them():
         "f_hidden": 16,
         "up_hidden": None,
         "pca_composite": True,
+        "natural_scale": False,
     }
     assert TrainConfig(kind="ora", mux_options=recipe).mux_options == {"f_hidden": None, "up_hidden": 8}
     assert TrainConfig(kind="adapter", mux_options=recipe).mux_options == {
@@ -362,7 +368,12 @@ def test_mux_options_keyed_by_kind_and_flags_over_them():
 def test_configs_saved_before_mux_options_migrate():
     """Older train logs and checkpoints spelled the adapter knobs as flat keys."""
     old = TrainConfig.from_dict({"f_hidden": 8, "up_hidden": None, "up_norm": False, "pca_composite": False})
-    assert old.mux_options == {"f_hidden": 8, "up_hidden": None, "pca_composite": False}
+    assert old.mux_options == {
+        "f_hidden": 8,
+        "up_hidden": None,
+        "pca_composite": False,
+        "natural_scale": False,  # added since: its default
+    }
     assert TrainConfig.from_dict({"kind": "ora", "pca_composite": False}).mux_options == {
         "f_hidden": None,
         "up_hidden": None,
