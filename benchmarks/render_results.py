@@ -685,12 +685,13 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         dates.add(bench["date"][:10])
         commands.append(f"`{command}`")
         mux = f"{bench_task(bench)} N={bench['runs'][0]['n']} k={bench['runs'][0]['k']} {bench.get('quantize') or 'none'}"
-        mux += " (ONNX Runtime layers)" if bench.get("backend") == "onnx" else ""
-        torch_int8 |= bench.get("quantize") == "int8" and bench.get("backend") != "onnx"
-        ort_int8 |= bench.get("backend") == "onnx"
+        onnx = bench.get("backend") == "onnx"
+        mux += " (ONNX Runtime layers)" if onnx else ""
+        torch_int8 |= bench.get("quantize") == "int8" and not onnx
+        ort_int8 |= onnx
         if "plain_runs" not in bench:
             older.append(mux)
-        packable = bench.get("model_type") in PACKED_TYPES and bench.get("backend") != "onnx"
+        packable = bench.get("model_type") in PACKED_TYPES and not onnx
         if packable and not bench.get("packed_tail"):
             unpacked.append(mux)
         packed += bool(bench.get("packed_tail"))
