@@ -691,7 +691,7 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
         ort_int8 |= onnx
         if "plain_runs" not in bench:
             older.append(mux)
-        packable = bench.get("model_type") in PACKED_TYPES and not onnx
+        packable = bench.get("model_type") in PACKED_TYPES
         if packable and not bench.get("packed_tail"):
             unpacked.append(mux)
         packed += bool(bench.get("packed_tail"))
@@ -726,9 +726,8 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
             "The mux prefills in runs cut as `mux_run_cut` in the JSON says ("
             + "; ".join(f"{q}: at most {m} runs of at least {r} requests" for q, m, r in sorted(packed_cuts))
             + ") and runs its "
-            "tail once, over all its composites packed side by side (`packed_tail` in the JSON); on ONNX Runtime "
-            "layers, which take padded rows only, it runs in at most 4 runs of at least 16 requests, the tail "
-            "once per run."
+            "tail once, over all its composites packed side by side (`packed_tail` in the JSON; on ONNX Runtime "
+            "layers too, where the tail graph takes packed rows and their segment ids)."
             if packed or unpacked
             else "The mux runs in at most 4 runs of at least 16 requests, the tail once per run (this backbone's "
             "layers take positions, so its tail is not packed)."

@@ -45,23 +45,52 @@ def test_ort_fp32_equals_torch_and_int8_stays_close(minilm_path, tmp_path):
     assert (int8.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.95
 
 
-def test_mux_on_ort_layers_equals_the_torch_mux(minilm_path, tmp_path):
-    """The prefill [0, k) and tail [k, L) on ONNX Runtime under MuxModel's own grouping and adapters:
-    fp32 within 1e-4 of the torch MuxModel, int8 within 20% of the largest logit."""
+@pytest.mark.parametrize("n", [2, 4])
+def test_mux_on_ort_layers_equals_the_torch_mux(minilm_path, tmp_path, n):
+    """The prefill [0, k) and the tail [k, L) on ONNX Runtime under MuxModel's own grouping and adapters, the
+    tail over packed composites as in torch: fp32 within 1e-4 of the torch MuxModel, int8 within 20% of the
+    largest logit."""
     with one_thread():
         view = toy_view(minilm_path)
-        model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1)
-        enc = tokenize(view.tokenizer, toy_task(rows=33), 32)  # 16 composites and one leftover at N = 1
+        model = MuxModel.from_backbone(view, kind="revmux", n=n, k=1)
+        enc = tokenize(view.tokenizer, toy_task(rows=4 * n + 1), 32)  # 4 groups and one leftover at N = 1
         on_ort = {p: on_view(model, ort_view(view, tmp_path / p, 1, p)) for p in ("fp32", "int8")}
         assert not view.model.training and on_ort["fp32"].view.run_layers is not view.run_layers
-        assert model.packs_tail and not on_ort["fp32"].packs_tail  # ORT graphs take padded rows only
+        assert model.packs_tail and on_ort["fp32"].packs_tail and on_ort["int8"].packs_tail
+        assert sorted(path.name for path in (tmp_path / "fp32").iterdir()) == [
+            "layers-0-1.onnx",
+            "layers-1-3-packed.onnx",
+        ]
+        packed_calls = []
+        ort_packed = on_ort["fp32"].view.run_packed
+        on_ort["fp32"].view.run_packed = lambda *a: packed_calls.append(a[1].shape) or ort_packed(*a)
         with torch.inference_mode():
             ref = model(enc, length_aware=True)
             fp32, int8 = (on_ort[p](enc, length_aware=True) for p in ("fp32", "int8"))
             torch.testing.assert_close(view.run_layers(view.embed(enc), 0, 0).hidden, view.embed(enc).hidden)
-    assert ref.shape == (33, 2) and ref.abs().max() > 0.5
+            # the packed tail graph also runs padded rows (segment ids = the padding mask), as run_layers
+            state = view.run_layers(view.embed(enc), 0, 1)
+            padded = on_ort["fp32"].view.run_layers(state, 1, 3)
+            real = state.attention_mask.bool()
+            torch.testing.assert_close(padded.hidden[real], view.run_layers(state, 1, 3).hidden[real])
+    assert len(packed_calls) == 1  # one tail pass over every run's composites
+    assert ref.shape == (4 * n + 1, 2) and ref.abs().max() > 0.5
     torch.testing.assert_close(fp32, ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(int8, ref, atol=0.2 * float(ref.abs().max()), rtol=0.0)
+
+
+def test_a_view_that_cannot_pack_runs_its_ort_tail_on_padded_rows(minilm_path, tmp_path):
+    with one_thread():
+        view = toy_view(minilm_path)
+        view.base.config._attn_implementation = "eager"  # eager attention takes no packed mask
+        try:
+            assert not view.packs_rows
+            ort = ort_view(view, tmp_path, 1, "fp32")
+            model = on_view(MuxModel.from_backbone(view, kind="revmux", n=2, k=1), ort)
+            assert not ort.packs_rows and not model.packs_tail
+            assert sorted(path.name for path in tmp_path.iterdir()) == ["layers-0-1.onnx", "layers-1-3.onnx"]
+        finally:
+            view.base.config._attn_implementation = "sdpa"
     with pytest.raises(
         ConfigError, match="--backend onnx cannot run here: precision must be one of fp32, int8"
     ):

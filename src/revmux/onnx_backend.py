@@ -6,7 +6,9 @@ TorchScript exporter, dynamic batch and sequence axes) into `workdir`, makes an 
 wants a faster CPU classifier would deploy instead of revmux. `ort_view(view, workdir, k)` exports the
 layer ranges [0, k) and [k, L) as graphs and returns a view whose `run_layers` runs them on ONNX Runtime
 (fp32 or int8), so that `MuxModel` on it keeps its own grouping, runs and adapters (in torch, fp32) while
-the prefill and the tail run on ONNX Runtime. `ort_unavailable(view)` says in words why a view cannot take
+the prefill and the tail run on ONNX Runtime. Where the view packs rows (layers that see no positions), the
+tail graph takes packed rows and their segment ids instead of a padding mask, so the mux runs its tail once
+over all its composites packed side by side, as it does in torch. `ort_unavailable(view)` says in words why a view cannot take
 these paths (onnxruntime not installed, an LM head or a decoder), or None. What it is not: a general
 exporter: only encoder classifiers read through their own head are exported. onnxruntime is imported here
 and nowhere else.
@@ -175,16 +177,56 @@ def export_layers(view: Any, start: int, stop: int, path: str | Path) -> Path:
     return path
 
 
+class _PackedLayers(nn.Module):
+    """Layers [start, stop) of a view that packs rows, on (hidden (B, C, d), segments (B, C)): packed rows, each
+    token attending within its own sequence (`BackboneView.run_packed`). What gets exported for the tail."""
+
+    def __init__(self, view: Any, start: int, stop: int) -> None:
+        super().__init__()
+        self.model = view.model
+        self.__dict__["view"] = view
+        self.start, self.stop = start, stop
+
+    def forward(self, hidden: Tensor, segments: Tensor) -> Tensor:
+        return self.view.run_packed(hidden, segments, self.start, self.stop)
+
+
+def export_packed_layers(view: Any, start: int, stop: int, path: str | Path) -> Path:
+    """Export layers [start, stop) of a view that packs rows (inputs hidden and segments, dynamic B and C) to
+    `path`. The trace runs on two rows, one with two sequences and padding, so the mask is part of the graph."""
+    path = Path(path)
+    hidden = torch.randn(2, 8, view.hidden_size, generator=torch.Generator().manual_seed(0))
+    segments = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0], [1, 1, 1, 1, 1, 0, 0, 0]])
+    axes = {name: {0: "batch", 1: "sequence"} for name in ("hidden", "segments", "out")}
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _PackedLayers(view, start, stop).eval(),
+                (hidden, segments),
+                str(path),
+                input_names=["hidden", "segments"],
+                output_names=["out"],
+                dynamic_axes=axes,
+                dynamo=False,
+            )
+    finally:
+        view.model.eval()
+    return path
+
+
 class OrtLayers:
-    """An onnxruntime session over exported layers: hidden states in, hidden states out (torch tensors)."""
+    """An onnxruntime session over exported layers: hidden states and a padding mask (or, for a packed graph,
+    segment ids) in, hidden states out (torch tensors)."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         self.session = OrtClassifier(path, threads).session
+        self.second = self.session.get_inputs()[1].name  # "attention_mask", or "segments" for packed rows
 
-    def __call__(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    def __call__(self, hidden: Tensor, mask_or_segments: Tensor) -> Tensor:
         feeds = {
             "hidden": hidden.detach().float().contiguous().cpu().numpy(),
-            "attention_mask": attention_mask.detach().cpu().numpy().astype(np.int64),
+            self.second: mask_or_segments.detach().cpu().numpy().astype(np.int64),
         }
         return torch.from_numpy(self.session.run(["out"], feeds)[0])
 
@@ -203,23 +245,36 @@ def ort_view(
         raise ConfigError(f"--backend onnx cannot run here: {reason}.")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    tail = (k, view.num_layers)
+    packs = view.packs_rows  # the tail graph takes packed rows (a padded row is one sequence and padding)
     sessions: dict[tuple[int, int], OrtLayers] = {}
-    for start, stop in ((0, k), (k, view.num_layers)):
+    for start, stop in ((0, k), tail):
         if start == stop:
             continue
-        path = export_layers(view, start, stop, workdir / f"layers-{start}-{stop}.onnx")
+        if packs and (start, stop) == tail:
+            path = export_packed_layers(view, start, stop, workdir / f"layers-{start}-{stop}-packed.onnx")
+        else:
+            path = export_layers(view, start, stop, workdir / f"layers-{start}-{stop}.onnx")
         if precision == "int8":
-            path = quantize_int8(path, workdir / f"layers-{start}-{stop}-int8.onnx")
+            path = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"))
         sessions[(start, stop)] = OrtLayers(path, threads)
     other = copy.copy(view)
-    torch_layers = view.run_layers
+    torch_layers, torch_packed = view.run_layers, view.run_packed
 
     def run_layers(state: Any, start: int, stop: int) -> Any:
         session = sessions.get((start, stop))
         if session is None:
             return torch_layers(state, start, stop)
+        # a packed graph reads the padding mask as segment ids: real tokens 1, padding 0
         return state.with_hidden(session(state.hidden, state.attention_mask))
 
-    other.run_layers = run_layers
-    other.layers_elsewhere = True  # its layers take padded rows only: no packed tail
+    def run_packed(hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
+        session = sessions.get((start, stop)) if (start, stop) == tail else None
+        if session is None:
+            return torch_packed(hidden, segments, start, stop)
+        return session(hidden, segments)
+
+    other.run_layers, other.run_packed = run_layers, run_packed
+    other.layers_elsewhere = True
+    other.packs_elsewhere = packs and tail in sessions  # the mux's tail over packed composites on ORT
     return other

@@ -21,6 +21,13 @@ from revmux.backbones.base import BackboneView, LayerState
 from revmux.errors import ConfigError, UnsupportedModelError
 
 
+def packed_mask(segments: Tensor) -> Tensor:
+    """sdpa's boolean mask (True: attend), (B, 1, C, C), for rows of sequences packed side by side told apart
+    by `segments` (B, C): a token sees its own sequence's tokens only; padding (id 0) sees padding, so no row
+    is fully masked, and no real token sees padding."""
+    return (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+
+
 class EncoderView(BackboneView):
     """Shared slicing for bidirectional encoders: embed -> layers [a, b) -> head reading position 0 (CLS)."""
 
@@ -87,22 +94,18 @@ class EncoderView(BackboneView):
     @property
     def packs_rows(self) -> bool:
         """Layers that see no positions (they are added by the embeddings: not MPNet's per-layer bias) and
-        attend through sdpa, which takes the block-diagonal boolean mask of `run_packed` as it is; not a
-        copy whose layers run elsewhere (`layers_elsewhere`, set by `revmux.onnx_backend.ort_view`)."""
-        return (
-            not getattr(self, "layers_elsewhere", False)
-            and type(self)._run is EncoderView._run
-            and self.base.config._attn_implementation == "sdpa"
-        )
+        attend through sdpa, which takes the block-diagonal boolean mask of `run_packed` as it is. A copy
+        whose layers run elsewhere (`layers_elsewhere`, set by `revmux.onnx_backend.ort_view`) packs rows
+        only where that copy says its graphs take them (`packs_elsewhere`)."""
+        if getattr(self, "layers_elsewhere", False):
+            return bool(getattr(self, "packs_elsewhere", False))
+        return type(self)._run is EncoderView._run and self.base.config._attn_implementation == "sdpa"
 
     def run_packed(self, hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
         if not self.packs_rows:
             return super().run_packed(hidden, segments, start, stop)
         self._check_range(start, stop)
-        # sdpa's boolean mask (True: attend), (B, 1, C, C): a token sees its own sequence's tokens only;
-        # padding (id 0) sees padding, so no row is fully masked, and no real token sees padding
-        mask = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
-        return self._run(hidden, mask, start, stop)
+        return self._run(hidden, packed_mask(segments), start, stop)
 
     def head(self, read: Tensor, attention_mask: Tensor) -> Tensor:
         # RoBERTa / XLM-R / ELECTRA / MPNet classification heads take features[:, 0, :].
