@@ -8,8 +8,8 @@ layer ranges [0, k) and [k, L) as graphs and returns a view whose `run_layers` r
 (fp32 or int8), so that `MuxModel` on it keeps its own grouping, runs and adapters (in torch, fp32) while
 the prefill and the tail run on ONNX Runtime. Where the view packs rows (layers that see no positions), the
 tail graph takes packed rows and their segment ids instead of a padding mask, so the mux runs its tail once
-over all its composites packed side by side, as it does in torch. `ort_unavailable(view)` says in words why a view cannot take
-these paths (onnxruntime not installed, an LM head or a decoder), or None. What it is not: a general
+over all its composites packed side by side, as it does in torch. `ort_unavailable(view)` says in words why a
+view cannot take these paths (onnxruntime not installed, an LM head or a decoder), or None. What it is not: a general
 exporter: only encoder classifiers read through their own head are exported. onnxruntime is imported here
 and nowhere else.
 """
@@ -138,74 +138,44 @@ def ort_classifiers(
 
 # ---- the backbone layers of a multiplexed model -------------------------------------------------------
 class _Layers(nn.Module):
-    """Layers [start, stop) of a view on (hidden (B, T, d), attention_mask (B, T)): what gets exported."""
+    """Layers [start, stop) of a view on (hidden (B, T, d), attention_mask (B, T)), or with `packed` on (hidden,
+    segments (B, T)): rows of several sequences side by side (`BackboneView.run_packed`). What gets exported."""
 
-    def __init__(self, view: Any, start: int, stop: int) -> None:
+    def __init__(self, view: Any, start: int, stop: int, packed: bool = False) -> None:
         super().__init__()
         self.model = view.model  # registered, so that the export sees the layers' weights as parameters
         self.__dict__["view"] = view
-        self.start, self.stop = start, stop
+        self.start, self.stop, self.packed = start, stop, packed
 
-    def forward(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
-        state = self.view.composite_state(hidden, attention_mask)
+    def forward(self, hidden: Tensor, mask_or_segments: Tensor) -> Tensor:
+        if self.packed:
+            return self.view.run_packed(hidden, mask_or_segments, self.start, self.stop)
+        state = self.view.composite_state(hidden, mask_or_segments)
         return self.view.run_layers(state, self.start, self.stop).hidden
 
 
-def export_layers(view: Any, start: int, stop: int, path: str | Path) -> Path:
-    """Export layers [start, stop) of `view` (inputs hidden and attention_mask, dynamic B and T) to `path`.
+def export_layers(view: Any, start: int, stop: int, path: str | Path, packed: bool = False) -> Path:
+    """Export layers [start, stop) of `view` (inputs hidden and attention_mask, dynamic B and T) to `path`; with
+    `packed` (a view that packs rows) the second input is segment ids instead (`BackboneView.run_packed`).
 
-    The trace runs on a padded two-row state, so the attention mask is part of the graph.
+    The trace runs on two rows with padding (packed: one of them holding two sequences), so the mask is part of
+    the graph.
     """
     path = Path(path)
     hidden = torch.randn(2, 8, view.hidden_size, generator=torch.Generator().manual_seed(0))
-    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
-    axes = {name: {0: "batch", 1: "sequence"} for name in ("hidden", "attention_mask", "out")}
+    if packed:
+        second, name = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0], [1, 1, 1, 1, 1, 0, 0, 0]]), "segments"
+    else:
+        second, name = torch.tensor([[1] * 8, [1] * 5 + [0] * 3]), "attention_mask"
+    axes = {axis: {0: "batch", 1: "sequence"} for axis in ("hidden", name, "out")}
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Layers(view, start, stop).eval(),
-                (hidden, mask),
+                _Layers(view, start, stop, packed).eval(),
+                (hidden, second),
                 str(path),
-                input_names=["hidden", "attention_mask"],
-                output_names=["out"],
-                dynamic_axes=axes,
-                dynamo=False,
-            )
-    finally:
-        view.model.eval()
-    return path
-
-
-class _PackedLayers(nn.Module):
-    """Layers [start, stop) of a view that packs rows, on (hidden (B, C, d), segments (B, C)): packed rows, each
-    token attending within its own sequence (`BackboneView.run_packed`). What gets exported for the tail."""
-
-    def __init__(self, view: Any, start: int, stop: int) -> None:
-        super().__init__()
-        self.model = view.model
-        self.__dict__["view"] = view
-        self.start, self.stop = start, stop
-
-    def forward(self, hidden: Tensor, segments: Tensor) -> Tensor:
-        return self.view.run_packed(hidden, segments, self.start, self.stop)
-
-
-def export_packed_layers(view: Any, start: int, stop: int, path: str | Path) -> Path:
-    """Export layers [start, stop) of a view that packs rows (inputs hidden and segments, dynamic B and C) to
-    `path`. The trace runs on two rows, one with two sequences and padding, so the mask is part of the graph."""
-    path = Path(path)
-    hidden = torch.randn(2, 8, view.hidden_size, generator=torch.Generator().manual_seed(0))
-    segments = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0], [1, 1, 1, 1, 1, 0, 0, 0]])
-    axes = {name: {0: "batch", 1: "sequence"} for name in ("hidden", "segments", "out")}
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _PackedLayers(view, start, stop).eval(),
-                (hidden, segments),
-                str(path),
-                input_names=["hidden", "segments"],
+                input_names=["hidden", name],
                 output_names=["out"],
                 dynamic_axes=axes,
                 dynamo=False,
@@ -251,10 +221,9 @@ def ort_view(
     for start, stop in ((0, k), tail):
         if start == stop:
             continue
-        if packs and (start, stop) == tail:
-            path = export_packed_layers(view, start, stop, workdir / f"layers-{start}-{stop}-packed.onnx")
-        else:
-            path = export_layers(view, start, stop, workdir / f"layers-{start}-{stop}.onnx")
+        packed = packs and (start, stop) == tail
+        name = f"layers-{start}-{stop}{'-packed' if packed else ''}.onnx"
+        path = export_layers(view, start, stop, workdir / name, packed)
         if precision == "int8":
             path = quantize_int8(path, path.with_name(path.stem + "-int8.onnx"))
         sessions[(start, stop)] = OrtLayers(path, threads)
