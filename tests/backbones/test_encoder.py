@@ -123,6 +123,36 @@ def test_split_equals_unsplit_at_every_k(model_type: str, attn: str) -> None:
             torch.testing.assert_close(view.forward_split(inputs, k), ref, **TOL)
 
 
+@pytest.mark.parametrize(("model_type", "attn"), CASES)
+def test_packed_rows_give_each_sequence_its_padded_states(model_type: str, attn: str) -> None:
+    """Every family packs rows (`run_packed`), under eager attention (additive mask) and sdpa (boolean), MPNet
+    too (its per-layer bias depends on distances only): each real token's state in a row holding several
+    sequences side by side equals its state in the padded batch, from every start layer."""
+    view = view_for(_model(model_type, attn))
+    assert view.packs_rows
+    lengths = (5, 12, 3, 7, 4)
+    inputs = _batch(model_type, lengths)
+    # rows of capacity 12: [12], [5, 7], [3, 4, pad x5]; segment ids 1.. within a row, 0 for padding
+    layout = [[1], [0, 3], [2, 4]]
+    with torch.inference_mode():
+        for start in range(view.num_layers):
+            state = view.run_layers(view.embed(inputs), 0, start)
+            padded = view.run_layers(state, start, view.num_layers).hidden
+            hidden = state.hidden.new_zeros(len(layout), 12, view.hidden_size)
+            segments = torch.zeros(len(layout), 12, dtype=torch.long)
+            places = []
+            for row, members in enumerate(layout):
+                at = 0
+                for segment, i in enumerate(members, start=1):
+                    hidden[row, at : at + lengths[i]] = state.hidden[i, : lengths[i]]
+                    segments[row, at : at + lengths[i]] = segment
+                    places.append((row, at, i))
+                    at += lengths[i]
+            packed = view.run_packed(hidden, segments, start, view.num_layers)
+            for row, at, i in places:
+                torch.testing.assert_close(packed[row, at : at + lengths[i]], padded[i, : lengths[i]], **TOL)
+
+
 @pytest.mark.parametrize("model_type", list(FAMILIES))
 def test_split_with_gradients_backprops_into_tail(model_type: str) -> None:
     view = view_for(_model(model_type, "eager"))

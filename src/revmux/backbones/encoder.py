@@ -21,11 +21,16 @@ from revmux.backbones.base import BackboneView, LayerState
 from revmux.errors import ConfigError, UnsupportedModelError
 
 
-def packed_mask(segments: Tensor) -> Tensor:
-    """sdpa's boolean mask (True: attend), (B, 1, C, C), for rows of sequences packed side by side told apart
-    by `segments` (B, C): a token sees its own sequence's tokens only; padding (id 0) sees padding, so no row
-    is fully masked, and no real token sees padding."""
-    return (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+def packed_mask(segments: Tensor, additive_dtype: torch.dtype | None = None) -> Tensor:
+    """The attention mask, (B, 1, C, C), for rows of sequences packed side by side told apart by `segments`
+    (B, C): a token sees its own sequence's tokens only; padding (id 0) sees padding, so no row is fully
+    masked, and no real token sees padding. Boolean (True: attend) as sdpa takes it, or with `additive_dtype`
+    the additive mask of eager attention (0 where attended, the dtype's minimum elsewhere)."""
+    allowed = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+    if additive_dtype is None:
+        return allowed
+    blocked = torch.zeros(allowed.shape, dtype=additive_dtype, device=allowed.device)
+    return blocked.masked_fill(~allowed, torch.finfo(additive_dtype).min)
 
 
 class EncoderView(BackboneView):
@@ -91,21 +96,28 @@ class EncoderView(BackboneView):
         )
         return state.with_hidden(self._run(state.hidden, mask, start, stop))
 
+    def _layers_pack(self) -> bool:
+        """Whether a sequence's states through `_run` do not depend on where it sits in its row: the layers see
+        no positions (the embeddings add them). Families whose `_run` adds more say so themselves."""
+        return type(self)._run is EncoderView._run
+
     @property
     def packs_rows(self) -> bool:
-        """Layers that see no positions (they are added by the embeddings: not MPNet's per-layer bias) and
-        attend through sdpa, which takes the block-diagonal boolean mask of `run_packed` as it is. A copy
-        whose layers run elsewhere (`layers_elsewhere`, set by `revmux.onnx_backend.ort_view`) packs rows
-        only where that copy says its graphs take them (`packs_elsewhere`)."""
+        """Layers whose answers do not depend on a sequence's place in its row (`_layers_pack`), attending
+        through sdpa or eager attention, which take the block-diagonal mask of `run_packed` (boolean for sdpa,
+        additive for eager). A copy whose layers run elsewhere (`layers_elsewhere`, set by
+        `revmux.onnx_backend.ort_view`) packs rows only where that copy says its graphs take them
+        (`packs_elsewhere`)."""
         if getattr(self, "layers_elsewhere", False):
             return bool(getattr(self, "packs_elsewhere", False))
-        return type(self)._run is EncoderView._run and self.base.config._attn_implementation == "sdpa"
+        return self._layers_pack() and self.base.config._attn_implementation in ("sdpa", "eager")
 
     def run_packed(self, hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
         if not self.packs_rows:
             return super().run_packed(hidden, segments, start, stop)
         self._check_range(start, stop)
-        return self._run(hidden, packed_mask(segments), start, stop)
+        additive = None if self.base.config._attn_implementation == "sdpa" else hidden.dtype
+        return self._run(hidden, packed_mask(segments, additive), start, stop)
 
     def head(self, read: Tensor, attention_mask: Tensor) -> Tensor:
         # RoBERTa / XLM-R / ELECTRA / MPNet classification heads take features[:, 0, :].
@@ -168,6 +180,11 @@ class MPNetView(EncoderView):
     """MPNet: every layer also takes the relative position bias the encoder computes once from T."""
 
     model_types = ("mpnet",)
+
+    def _layers_pack(self) -> bool:
+        # the bias is a function of the distance j - i alone (compute_position_bias), so a sequence gets the
+        # same bias wherever it sits in a packed row; attention across sequences is masked
+        return True
 
     def _embeddings(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.base.embeddings(input_ids=inputs["input_ids"])
