@@ -79,6 +79,29 @@ def test_mux_on_ort_layers_equals_the_torch_mux(minilm_path, tmp_path, n):
     torch.testing.assert_close(int8, ref, atol=0.2 * float(ref.abs().max()), rtol=0.0)
 
 
+def test_eager_attention_packs_on_ort_through_an_additive_mask(minilm_path, tmp_path):
+    """Eager attention (MPNet's only kind) takes the block-diagonal mask as an additive one, inside the graph
+    too: the mux's packed tail on ONNX Runtime equals torch's within 1e-4."""
+    with one_thread():
+        view = toy_view(minilm_path)
+        view.base.config._attn_implementation = "eager"
+        try:
+            model = MuxModel.from_backbone(view, kind="revmux", n=2, k=1)
+            ort = on_view(model, ort_view(view, tmp_path, 1, "fp32"))
+            assert model.packs_tail and ort.packs_tail
+            assert sorted(path.name for path in tmp_path.iterdir()) == [
+                "layers-0-1.onnx",
+                "layers-1-3-packed.onnx",
+            ]
+            enc = tokenize(view.tokenizer, toy_task(rows=9), 32)
+            with torch.inference_mode():
+                ref, got = model(enc, length_aware=True), ort(enc, length_aware=True)
+        finally:
+            view.base.config._attn_implementation = "sdpa"
+    assert ref.abs().max() > 0.5
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
 def test_a_view_that_cannot_pack_runs_its_ort_tail_on_padded_rows(minilm_path, tmp_path):
     with one_thread():
         view = toy_view(minilm_path)
