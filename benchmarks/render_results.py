@@ -571,10 +571,9 @@ def honest_command(
     )
 
 
-PACKED_TYPES = {
-    t for view in EncoderView.__subclasses__() if view._run is EncoderView._run for t in view.model_types
-}
-"""Backbones whose mux runs its tail packed (`EncoderView.packs_rows`: layers that see no positions)."""
+PACKED_TYPES = {t for view in EncoderView.__subclasses__() if view.layers_pack() for t in view.model_types}
+"""Backbones whose mux runs its tail packed (`EncoderView.packs_rows`: a sequence's states do not depend on where
+it sits in a packed row)."""
 
 HONEST = [(honest_stem(*cell), honest_command(*cell)) for cell in HONEST_CELLS]
 """(file stem under docs/results, the command that wrote it), one per honest bench cell."""
@@ -728,14 +727,19 @@ def honest_section(cells: list[tuple[str, str]] = HONEST, backbone: str = "MiniL
             + ") and runs its "
             "tail once, over all its composites packed side by side (`packed_tail` in the JSON; on ONNX Runtime "
             "layers too, where the tail graph takes packed rows and their segment ids)."
-            if packed or unpacked
-            else "The mux runs in at most 4 runs of at least 16 requests, the tail once per run (this backbone's "
-            "layers take positions, so its tail is not packed)."
+            if packed
+            else ""
         )
         + (
-            f" Timed before the packed tail (the mux in at most 4 runs of at least 16 requests, the tail once per "
-            f"run), not yet re-run: {', '.join(unpacked)}."
+            f"{' ' if packed else ''}Timed before the packed tail reached this backbone (the mux in at most 4 runs "
+            f"of at least 16 requests, the tail once per run), not yet re-run: {', '.join(unpacked)}."
             if unpacked
+            else ""
+        )
+        + (
+            "The mux runs in at most 4 runs of at least 16 requests, the tail once per run (this backbone's tail "
+            "is not packed)."
+            if not packed and not unpacked
             else ""
         )
         + (

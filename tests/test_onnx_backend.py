@@ -105,7 +105,7 @@ def test_eager_attention_packs_on_ort_through_an_additive_mask(minilm_path, tmp_
 def test_a_view_that_cannot_pack_runs_its_ort_tail_on_padded_rows(minilm_path, tmp_path):
     with one_thread():
         view = toy_view(minilm_path)
-        view._layers_pack = lambda: False  # as a family whose layers see positions of their own
+        view.layers_pack = lambda: False  # as a family whose layers see positions of their own
         assert not view.packs_rows
         ort = ort_view(view, tmp_path, 1, "fp32")
         model = on_view(MuxModel.from_backbone(view, kind="revmux", n=2, k=1), ort)

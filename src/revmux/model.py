@@ -349,7 +349,7 @@ class MuxModel(nn.Module):
     def packs_tail(self) -> bool:
         """Whether `forward` runs the tail once over all its runs' composites packed side by side
         (`revmux.runs.pack_rows`) instead of once per run: where `pack_tail` is on and the view packs rows
-        (encoders whose layers see no positions), the head reads one position, and no prefix is shared."""
+        (encoders, `EncoderView.packs_rows`), the head reads one position, and no prefix is shared."""
         view = self.view
         return (
             self.pack_tail

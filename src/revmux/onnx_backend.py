@@ -6,7 +6,7 @@ TorchScript exporter, dynamic batch and sequence axes) into `workdir`, makes an 
 wants a faster CPU classifier would deploy instead of revmux. `ort_view(view, workdir, k)` exports the
 layer ranges [0, k) and [k, L) as graphs and returns a view whose `run_layers` runs them on ONNX Runtime
 (fp32 or int8), so that `MuxModel` on it keeps its own grouping, runs and adapters (in torch, fp32) while
-the prefill and the tail run on ONNX Runtime. Where the view packs rows (layers that see no positions), the
+the prefill and the tail run on ONNX Runtime. Where the view packs rows (`EncoderView.packs_rows`), the
 tail graph takes packed rows and their segment ids instead of a padding mask, so the mux runs its tail once
 over all its composites packed side by side, as it does in torch. `ort_unavailable(view)` says in words why a
 view cannot take these paths (onnxruntime not installed, an LM head or a decoder), or None. What it is not: a general

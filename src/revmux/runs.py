@@ -16,7 +16,8 @@ batch 32 and 128 on 2 cores (docs/RESULTS.md, notes): smaller runs pad less but 
 fastest cut on the same timing grid (8-16 requests a run at batch 32 and 128). A bf16 backbone keeps
 runs of at least `BF16_MIN_ROWS_PER_RUN` requests: its matmuls (AMX tiles) pay more for short runs.
 Packing: `pack_rows` places rows of given real lengths side by side in bins as long as the longest row
-(first fit, longest first), for layers that see no positions and attend through a block-diagonal mask:
+(first fit, longest first), for layers that answer a sequence the same wherever it sits in a row (no
+positions of their own, or a bias over distances only) and attend through a block-diagonal mask:
 one pass over all rows with almost no padding, instead of runs cut at their longest row.
 What it is not: anything that runs a model or knows about tokenizers.
 """

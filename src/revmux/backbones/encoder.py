@@ -96,21 +96,22 @@ class EncoderView(BackboneView):
         )
         return state.with_hidden(self._run(state.hidden, mask, start, stop))
 
-    def _layers_pack(self) -> bool:
-        """Whether a sequence's states through `_run` do not depend on where it sits in its row: the layers see
-        no positions (the embeddings add them). Families whose `_run` adds more say so themselves."""
-        return type(self)._run is EncoderView._run
+    @classmethod
+    def layers_pack(cls) -> bool:
+        """Whether a sequence's states through the family's layers do not depend on where it sits in its row:
+        the layers see no positions (the embeddings add them). Families whose `_run` adds more say so."""
+        return cls._run is EncoderView._run
 
     @property
     def packs_rows(self) -> bool:
-        """Layers whose answers do not depend on a sequence's place in its row (`_layers_pack`), attending
+        """Layers whose answers do not depend on a sequence's place in its row (`layers_pack`), attending
         through sdpa or eager attention, which take the block-diagonal mask of `run_packed` (boolean for sdpa,
         additive for eager). A copy whose layers run elsewhere (`layers_elsewhere`, set by
         `revmux.onnx_backend.ort_view`) packs rows only where that copy says its graphs take them
         (`packs_elsewhere`)."""
         if getattr(self, "layers_elsewhere", False):
             return bool(getattr(self, "packs_elsewhere", False))
-        return self._layers_pack() and self.base.config._attn_implementation in ("sdpa", "eager")
+        return self.layers_pack() and self.base.config._attn_implementation in ("sdpa", "eager")
 
     def run_packed(self, hidden: Tensor, segments: Tensor, start: int, stop: int) -> Tensor:
         if not self.packs_rows:
@@ -181,7 +182,8 @@ class MPNetView(EncoderView):
 
     model_types = ("mpnet",)
 
-    def _layers_pack(self) -> bool:
+    @classmethod
+    def layers_pack(cls) -> bool:
         # the bias is a function of the distance j - i alone (compute_position_bias), so a sequence gets the
         # same bias wherever it sits in a packed row; attention across sequences is masked
         return True
