@@ -153,6 +153,22 @@ def test_packed_rows_give_each_sequence_its_padded_states(model_type: str, attn:
                 torch.testing.assert_close(packed[row, at : at + lengths[i]], padded[i, : lengths[i]], **TOL)
 
 
+def test_packed_rows_in_bf16_under_eager_attention() -> None:
+    """The additive mask in bf16 (its minimum added to bf16 scores) masks without overflowing into NaN: MPNet
+    in bf16 gives a packed row's sequences their padded bf16 states."""
+    view = view_for(_model("mpnet", "eager").to(torch.bfloat16))
+    inputs = _batch("mpnet", (5, 7))
+    with torch.inference_mode():
+        state = view.embed(inputs)
+        padded = view.run_layers(state, 0, view.num_layers).hidden
+        hidden = torch.cat([state.hidden[0, :5], state.hidden[1, :7]]).unsqueeze(0)
+        segments = torch.tensor([[1] * 5 + [2] * 7])
+        packed = view.run_packed(hidden, segments, 0, view.num_layers)[0]
+    assert packed.dtype == torch.bfloat16 and torch.isfinite(packed).all()
+    torch.testing.assert_close(packed[:5], padded[0, :5], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(packed[5:], padded[1, :7], atol=0.05, rtol=0.05)
+
+
 @pytest.mark.parametrize("model_type", list(FAMILIES))
 def test_split_with_gradients_backprops_into_tail(model_type: str) -> None:
     view = view_for(_model(model_type, "eager"))
