@@ -110,10 +110,30 @@ def test_parse_baselines_and_bad_values_name_the_choices(tiny_dir):  # noqa: F81
     assert parse_baselines("none") == [] == parse_baselines("")
     assert parse_baselines("ort_int8, int8") == ["plain_int8_sorted", "ort_int8_sorted"]
     assert parse_baselines(["plain_bf16_sorted"]) == ["plain_bf16_sorted"]
-    with pytest.raises(ConfigError, match="--baselines takes 'all', 'none' or a comma list"):
+    with pytest.raises(ConfigError, match="--baselines takes 'all', 'fastest', 'none' or a comma list"):
         parse_baselines("int4")
     with pytest.raises(ConfigError, match="--quantize must be one of none, int8, bf16"):
         _run(_model(tiny_dir), quantize="int4")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_fastest_baselines_drop_ort_fp32_and_emulated_bf16(tiny_dir, monkeypatch, native):  # noqa: F811
+    monkeypatch.setattr(bench_baselines, "native_bf16", lambda device_type: native)
+    model = _model(tiny_dir)
+    want = (
+        ["plain_int8_sorted", "plain_bf16_sorted", "ort_int8_sorted"]
+        if native
+        else ["plain_int8_sorted", "ort_int8_sorted"]
+    )
+    assert parse_baselines("fastest", model.view) == want
+    assert parse_baselines("fastest") == list(BASELINES)  # checking the flag alone: nothing is dropped yet
+    d = _run(model, baselines="fastest")
+    assert d["baselines"] == (want if HAS_ORT else [v for v in want if not v.startswith("ort_")])
+    r = d["runs"][0]
+    assert r["ort_fp32_sorted_ms"] is None
+    assert r["best_plain"] == min(
+        (v for v in PLAIN_VARIANTS if r[f"{v}_ms"] is not None), key=lambda v: r[f"{v}_ms"]
+    )
 
 
 def test_cli_bench_quantize_int8_prints_the_honest_fields(tiny_dir):  # noqa: F811

@@ -198,7 +198,7 @@ def run_bench(
         memory = PeakMemory(dev)
         meta = _meta(model, dev, cfg, memory)
         workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="revmux-bench-"))
-        names = parse_baselines(cfg.baselines)
+        names = parse_baselines(cfg.baselines, view)
         base, mux_model, eff = prepare_baselines(
             model, texts, pairs, cfg.max_length, names, cfg.quantize, workdir, cfg.backend
         )

@@ -42,17 +42,20 @@ NO_NATIVE_BF16 = (
 )
 
 
-def parse_baselines(value: str | Sequence[str] | None) -> list[str]:
-    """The baselines named by `value`: "all" (or None), "none", or a comma list of names.
+def parse_baselines(value: str | Sequence[str] | None, view: Any = None) -> list[str]:
+    """The baselines named by `value`: "all" (or None), "fastest", "none", or a comma list of names.
 
     Names are those of BASELINES, with or without the "_sorted" suffix (int8, bf16, ort_fp32, ort_int8).
+    "fastest" is `fastest_baselines(view)`; without a view (checking a flag) it stands for all of them.
     """
     if value is None:
         return list(BASELINES)
     items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
     items = [s for s in items if s]
-    if items == ["all"]:
+    if items == ["all"] or (items == ["fastest"] and view is None):
         return list(BASELINES)
+    if items == ["fastest"]:
+        return fastest_baselines(view)
     if items in (["none"], []):
         return []
     aliases = {name: name for name in BASELINES} | {
@@ -61,10 +64,20 @@ def parse_baselines(value: str | Sequence[str] | None) -> list[str]:
     unknown = [s for s in items if s not in aliases]
     if unknown:
         raise ConfigError(
-            f"--baselines takes 'all', 'none' or a comma list of {', '.join(aliases)}; got {unknown}."
+            f"--baselines takes 'all', 'fastest', 'none' or a comma list of {', '.join(aliases)}; got "
+            f"{unknown}."
         )
     chosen = {aliases[s] for s in items}
     return [name for name in BASELINES if name in chosen]
+
+
+def fastest_baselines(view: Any) -> list[str]:
+    """The plain variants that can be the fastest one for `view` here, in BASELINES order: all but ONNX
+    Runtime fp32 (slower than ONNX Runtime int8 in every bench row of docs/RESULTS.md, never the fastest),
+    and bf16 only where the device runs it natively. A quicker bench (the demo's) that still finds
+    `best_plain`."""
+    names = [name for name in BASELINES if name != "ort_fp32_sorted"]
+    return [name for name in names if name != "plain_bf16_sorted" or native_bf16(view.device.type)]
 
 
 @dataclass

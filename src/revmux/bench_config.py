@@ -59,7 +59,8 @@ class BenchConfig:
     baselines: str = field(  # the library also takes a list of names (revmux.bench.parse_baselines)
         default="all",
         metadata=_meta(
-            "plain baselines also timed, length-sorted: 'all', 'none' or a comma list of int8, bf16, "
+            "plain baselines also timed, length-sorted: 'all', 'fastest' (all but ort_fp32, never the "
+            "fastest; bf16 where native), 'none' or a comma list of int8, bf16, "
             "ort_fp32, ort_int8 (ONNX Runtime ones need the onnx extra; those that cannot run are noted)"
         ),
     )
