@@ -67,6 +67,12 @@ def demo_section(demo: dict | None) -> list[str]:
         f"| {100 * (r['partner_sensitivity'] or 0):.1f}% | {r['plain_rps']:.1f} | {r['mux_rps']:.1f} "
         f"| {r['speedup']:.2f}x | {best} | {vs_best} | {r['bound']:.2f}x | {r['total_seconds'] / 60:.1f} min |",
         "",
+        f"Its bench: batch {r['bench_batch_size']}, the fp32 mux against the plain variants that can be the "
+        f"fastest here (`--baselines {DemoSettings().bench_baselines}`: all but ONNX Runtime fp32, which no "
+        f"bench here found fastest; bf16 where native), medians of "
+        f"{DemoSettings().bench_repeats} interleaved rounds. Teacher {r['teacher_train_seconds']:.0f} s and "
+        f"adapters {r['adapter_train_seconds']:.0f} s of the total.",
+        "",
     ]
 
 
