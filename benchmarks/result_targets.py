@@ -215,16 +215,20 @@ def _beats(scope: list[dict], r: dict, t: dict[str, Any], baseline_recipe: str) 
 
 def _demo_row(demo: dict) -> dict:
     """demo.json's result as a row of the `demo` recipe (MiniLM SST-2, the bundled sample, one seed)."""
-    return {**demo, "backbone": demo["model"], "task": "sst2", "mux": "revmux", "recipe": "demo", "seed": 0}
+    row = {**demo, "backbone": demo["model"], "task": "sst2", "mux": "revmux", "recipe": "demo", "seed": 0}
+    return row | {"train_seconds": demo.get("adapter_train_seconds")}
 
 
 def _fidelity(rows: list[dict], t: dict[str, Any]) -> list[str]:
     """Issue-level fidelity target: the default recipe's row at (backbone, task, N, k) within max_points of
-    its teacher, with agreement and partner sensitivity in bounds; "not measured" where no row exists."""
+    its teacher, with agreement and partner sensitivity in bounds and, where the target sets max_minutes, the
+    adapters trained within it (mean over seeds); "not measured" where no row exists."""
     cell = f"{_display(t['backbone'])} {_display(t['task'])} revmux N={t['n']}, k={t['k']}"
+    limit = t.get("max_minutes")
     goal = (
         f"{cell} ({', '.join(t['recipes'])}): within {t['max_points']:g} pts, agreement >= "
         f"{t['min_agreement']:g}%, partner sensitivity <= {t['max_sensitivity']:g}%"
+        + (f", training <= {limit:g} min" if limit is not None else "")
     )
     found = [
         r for r in rows
@@ -240,9 +244,13 @@ def _fidelity(rows: list[dict], t: dict[str, Any]) -> list[str]:
         drop = 100 * (r["teacher_accuracy"] - r["accuracy_mean"])
         agree, sens = 100 * r["agreement"], 100 * (r["partner_sensitivity"] or 0)
         met = drop <= t["max_points"] and agree >= t["min_agreement"] and sens <= t["max_sensitivity"]
+        minutes = r["train_seconds"] / 60 if r.get("train_seconds") is not None else None
+        if limit is not None:
+            met = met and minutes is not None and minutes <= limit
+        took = "" if limit is None else (", time not recorded" if minutes is None else f", {minutes:.0f} min")
         spread = "" if r.get("seed_std") is None else f", accuracy ± {100 * r['seed_std']:.2f} over seeds"
         out.append(
-            f"| {goal} | {drop:.2f} pts, {agree:.1f}%, {sens:.1f}% (recipe {recipe}, {len(seeds)} seed"
+            f"| {goal} | {drop:.2f} pts, {agree:.1f}%, {sens:.1f}%{took} (recipe {recipe}, {len(seeds)} seed"
             f"{'s' if len(seeds) > 1 else ''}{spread}) | {'yes' if met else 'no'} |"
         )
     return out

@@ -37,6 +37,7 @@ CHECKS = {
     "vs_best_plain": {"n", "k", "batch_sizes", "min_ratio"},
     "int8_accuracy": {"max_points"},
 }
+OPTIONAL = {"fidelity": {"max_minutes"}}  # keys a check may leave out
 
 
 def _rows(name: str) -> list[dict]:
@@ -56,7 +57,7 @@ def test_targets_name_a_known_backbone_task_recipe_and_check():
     for target in spec["targets"]:
         check = target["check"]
         assert check in CHECKS, f"unknown check {check!r}; known: {sorted(CHECKS)}"
-        assert set(target) - {"check"} == CHECKS[check], target
+        assert set(target) - {"check"} - OPTIONAL.get(check, set()) == CHECKS[check], target
         assert set(target.get("baselines", [])) <= kinds
         if check == "fidelity":
             assert target["backbone"] in ZOO and target["task"] in TASKS
@@ -149,6 +150,23 @@ def test_fidelity_targets_judge_the_default_recipes_rows_and_say_what_is_not_mea
     demo |= {"agreement": 0.92, "partner_sensitivity": 0.065}
     line = targets_section([], None, spec | {"targets": [demo_target]}, demo)[2]
     assert "1.00 pts, 92.0%, 6.5% (recipe demo, 1 seed) | no |" in line
+    timed = spec | {"targets": [target | {"max_minutes": 30}]}
+    line = targets_section([close | {"train_seconds": 1700}], None, timed)[2]
+    assert "training <= 30 min |" in line and line.endswith(
+        "1.0%, 28 min (recipe default-pairs, 1 seed) | yes |"
+    )
+    assert targets_section([close | {"train_seconds": 1900}], None, timed)[2].endswith("| no |")  # 32 min
+    assert targets_section([close], None, timed)[2].endswith(
+        "time not recorded (recipe default-pairs, 1 seed) | no |"
+    )
+    demo |= {
+        "accuracy_mean": 0.825,
+        "agreement": 0.98,
+        "partner_sensitivity": 0.01,
+        "adapter_train_seconds": 95.0,
+    }
+    line = targets_section([], None, spec | {"targets": [demo_target | {"max_minutes": 30}]}, demo)[2]
+    assert line.endswith("0.50 pts, 98.0%, 1.0%, 2 min (recipe demo, 1 seed) | yes |")
 
 
 def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch):
