@@ -52,10 +52,10 @@ def parse_baselines(value: str | Sequence[str] | None, view: Any = None) -> list
         return list(BASELINES)
     items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
     items = [s for s in items if s]
-    if items == ["all"] or (items == ["fastest"] and view is None):
+    if items == ["all"]:
         return list(BASELINES)
     if items == ["fastest"]:
-        return fastest_baselines(view)
+        return list(BASELINES) if view is None else fastest_baselines(view)
     if items in (["none"], []):
         return []
     aliases = {name: name for name in BASELINES} | {
