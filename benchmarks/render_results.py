@@ -591,6 +591,14 @@ HONEST_AMX_CELLS = [  # the same bench on a CPU with AMX, where bf16 and int8 ma
 ]  # fmt: skip
 HONEST_AMX = [(honest_stem(*c, folder="amx/"), honest_command(*c, folder="amx/")) for c in HONEST_AMX_CELLS]
 
+HONEST_AVX512_CELLS = [  # the same bench on an AVX-512 CPU without AMX (bf16 and int8 dot products, no tiles)
+    *[("sst2", n, k, q, b) for q, b in (("bf16", "torch"), ("int8", "onnx"), ("none", "torch"))
+      for n, k in ((4, 1), (2, 2))],
+]  # fmt: skip
+HONEST_AVX512 = [
+    (honest_stem(*c, folder="avx512/"), honest_command(*c, folder="avx512/")) for c in HONEST_AVX512_CELLS
+]
+
 
 HONEST_MPNET_CELLS = [  # MPNet-base at k = 3 and 6 (of 12 layers), batch 32: the MPNet table
     *[("sst2", n, k, "none", "torch") for n in (2, 4) for k in (3, 6)],
@@ -974,7 +982,7 @@ def main() -> None:
             benches.get(targets["backbone"]),
             targets,
             (_load("demo.json") or {}).get("result"),
-            honest=honest + honest_reports(HONEST_AMX),
+            honest=honest + honest_reports(HONEST_AMX) + honest_reports(HONEST_AVX512),
             quantized=(_load("eval_demo_fp32.json"), _load("eval_demo_int8.json")),
             llm_rows=_load("smollm2_trained.json"),
         ),
@@ -1018,6 +1026,12 @@ def main() -> None:
         "the fast plain variants; these rows add the mux on a bf16 backbone (adapters in bf16 too).",
         "",
         *honest_section(HONEST_AMX, "MiniLM"),
+        "### The same bench on an AVX-512 CPU without AMX",
+        "",
+        "A server CPU (an AMD EPYC) with AVX-512 bf16 and int8 dot-product instructions (VNNI) but no AMX tiles: "
+        "the mux on a bf16 backbone, on ONNX Runtime int8 layers and in fp32.",
+        "",
+        *honest_section(HONEST_AVX512, "MiniLM"),
         "### MPNet-base (12 layers, d=768), the same baselines",
         "",
         *honest_section(HONEST_MPNET, "MPNet-base"),

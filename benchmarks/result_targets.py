@@ -117,13 +117,27 @@ def targets_section(
     return out + [""]
 
 
-def _variant(report: dict) -> str:
-    """How a bench report ran the mux's backbone: fp32, int8, int8 on ONNX Runtime layers, ..., and on which CPU
-    where it matters (AMX, named from `machine.cpu_isa`)."""
+def cpu_name(report: dict) -> str:
+    """The CPU a bench report ran on, by what its matmuls run on (`machine.cpu_isa`). Reports made before that
+    field are the AVX2-only AMD EPYC's of the first tables."""
+    isa = report.get("machine", {}).get("cpu_isa")
+    if isa is None:
+        return "the AVX2 CPU"
+    if "AMX-BF16" in isa:
+        return "the AMX CPU"
+    if "AVX512-BF16" in isa:
+        return "the AVX-512 CPU without AMX"
+    return "a CPU with " + (", ".join(isa) or "unnamed matmul units")
+
+
+def _variant(report: dict, cpu: bool = True) -> str:
+    """How a bench report ran the mux's backbone: fp32, int8, int8 on ONNX Runtime layers, ..., and (`cpu`) on
+    which CPU where it is not the first tables' AVX2 one (`cpu_name`)."""
     quant = report.get("quantize") or "none"
     name = "fp32" if quant == "none" else quant
     name += " (ONNX Runtime layers)" if report.get("backend") == "onnx" else ""
-    return name + (" on the AMX CPU" if "AMX-BF16" in report.get("machine", {}).get("cpu_isa", []) else "")
+    where = cpu_name(report)
+    return name + (f" on {where}" if cpu and where != "the AVX2 CPU" else "")
 
 
 def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: str) -> list[str]:
@@ -148,27 +162,37 @@ def _honest_efficiency(runs: list[tuple[dict, dict]], t: dict[str, Any], name: s
 
 
 def speed_targets(runs: list[tuple[dict, dict]], spec: dict[str, Any]) -> list[str]:
-    """`vs_best_plain` targets: the fastest measured configuration at N (and k, if given), any backend,
-    against the fastest plain variant timed in the same run (`runs`: (report, run) of the honest benches),
-    at each batch size named."""
+    """`vs_best_plain` targets: on each CPU (`cpu_name`), the fastest measured configuration at N (and k, if
+    given), any backend, against the fastest plain variant timed in the same run (`runs`: (report, run) of the
+    honest benches), at each batch size named. A CPU with no run of that N and batch gets no row; where no CPU
+    has one, the row says it is not measured yet."""
+    cpus = list(dict.fromkeys(cpu_name(report) for report, _ in runs))
     out = []
     for t in (t for t in spec["targets"] if t["check"] == "vs_best_plain"):
         for batch in t["batch_sizes"]:
-            cands = [
-                (run["speedup_vs_best_plain"], report, run)
-                for report, run in runs
-                if run["n"] == t["n"] and run["batch_size"] == batch and t.get("k") in (None, run["k"])
-            ]
             cell = f"N={t['n']}" + (f", k={t['k']}" if t.get("k") is not None else " (any k)")
-            what = f"| fastest {cell}, any backend, >= {t['min_ratio']:g}x the best plain variant, batch {batch} | "
-            if not cands:
-                out.append(what + "not measured yet | no |")
-                continue
-            ratio, report, run = max(cands, key=lambda c: c[0])
-            out.append(
-                what + f"{ratio:.2f}x (k={run['k']}, {_variant(report)}, vs {run['best_plain']}) "
-                f"| {'yes' if ratio >= t['min_ratio'] else 'no'} |"
-            )
+            rows = []
+            for cpu in cpus:
+                cands = [
+                    (run["speedup_vs_best_plain"], report, run)
+                    for report, run in runs
+                    if cpu_name(report) == cpu
+                    and run["n"] == t["n"]
+                    and run["batch_size"] == batch
+                    and t.get("k") in (None, run["k"])
+                ]
+                if not cands:
+                    continue
+                ratio, report, run = max(cands, key=lambda c: c[0])
+                rows.append(
+                    f"| fastest {cell}, any backend, on {cpu}, >= {t['min_ratio']:g}x the best plain variant, "
+                    f"batch {batch} | {ratio:.2f}x (k={run['k']}, {_variant(report, cpu=False)}, vs "
+                    f"{run['best_plain']}) | {'yes' if ratio >= t['min_ratio'] else 'no'} |"
+                )
+            out += rows or [
+                f"| fastest {cell}, any backend, >= {t['min_ratio']:g}x the best plain variant, batch {batch} "
+                "| not measured yet | no |"
+            ]
     return out
 
 

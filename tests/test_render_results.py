@@ -197,17 +197,26 @@ def test_speed_targets_read_the_honest_benches_fastest_configuration(monkeypatch
     ]
     lines = targets_section([], None, spec, honest=honest)
     assert (
-        "fastest N=4 (any k), any backend, >= 1.5x the best plain variant, batch 32 | 1.60x (k=2, int8"
-        in lines[2]
+        "fastest N=4 (any k), any backend, on the AVX2 CPU, >= 1.5x the best plain variant, batch 32 | 1.60x "
+        "(k=2, int8, vs ort_int8_sorted)" in lines[2]
     )
     assert lines[2].endswith("| yes |")
     assert "batch 128 | 1.45x (k=2, int8" in lines[3] and lines[3].endswith("| no |")  # 1.45 beats fp32's 1.4
     assert "1.00x (k=2, int8" in lines[4] and lines[4].endswith("| no |")
-    assert (
-        "N=2, k=1" in lines[5]
-        and "1.30x (k=1, bf16 on the AMX CPU" in lines[5]
+    assert (  # only the AMX CPU timed N=2, k=1: one row, named by its CPU; the AVX2 CPU gets none
+        "N=2, k=1, any backend, on the AMX CPU, >=" in lines[5]
+        and "1.30x (k=1, bf16, vs" in lines[5]
         and lines[5].endswith("| yes |")
     )
+    assert "bench efficiency" in lines[6]
+    # each CPU is checked on its own: a slower CPU's shortfall is not hidden by a faster one's best
+    zen = report(4, 1, "bf16", (1.4, 1.7), isa=["AVX512", "AVX512-VNNI", "AVX512-BF16"])
+    lines = targets_section([], None, spec, honest=[*honest, zen])
+    n4 = [line for line in lines if "fastest N=4" in line]
+    assert len(n4) == 4 and "on the AVX-512 CPU without AMX" in n4[1]
+    assert n4[1].endswith("1.40x (k=1, bf16, vs ort_int8_sorted) | no |") and n4[3].endswith("| yes |")
+    none = targets_section([], None, spec | {"targets": spec["targets"][:1]}, honest=[])
+    assert none[2].endswith("batch 32 | not measured yet | no |")
     eff = [line for line in lines if "bench efficiency" in line]
     assert len(eff) == 2  # k=2 at batch 128 only: the int8 N=4 run and the int8 N=2 run
     assert all("batch 128" in line for line in eff) and sum(line.endswith("| yes |") for line in eff) == 1
