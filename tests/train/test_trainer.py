@@ -231,6 +231,34 @@ def test_holdout_accuracy_counts_every_row_of_each_grouping(view, data):
     assert best_epoch([], "kl") == (0, -1.0)
 
 
+def test_select_within_se_keeps_the_latest_epoch_within_the_holdouts_noise():
+    """The demo run's hold-out agreement by epoch (200 rows): the best, epoch 4, is 1.25 points above epoch 8,
+    less than one standard error (1.57 points), so one standard error keeps epoch 8; a tighter slack or a
+    larger hold-out keeps the best; a later epoch outside the slack is never kept."""
+    agreement = (0.875, 0.9025, 0.9425, 0.9475, 0.9425, 0.93, 0.935, 0.935)
+    history = [{"epoch": e, "holdout_agreement": a} for e, a in enumerate(agreement, start=1)]
+    assert best_epoch(history, "agreement") == (4, 0.9475)
+    assert best_epoch(history, "agreement", 1.0, 200) == (8, 0.935)
+    assert best_epoch(history, "agreement", 0.5, 200) == (5, 0.9425)  # floor 0.9396: epochs 6-8 fall below it
+    assert best_epoch(history, "agreement", 1.0, 5000) == (4, 0.9475)  # se 0.32 points: epoch 5 is 0.5 below
+    assert best_epoch(history, "agreement", 1.0, 0) == (4, 0.9475)  # rows unknown: the best itself
+    worse = [*history, {"epoch": 9, "holdout_agreement": 0.90}]
+    assert best_epoch(worse, "agreement", 1.0, 200) == (8, 0.935)
+    accuracy = [{"epoch": e, "holdout_accuracy": a} for e, a in ((1, 0.8), (2, 0.81), (3, 0.805))]
+    assert best_epoch(accuracy, "accuracy", 1.0, 200) == (3, 0.805)
+    assert best_epoch(accuracy, "accuracy") == (2, 0.81)
+    perfect = [{"epoch": e, "holdout_agreement": a} for e, a in ((1, 1.0), (2, 0.995))]
+    assert best_epoch(perfect, "agreement", 1.0, 200) == (1, 1.0)  # no spread at p = 1: the best
+
+
+@pytest.mark.parametrize(
+    ("value", "select_on"), [(-1.0, "agreement"), (float("inf"), "agreement"), (1.0, "kl")]
+)
+def test_select_within_se_rejects_what_it_cannot_count(value, select_on):
+    with pytest.raises(ConfigError, match="--select-within-se"):
+        TrainConfig(select_within_se=value, select_on=select_on)
+
+
 def test_select_on_agreement_keeps_the_last_epoch_most_like_the_teacher(view, data, tmp_path):
     config = TrainConfig(epochs=3, max_train_rows=120, select_on="agreement", **FAST)
     result = train(
@@ -589,6 +617,23 @@ def test_resume_with_another_select_on_repicks_from_the_saved_checkpoints(view, 
     log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
     assert log["config"]["select_on"] == measure and log["best_epoch"] == again.best_epoch
     assert log[f"best_{key}"] == scored[again.best_epoch - 1]
+
+
+def test_resume_with_select_within_se_repicks_without_training(view, data, tmp_path):
+    """--select-within-se picks the epoch kept without changing training: a finished run resumed with it
+    keeps the epoch the rule picks from the logged hold-out agreement, retrains nothing and publishes it."""
+    kw = {"backbone_path": "toy", "cache_root": tmp_path / "c", "progress": False}
+    config = TrainConfig(epochs=3, max_train_rows=120, **FAST)
+    first = train(view, data, config, tmp_path / "r", **kw)
+    wide = TrainConfig(**{**config.to_dict(), "select_within_se": 1e6})  # every epoch is within the slack
+    again = train(view, data, wide, tmp_path / "r", resume=True, **kw)
+    assert [h["seconds"] for h in again.history] == [h["seconds"] for h in first.history]
+    assert again.best_epoch == 3
+    published = load_file(tmp_path / "r" / WEIGHTS_NAME)
+    kept = load_file(tmp_path / "r" / "checkpoints" / "epoch-3" / WEIGHTS_NAME)
+    assert all(torch.equal(published[k], kept[k]) for k in kept)
+    log = json.loads((tmp_path / "r" / LOG_NAME).read_text())
+    assert log["best_epoch"] == 3 and log["config"]["select_within_se"] == 1e6
 
 
 def test_training_runs_the_tail_packed_where_the_backbone_packs_rows(view):

@@ -31,7 +31,10 @@ from revmux.train.config import TrainConfig
 
 STATE_NAME = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
-SELECTION_ONLY = {"select_on"}  # fields that pick the epoch kept without changing training: free on resume
+SELECTION_ONLY = {
+    "select_on",
+    "select_within_se",
+}  # fields that pick the epoch kept without changing training: free on resume
 RESUME_FIX = "Delete that checkpoint directory to resume from the epoch before, or train into a new --out."
 _STATE_KEYS = (
     "epoch", "step", "best_epoch", "best_metric", "history", "config", "fingerprint", "optimizer_param_groups",

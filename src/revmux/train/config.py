@@ -109,6 +109,13 @@ class TrainConfig:
             "class distribution to the student's; ties keep the later epoch)"
         ),
     )
+    select_within_se: float = field(
+        default=0.0,
+        metadata=_help(
+            "keep the latest epoch whose hold-out accuracy or agreement is within this many standard errors "
+            "(binomial, over the hold-out's rows) of the best epoch's; 0 keeps the best epoch itself"
+        ),
+    )
     seed: int = field(
         default=0, metadata=_help("seed of init and groupings (the rows held out do not depend on it)")
     )
@@ -160,6 +167,14 @@ class TrainConfig:
             raise bad("holdout_fraction", "in (0, 1)")
         if self.select_on not in SELECT_ON:
             raise bad("select_on", "'agreement', 'accuracy' or 'kl'")
+        v = self.select_within_se
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf"):
+            raise bad("select_within_se", "a finite number >= 0")
+        if v and self.select_on == "kl":
+            raise ConfigError(
+                f"{flag('select_within_se')} counts binomial standard errors of accuracy or agreement; with "
+                f"{flag('select_on')} kl set it to 0."
+            )
         if self.schedule not in ("onecycle", "constant"):
             raise bad("schedule", "'onecycle' or 'constant'")
         if isinstance(self.augment, str):

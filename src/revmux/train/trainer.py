@@ -13,6 +13,7 @@ What it is not: teacher fine-tuning (`revmux.train.finetune`), evaluation on the
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,7 +237,9 @@ def _epochs(run: _Run, state: RunState, progress: bool, stop_after_epochs: int |
             stats["eval_seconds"] = time.perf_counter() - t0
             state.epoch, state.step = epoch, state.step + run.steps_per_epoch
             state.history.append({"epoch": epoch, **stats})
-            state.best_epoch, state.best_metric = best_epoch(state.history, c.select_on)
+            state.best_epoch, state.best_metric = best_epoch(
+                state.history, c.select_on, c.select_within_se, len(run.sources[1])
+            )
             save_checkpoint(run.out_dir, run.model, run.optimizer, run.scheduler, state, c, run.fingerprint)
             publish_best(run.out_dir, state.best_epoch)
             _write_log(run.out_dir, run.info, state)
@@ -249,16 +252,28 @@ def holdout_log(scores: HoldoutScores) -> dict[str, float]:
     return {f"holdout_{name}": value for name, value in scores._asdict().items()}
 
 
-def best_epoch(history: list[dict[str, Any]], select_on: str) -> tuple[int, float]:
+def best_epoch(
+    history: list[dict[str, Any]], select_on: str, within_se: float = 0.0, rows: int = 0
+) -> tuple[int, float]:
     """(epoch kept, its measure) by hold-out `select_on`: the first epoch of best accuracy; the last of best
-    agreement with the teacher, or of lowest KL to it (ties keep the later epoch); (0, -1.0) if empty."""
+    agreement with the teacher, or of lowest KL to it (ties keep the later epoch); (0, -1.0) if empty.
+
+    With `within_se` > 0 (accuracy or agreement, measured on `rows` hold-out rows): the latest epoch whose
+    measure is within `within_se` binomial standard errors, sqrt(p (1 - p) / rows), of the best one's p. On a
+    small hold-out the best epoch differs from its neighbours by noise, and the one-cycle schedule's later
+    epochs, at a lower learning rate, are the better bet."""
     best, metric = 0, -1.0
     sign = -1.0 if select_on == "kl" else 1.0  # kl: lower is better
+    key = f"holdout_{select_on}"
     for h in history:
-        value = h[f"holdout_{select_on}"]
+        value = h[key]
         if not best or sign * value > sign * metric or (select_on != "accuracy" and value == metric):
             best, metric = h["epoch"], value
-    return best, metric
+    if not best or not within_se or rows < 1 or select_on == "kl":
+        return best, metric
+    floor = metric - within_se * math.sqrt(max(metric * (1.0 - metric), 0.0) / rows)
+    latest = max((h for h in history if h[key] >= floor), key=lambda h: h["epoch"])
+    return latest["epoch"], latest[key]
 
 
 def _repick(
@@ -281,7 +296,9 @@ def _repick(
             scores = holdout_log(holdout_scores(scratch, held, config))
             h.setdefault("holdout_accuracy", scores.pop("holdout_accuracy"))
             h.update(scores)
-    state.best_epoch, state.best_metric = best_epoch(state.history, config.select_on)
+    state.best_epoch, state.best_metric = best_epoch(
+        state.history, config.select_on, config.select_within_se, len(held)
+    )
 
 
 def holdout_accuracy(
