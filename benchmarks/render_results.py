@@ -825,8 +825,8 @@ def quantized_accuracy_section() -> list[str]:
     gap = 100 * (fp32["accuracy_mean"] - int8["accuracy_mean"])
     met = "met" if gap <= 0.3 else "not met"
     return [
-        f"Commands: `{cmd}` and the same with `--quantize int8` into eval_demo_int8.json (the demo adapter, "
-        "SST-2 dev, 10 groupings; the machine of the table above).",
+        f"Commands: `{cmd}` and the same with `--quantize int8` into eval_demo_int8.json (the adapter of the "
+        'demo row, "The demo" above, run after it on its machine; SST-2 dev, 10 groupings).',
         "",
         "| backbone | teacher | mux N=2 k=2 | drop | agreement |",
         "|---|---:|---:|---:|---:|",
