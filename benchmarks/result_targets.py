@@ -166,20 +166,19 @@ def speed_targets(runs: list[tuple[dict, dict]], spec: dict[str, Any]) -> list[s
     given), any backend, against the fastest plain variant timed in the same run (`runs`: (report, run) of the
     honest benches), at each batch size named. A CPU with no run of that N and batch gets no row; where no CPU
     has one, the row says it is not measured yet."""
-    cpus = list(dict.fromkeys(cpu_name(report) for report, _ in runs))
+    by_cpu: dict[str, list[tuple[dict, dict]]] = {}
+    for report, run in runs:
+        by_cpu.setdefault(cpu_name(report), []).append((report, run))
     out = []
     for t in (t for t in spec["targets"] if t["check"] == "vs_best_plain"):
         for batch in t["batch_sizes"]:
             cell = f"N={t['n']}" + (f", k={t['k']}" if t.get("k") is not None else " (any k)")
             rows = []
-            for cpu in cpus:
+            for cpu, cpu_runs in by_cpu.items():
                 cands = [
                     (run["speedup_vs_best_plain"], report, run)
-                    for report, run in runs
-                    if cpu_name(report) == cpu
-                    and run["n"] == t["n"]
-                    and run["batch_size"] == batch
-                    and t.get("k") in (None, run["k"])
+                    for report, run in cpu_runs
+                    if run["n"] == t["n"] and run["batch_size"] == batch and t.get("k") in (None, run["k"])
                 ]
                 if not cands:
                     continue

@@ -155,6 +155,7 @@ class TrainConfig:
             "lambda_kd",
             "lambda_cos",
             "lambda_state",
+            "select_within_se",
         ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0 or v == float("inf"):
@@ -167,10 +168,7 @@ class TrainConfig:
             raise bad("holdout_fraction", "in (0, 1)")
         if self.select_on not in SELECT_ON:
             raise bad("select_on", "'agreement', 'accuracy' or 'kl'")
-        v = self.select_within_se
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < float("inf"):
-            raise bad("select_within_se", "a finite number >= 0")
-        if v and self.select_on == "kl":
+        if self.select_within_se and self.select_on == "kl":
             raise ConfigError(
                 f"{flag('select_within_se')} counts binomial standard errors of accuracy or agreement; with "
                 f"{flag('select_on')} kl set it to 0."
